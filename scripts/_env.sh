@@ -1,0 +1,40 @@
+# Sourced by demo.sh and test.sh: pick the Python environment and install t2i into it.
+#
+# Uses the active virtualenv/conda env if there is one, else ./.venv if it exists, else the
+# current python3 unless it is externally managed (then a new ./.venv that can see the
+# system's packages). torch==2.13.0 is installed only when no torch is importable: a torch
+# the user already has is never replaced. The package is installed with
+# `pip install --no-build-isolation -e .`, so the extension is built against that torch.
+
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+if [ -n "${VIRTUAL_ENV:-}" ] || [ -n "${CONDA_PREFIX:-}" ]; then
+  PY=python
+elif [ -x .venv/bin/python ]; then
+  PY=.venv/bin/python
+else
+  PY=${PYTHON:-python3}
+  if "$PY" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+    echo "t2i: $PY is externally managed; creating .venv (it sees the system's packages)" >&2
+    "$PY" -m venv --system-site-packages .venv
+    PY=.venv/bin/python
+  fi
+fi
+export PY
+
+pipq() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+
+if ! "$PY" -c 'import torch' 2>/dev/null; then
+  echo "t2i: no torch importable; installing torch==2.13.0" >&2
+  pipq torch==2.13.0
+fi
+"$PY" -c 'import torch; print(f"t2i: using torch {torch.__version__} from {torch.__file__}")' >&2
+pipq ninja click rich numpy pillow nltk scipy setuptools wheel ${T2I_EXTRA_PIP:-}
+here_installed() {
+  "$PY" -c 'import os, sys, t2icli; sys.exit(0 if os.path.samefile(os.path.dirname(t2icli.__file__), "t2icli") else 1)' 2>/dev/null
+}
+if ! here_installed || [ "${T2I_REINSTALL:-0}" = 1 ]; then
+  echo "t2i: installing the package (pip install --no-build-isolation -e .; builds the C++ extension)" >&2
+  pipq --no-build-isolation -e .
+fi

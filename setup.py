@@ -1,0 +1,69 @@
+"""Build and install t2i: the `t2icli` package and its C++/CUDA extension `t2icli._C`.
+
+Install with the torch that is already in the environment:
+
+    pip install --no-build-isolation -e .
+
+The CPU kernels are always built; the CUDA kernels are added when torch sees a GPU or
+T2I_BUILD_CUDA=1 is set and a CUDA toolkit is found. If the extension cannot be built
+(no compiler, no torch at build time) the package still installs, and `t2icli.ops`
+JIT-builds the extension on first use or falls back to the pure-PyTorch reference.
+"""
+
+import glob
+import os
+import sys
+
+from setuptools import find_packages, setup
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+
+
+def _ext_modules():
+    """The extension modules to build, or [] when torch is not importable at build time."""
+    if os.environ.get("T2I_NO_EXT") == "1":
+        return [], {}
+    try:
+        import torch
+        from torch.utils.cpp_extension import CUDA_HOME, BuildExtension, CppExtension, CUDAExtension
+    except Exception as exc:  # no torch at build time: pure-Python install
+        print(f"t2i setup: torch not importable ({exc}); installing without the extension", file=sys.stderr)
+        return [], {}
+
+    cpp = sorted(glob.glob(os.path.join("csrc", "*.cpp")))
+    cu = sorted(glob.glob(os.path.join("csrc", "*.cu")))
+    if not cpp:
+        return [], {}
+    want_cuda = torch.cuda.is_available() or os.environ.get("T2I_BUILD_CUDA") == "1"
+    cxx = ["-O3", "-std=c++17"]
+    if sys.platform != "win32":
+        cxx += ["-fopenmp"]
+    if want_cuda and CUDA_HOME is not None and cu:
+        ext = CUDAExtension(
+            "t2icli._C",
+            cpp + cu,
+            define_macros=[("T2I_WITH_CUDA", "1")],
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+            extra_link_args=["-fopenmp"],
+        )
+    else:
+        ext = CppExtension("t2icli._C", cpp, extra_compile_args={"cxx": cxx}, extra_link_args=["-fopenmp"])
+    return [ext], {"build_ext": BuildExtension.with_options(use_ninja=True)}
+
+
+ext_modules, cmdclass = _ext_modules()
+
+setup(
+    name="t2icli",
+    version="0.1.0",
+    description="Train, sample and evaluate text-to-image GANs (AttnGAN, StackGAN, StackGAN++, GAN-INT-CLS)",
+    long_description=open(os.path.join(HERE, "README.md"), encoding="utf-8").read(),
+    long_description_content_type="text/markdown",
+    python_requires=">=3.9",
+    packages=find_packages(include=["t2icli", "t2icli.*"]),
+    install_requires=["torch>=2.1", "ninja", "click>=8", "rich", "numpy", "pillow", "nltk", "scipy"],
+    extras_require={"test": ["pytest"]},
+    entry_points={"console_scripts": ["t2i = t2icli.cli:main"]},
+    ext_modules=ext_modules,
+    cmdclass=cmdclass,
+)

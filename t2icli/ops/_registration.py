@@ -1,0 +1,62 @@
+"""Fake (meta) kernels and autograd formulas for the compiled t2i ops, registered once after loading."""
+
+import torch
+
+_done = False
+
+
+def register():
+    """Registers fake kernels and autograd for torch.ops.t2i.* (idempotent)."""
+    global _done
+    if _done:
+        return
+    _done = True
+
+    @torch.library.register_fake("t2i::word_region_attention")
+    def _(h, e, mask, return_attn):
+        B, C, N = h.shape
+        T = e.shape[2]
+        c = h.new_empty(B, C, N)  # [B, C, N]
+        beta = h.new_empty(B, T, N) if return_attn else h.new_empty(0)  # [B, T, N] or empty
+        return c, beta
+
+    @torch.library.register_fake("t2i::word_region_attention_backward")
+    def _(grad_c, grad_beta, h, e, mask):
+        return torch.empty_like(h), torch.empty_like(e)
+
+    @torch.library.register_fake("t2i::damsm_word_scores")
+    def _(img, words, lengths, gamma1, gamma2):
+        M = img.shape[0]
+        return img.new_empty(M, M)  # [M(images), M(captions)]
+
+    @torch.library.register_fake("t2i::damsm_word_scores_backward")
+    def _(grad, img, words, lengths, gamma1, gamma2):
+        return torch.empty_like(img), torch.empty_like(words)
+
+    def _wra_setup(ctx, inputs, output):
+        h, e, mask, return_attn = inputs
+        ctx.return_attn = return_attn
+        ctx.save_for_backward(h, e, mask)
+
+    def _wra_backward(ctx, grad_c, grad_beta):
+        h, e, mask = ctx.saved_tensors
+        if grad_c is None:
+            grad_c = torch.zeros_like(h[:, :, :0]).expand(h.shape[0], e.shape[1], h.shape[2])
+        if not ctx.return_attn:
+            grad_beta = None
+        grad_h, grad_e = torch.ops.t2i.word_region_attention_backward(grad_c.contiguous(), grad_beta, h, e, mask)
+        return grad_h, grad_e, None, None
+
+    torch.library.register_autograd("t2i::word_region_attention", _wra_backward, setup_context=_wra_setup)
+
+    def _damsm_setup(ctx, inputs, output):
+        img, words, lengths, gamma1, gamma2 = inputs
+        ctx.gammas = (gamma1, gamma2)
+        ctx.save_for_backward(img, words, lengths)
+
+    def _damsm_backward(ctx, grad):
+        img, words, lengths = ctx.saved_tensors
+        grad_img, grad_words = torch.ops.t2i.damsm_word_scores_backward(grad.contiguous(), img, words, lengths, *ctx.gammas)
+        return grad_img, grad_words, None, None, None
+
+    torch.library.register_autograd("t2i::damsm_word_scores", _damsm_backward, setup_context=_damsm_setup)

@@ -1,0 +1,165 @@
+"""Prepared-dataset format, text handling, the dataset/loader and its resumable sampler."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+
+from t2icli.data.dataset import EpochBatchSampler, PreparedDataset, make_loader
+from t2icli.data.format import DataError, DatasetWriter, load_meta
+from t2icli.data.text import END, Vocab, build_vocab, cut_caption, tokenize
+
+WORDS = "red blue green small large bird wing crown belly beak short long".split()
+
+
+def write_tiny(out, n_train=12, n_test=4, size=32, seed=0, word_limit=6):
+    """A small random dataset through the real writer; captions of 3..9 words."""
+    rng = np.random.default_rng(seed)
+    with DatasetWriter(out, source="unit", image_size=size, word_limit=word_limit) as w:
+        for split, n in (("train", n_train), ("test", n_test)):
+            s = w.split(split)
+            for i in range(n):
+                img = rng.integers(0, 256, size=(size, size, 3), dtype=np.uint8)
+                caps = [" ".join(rng.choice(WORDS, size=rng.integers(3, 10))) for _ in range(1 + i % 3)]
+                if split == "test" and i == 0:
+                    caps.append("a zebra-striped RED bird!")  # OOV words + punctuation
+                s.add(img, caps, class_id=i % 3, filename=f"{split}/{i:03d}")
+        return w.finish()
+
+
+def test_tokenize_and_vocab():
+    assert tokenize("This Bird, has a RED crown!") == ["this", "bird", "has", "a", "red", "crown"]
+    vocab = Vocab(build_vocab(["b a", "a c a"]))
+    assert vocab.words == [END, "a", "b", "c"]
+    ids, oov = vocab.encode("A zebra c")
+    assert ids == [1, 3] and oov == ["zebra"]
+    assert vocab.decode(ids + [0, 2]) == ["a", "c"]
+    with pytest.raises(ValueError):
+        Vocab(["a", "b"])
+
+
+def test_cut_caption_keeps_ordered_subset():
+    rng = np.random.default_rng(0)
+    ids = np.arange(1, 31)
+    out, n = cut_caption(ids, 18, rng)
+    assert n == 18 and len(out) == 18
+    assert np.all(np.diff(out) > 0) and set(out) <= set(ids)  # ordered subset
+    out, n = cut_caption([5, 6], 18, rng)
+    assert n == 2 and list(out[:3]) == [5, 6, 0]
+
+
+def test_writer_layout_and_meta(tmp_path):
+    meta = write_tiny(tmp_path / "ds")
+    assert load_meta(tmp_path / "ds") == meta
+    assert meta["splits"]["train"]["images"] == 12 and meta["splits"]["test"]["images"] == 4
+    assert meta["splits"]["test"]["oov_words"] >= 1  # "zebra", "striped", "a"
+    imgs = np.load(tmp_path / "ds" / "train" / "images.npy", mmap_mode="r")
+    assert imgs.shape == (12, 32, 32, 3) and imgs.dtype == np.uint8
+    vocab = json.loads((tmp_path / "ds" / "vocab.json").read_text())
+    assert vocab[0] == END and "zebra" not in vocab
+    assert not [p for p in os.listdir(tmp_path) if p.startswith(".")]  # no temp folder left
+
+
+def test_writer_is_deterministic(tmp_path):
+    write_tiny(tmp_path / "a")
+    write_tiny(tmp_path / "b")
+    for root, _, files in os.walk(tmp_path / "a"):
+        for name in files:
+            pa = os.path.join(root, name)
+            pb = pa.replace(str(tmp_path / "a"), str(tmp_path / "b"))
+            assert open(pa, "rb").read() == open(pb, "rb").read(), name
+
+
+def test_interrupted_write_leaves_nothing(tmp_path):
+    with pytest.raises(RuntimeError):
+        with DatasetWriter(tmp_path / "ds", source="unit", image_size=8, word_limit=5) as w:
+            w.split("train").add(np.zeros((8, 8, 3), np.uint8), ["a bird"], 0, "x")
+            raise RuntimeError("killed")
+    assert os.listdir(tmp_path) == []
+
+
+def test_rewrite_replaces_prepared_but_refuses_foreign_folder(tmp_path):
+    write_tiny(tmp_path / "ds")
+    write_tiny(tmp_path / "ds", seed=1)  # replacing a prepared dataset is fine
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "notes.txt").write_text("mine")
+    with pytest.raises(DataError, match="not empty"):
+        write_tiny(tmp_path / "other")
+    assert os.listdir(tmp_path / "other") == ["notes.txt"]
+
+
+def test_load_meta_errors(tmp_path):
+    with pytest.raises(DataError, match="no such data folder"):
+        load_meta(tmp_path / "missing")
+    with pytest.raises(DataError, match="not a prepared dataset"):
+        load_meta(tmp_path)
+    write_tiny(tmp_path / "ds")
+    meta = json.loads((tmp_path / "ds" / "dataset.json").read_text())
+    meta["format_version"] = 0
+    (tmp_path / "ds" / "dataset.json").write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="format version"):
+        load_meta(tmp_path / "ds")
+
+
+def test_dataset_item_shapes_ranges_and_determinism(tmp_path):
+    write_tiny(tmp_path / "ds")
+    ds = PreparedDataset(tmp_path / "ds", "train", resolutions=(8, 16, 32), train=True, seed=3)
+    item = ds[5]
+    assert [tuple(x.shape) for x in item["images"]] == [(3, 8, 8), (3, 16, 16), (3, 32, 32)]
+    for x in item["images"]:
+        assert x.dtype == torch.float32 and x.min() >= -1 and x.max() <= 1
+    assert item["tokens"].shape == (6,) and 1 <= item["length"] <= 6
+    assert (item["tokens"][item["length"]:] == 0).all() and (item["tokens"][: item["length"]] > 0).all()
+    again = ds[5]
+    assert all(torch.equal(a, b) for a, b in zip(item["images"], again["images"]))
+    ds.set_epoch(1)
+    other = [ds[5] for _ in range(1)][0]
+    differs = any(not torch.equal(a, b) for a, b in zip(item["images"], other["images"]))
+    assert differs or not torch.equal(item["tokens"], other["tokens"]) or item["caption"] != other["caption"]
+
+
+def test_test_split_is_deterministic_and_unaugmented(tmp_path):
+    write_tiny(tmp_path / "ds")
+    ds = PreparedDataset(tmp_path / "ds", "test", train=False)
+    x = ds[1]["images"][0]
+    raw = torch.from_numpy(np.array(ds.images_uint8[1])).permute(2, 0, 1).float() / 127.5 - 1
+    assert torch.allclose(x, raw, atol=1e-6)  # no crop/flip/resize at full size
+    ds.set_epoch(7)
+    assert torch.equal(ds[1]["tokens"], PreparedDataset(tmp_path / "ds", "test", train=False)[1]["tokens"])
+    toks, oov = ds.encode("a zebra red bird")
+    assert oov == ["a", "zebra"] and ds.decode(toks) == ["red", "bird"]
+    assert ds.caption_texts(0)[-1] == "a zebra-striped RED bird!"
+
+
+def test_resolution_larger_than_data_is_an_error(tmp_path):
+    write_tiny(tmp_path / "ds")
+    with pytest.raises(DataError, match="larger than"):
+        PreparedDataset(tmp_path / "ds", "train", resolutions=(64,))
+
+
+def test_sampler_resume_and_ranks_cover_the_global_batches():
+    full = list(EpochBatchSampler(50, 8, seed=1, epoch=2))
+    assert len(full) == 6 and all(len(b) == 8 for b in full)
+    assert list(EpochBatchSampler(50, 8, seed=1, epoch=2, start_batch=4)) == full[4:]
+    r0 = list(EpochBatchSampler(50, 8, seed=1, epoch=2, rank=0, world=2))
+    r1 = list(EpochBatchSampler(50, 8, seed=1, epoch=2, rank=1, world=2))
+    for b, x, y in zip(full, r0, r1):
+        assert sorted(x + y) == sorted(b) and len(x) == len(y) == 4
+    assert list(EpochBatchSampler(50, 8, seed=1, epoch=3)) != full
+    with pytest.raises(ValueError):
+        EpochBatchSampler(50, 7, world=2)
+
+
+def test_loader_batches(tmp_path):
+    write_tiny(tmp_path / "ds")
+    ds = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32))
+    batches = list(make_loader(ds, 4, seed=0, epoch=0))
+    assert len(batches) == 3
+    b = batches[0]
+    assert b["images"][0].shape == (4, 3, 16, 16) and b["images"][1].shape == (4, 3, 32, 32)
+    assert b["tokens"].shape == (4, 6) and b["lengths"].shape == (4,)
+    assert b["class_ids"].tolist() == [int(ds.class_ids[i]) for i in b["indices"]]
+    resumed = list(make_loader(ds, 4, seed=0, epoch=0, start_batch=1))
+    assert torch.equal(resumed[0]["images"][1], batches[1]["images"][1])
