@@ -35,7 +35,7 @@ def _ext_modules():
     if not cpp:
         return [], {}
     want_cuda = torch.cuda.is_available() or os.environ.get("T2I_BUILD_CUDA") == "1"
-    cxx = ["-O3", "-std=c++17"]
+    cxx = ["-O3", "-std=c++20"]
     if sys.platform != "win32":
         cxx += ["-fopenmp"]
     if want_cuda and CUDA_HOME is not None and cu:
@@ -43,7 +43,7 @@ def _ext_modules():
             "t2icli._C",
             cpp + cu,
             define_macros=[("T2I_WITH_CUDA", "1")],
-            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++17"]},
+            extra_compile_args={"cxx": cxx, "nvcc": ["-O3", "--use_fast_math", "-std=c++20"]},
             extra_link_args=["-fopenmp"],
         )
     else:

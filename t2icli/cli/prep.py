@@ -57,3 +57,117 @@ def toybirds(out, size, n_train, n_test, captions_per_image, seed, workers):
         summary = prepare_toybirds(out, size=size, n_train=n_train, n_test=n_test,
                                    captions_per_image=captions_per_image, seed=seed, workers=workers)
     _report(summary)
+
+
+# --- real data sets: cub, flowers, coco, folder -------------------------------------------
+
+def _dir_option(flag, help):
+    return click.option(flag, required=True, metavar="DIR", help=help,
+                        type=click.Path(exists=True, file_okay=False, dir_okay=True))
+
+
+SIZE = click.option("--size", default=256, show_default=True, metavar="PX", type=click.IntRange(min=16),
+                    help="Side of the prepared square images in pixels.")
+WORKERS = click.option("--workers", default=2, show_default=True, metavar="N", type=click.IntRange(min=1),
+                       help="Image decoding processes (the output does not depend on it).")
+
+
+@prep.command()
+@_dir_option("--root", "The CUB_200_2011 folder (images.txt, bounding_boxes.txt, images/).")
+@_dir_option("--captions", "Captions: Reed et al.'s (text_c10/ + trainvalclasses.txt, testclasses.txt) "
+                           "or AttnGAN's (text/ + train/filenames.pickle, test/filenames.pickle).")
+@OUT
+@SIZE
+@WORKERS
+def cub(root, captions, out, size, workers):
+    """CUB-200-2011 birds, cropped around each bird's box as AttnGAN does, class-disjoint split.
+
+    The caption layout is detected; the split is StackGAN/AttnGAN's (8855 train / 2933 test
+    images from 150 / 50 classes). Class ids are the CUB species (001.* -> 0).
+
+    \b
+    Example:
+      t2i prep cub --root CUB_200_2011 --captions birds --out data/cub --size 256
+    """
+    from t2icli.data.cub import prepare_cub
+
+    with user_errors():
+        summary = prepare_cub(root, captions, out, size=size, workers=workers)
+    _report(summary)
+
+
+@prep.command()
+@_dir_option("--root", "Folder of Oxford-102 images image_00001.jpg ... (the jpg/ folder).")
+@_dir_option("--captions", "Reed et al.'s flowers captions: text_c10/class_00001/image_00001.txt ... "
+                           "with trainvalclasses.txt and testclasses.txt.")
+@OUT
+@SIZE
+@WORKERS
+def flowers(root, captions, out, size, workers):
+    """Oxford-102 flowers with Reed et al.'s captions; centre square crop (no boxes), class split.
+
+    \b
+    Example:
+      t2i prep flowers --root 102flowers/jpg --captions cvpr2016_flowers --out data/flowers
+    """
+    from t2icli.data.flowers import prepare_flowers
+
+    with user_errors():
+        summary = prepare_flowers(root, captions, out, size=size, workers=workers)
+    _report(summary)
+
+
+@prep.command()
+@_dir_option("--root", "COCO folder with train2014/, val2014/ and annotations/captions_*2014.json.")
+@OUT
+@SIZE
+@click.option("--limit", default=None, metavar="N", type=click.IntRange(min=1),
+              help="Keep only the first N images (by image id) of each split.  [default: all]")
+@WORKERS
+def coco(root, out, size, limit, workers):
+    """MS-COCO 2014 captions: train2014 -> train, val2014 -> test; 5 captions per image.
+
+    Class id = image id (COCO has no caption classes: only the image itself is masked
+    as a negative). Centre square crop.
+
+    \b
+    Example:
+      t2i prep coco --root coco --out data/coco
+      t2i prep coco --root coco --out data/coco-small --limit 2000
+    """
+    from t2icli.data.coco import prepare_coco
+
+    with user_errors():
+        summary = prepare_coco(root, out, size=size, limit=limit, workers=workers)
+    _report(summary)
+
+
+@prep.command()
+@_dir_option("--root", "Folder of images (.jpg .jpeg .png .bmp .webp, recursive), each with a same-stem .txt "
+                       "of captions (one per line).")
+@OUT
+@click.option("--test-fraction", default=0.1, show_default=True, metavar="F",
+              type=click.FloatRange(0, 1, min_open=True, max_open=True),
+              help="Fraction of the images held out as the test split.")
+@SIZE
+@click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
+              help="Seed of the test split choice.")
+@click.option("--word-limit", default=18, show_default=True, metavar="N", type=click.IntRange(min=1),
+              help="Words per caption used in training (longer captions are cut as AttnGAN does).")
+@WORKERS
+def folder(root, out, test_fraction, size, seed, word_limit, workers):
+    """Your own images: any folder of images with a same-stem .txt of captions beside each.
+
+    Class id = the image's sub-folder (top-level files share class 0). EXIF orientation is
+    applied, then a centre square crop.
+
+    \b
+    Example:
+      t2i prep folder --root my_images --out data/mine --test-fraction 0.1 --size 128
+    """
+    from t2icli.data.folder import prepare_folder
+
+    with user_errors():
+        summary = prepare_folder(root, out, size=size, test_fraction=test_fraction, seed=seed,
+                                 word_limit=word_limit, workers=workers)
+    _report(summary)

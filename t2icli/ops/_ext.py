@@ -66,12 +66,12 @@ def _jit_build():
     key.update(str(with_cuda).encode())
     build_dir = os.path.join(_cache_dir(), f"t2i_ops_{key.hexdigest()[:16]}")
     os.makedirs(build_dir, exist_ok=True)
-    cflags = ["-O3", "-std=c++17", "-fopenmp"] + (["-DT2I_WITH_CUDA=1"] if with_cuda else [])
+    cflags = ["-O3", "-std=c++20", "-fopenmp"] + (["-DT2I_WITH_CUDA=1"] if with_cuda else [])
     cpp_extension.load(
         name="t2i_ops",
         sources=sources,
         extra_cflags=cflags,
-        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++17", "-DT2I_WITH_CUDA=1"],
+        extra_cuda_cflags=["-O3", "--use_fast_math", "-std=c++20", "-DT2I_WITH_CUDA=1"],
         extra_ldflags=["-fopenmp"],
         build_directory=build_dir,
         is_python_module=False,

@@ -1,0 +1,189 @@
+"""The dataset and loader every trainer uses: images at each stage's resolution plus a caption.
+
+Augmentation follows AttnGAN: resize to 76/64 of the stored size, random crop back to it,
+random horizontal flip, then one antialiased downsample per requested resolution. All
+randomness (crop, flip, which caption, which words of an over-long caption) is a pure
+function of (seed, epoch, index), so a resumed or distributed run sees exactly the same
+samples as an uninterrupted single-process one.
+"""
+
+import json
+import os
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from t2icli.data.format import DataError, load_meta
+from t2icli.data.text import Vocab, cut_caption
+
+
+class PreparedDataset(torch.utils.data.Dataset):
+    """One split of a prepared dataset folder.
+
+    ds[i] -> {"images": [float [3, r, r] in [-1, 1] for r in resolutions],
+              "tokens": int64 [word_limit] (0-padded), "length": int, "class_id": int, "index": int,
+              "caption": int (which of the image's captions)}
+    """
+
+    def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None):
+        self.path = os.fspath(path)
+        self.meta = load_meta(self.path)
+        if split not in self.meta["splits"]:
+            raise DataError(f"{self.path}: no split {split!r} (has {sorted(self.meta['splits'])})")
+        self.split = split
+        self.size = int(self.meta["image_size"])
+        self.resolutions = tuple(int(r) for r in (resolutions or (self.size,)))
+        for r in self.resolutions:
+            if r > self.size:
+                raise DataError(f"{self.path}: resolution {r} is larger than the dataset's image size {self.size}")
+        self.train = bool(train)
+        self.seed = int(seed)
+        self.word_limit = int(word_limit or self.meta["word_limit"])
+        self.epoch = 0
+        folder = os.path.join(self.path, split)
+        with open(os.path.join(self.path, "vocab.json"), encoding="utf-8") as f:
+            self.vocab = json.load(f)
+        self._vocab = Vocab(self.vocab)
+        self.images_uint8 = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")  # [n, S, S, 3]
+        self.class_ids = np.load(os.path.join(folder, "classes.npy"))  # [n]
+        self.tokens = np.load(os.path.join(folder, "tokens.npy"))  # [total words]
+        self.caption_starts = np.load(os.path.join(folder, "caption_starts.npy"))  # [n_captions + 1]
+        self.image_captions = np.load(os.path.join(folder, "image_captions.npy"))  # [n + 1]
+        attr_path = os.path.join(folder, "attributes.npy")
+        self.attributes = np.load(attr_path) if os.path.exists(attr_path) else None  # [n, A]
+        mentions_path = os.path.join(folder, "caption_mentions.npy")
+        self.caption_mentions = np.load(mentions_path) if os.path.exists(mentions_path) else None  # [n_captions]
+        n = len(self.images_uint8)
+        if not (len(self.class_ids) == n and len(self.image_captions) == n + 1):
+            raise DataError(f"{folder}: array lengths disagree; prepare the dataset again")
+        self._texts = None
+
+    def __len__(self):
+        return len(self.images_uint8)
+
+    def set_epoch(self, epoch):
+        """Select the epoch whose augmentation and caption choice __getitem__ reproduces."""
+        self.epoch = int(epoch)
+
+    # -- captions -----------------------------------------------------------------
+    def n_captions(self, i):
+        """Number of captions of image i."""
+        return int(self.image_captions[i + 1] - self.image_captions[i])
+
+    def caption_ids(self, c):
+        """Token ids (int64 [L], uncut) of caption row c of this split."""
+        return self.tokens[self.caption_starts[c] : self.caption_starts[c + 1]].astype(np.int64)
+
+    def caption_tokens(self, i):
+        """All captions of image i as 1-D LongTensors (full length, not cut)."""
+        first, last = self.image_captions[i], self.image_captions[i + 1]
+        return [torch.from_numpy(self.caption_ids(c)) for c in range(first, last)]
+
+    def caption_texts(self, i):
+        """All captions of image i as text, verbatim."""
+        if self._texts is None:
+            with open(os.path.join(self.path, self.split, "captions.jsonl"), encoding="utf-8") as f:
+                self._texts = [json.loads(line)["captions"] for line in f]
+        return list(self._texts[i])
+
+    def encode(self, text):
+        """(LongTensor token ids of `text`, list of out-of-vocabulary words dropped from it)."""
+        ids, oov = self._vocab.encode(text)
+        return torch.tensor(ids, dtype=torch.int64), oov
+
+    def decode(self, ids):
+        """Words of token ids (stops at 0)."""
+        return self._vocab.decode(ids)
+
+    def cut(self, ids, rng):
+        """Pad or cut token ids to word_limit (random ordered subset when too long)."""
+        return cut_caption(ids, self.word_limit, rng)
+
+    # -- samples --------------------------------------------------------------------
+    def _rng(self, index):
+        epoch = self.epoch if self.train else 0
+        return np.random.default_rng([self.seed, epoch, int(index), 0x7721])
+
+    def __getitem__(self, index):
+        rng = self._rng(index)
+        k = int(rng.integers(self.n_captions(index)))
+        tokens, length = self.cut(self.caption_ids(self.image_captions[index] + k), rng)
+        img = torch.from_numpy(np.array(self.images_uint8[index])).permute(2, 0, 1)  # [3, S, S] uint8
+        img = img.unsqueeze(0).float()  # [1, 3, S, S]
+        if self.train:
+            big = int(self.size * 76 / 64)
+            img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
+            y, x = (int(v) for v in rng.integers(0, big - self.size + 1, size=2))
+            img = img[:, :, y : y + self.size, x : x + self.size]
+            if rng.random() < 0.5:
+                img = img.flip(3)
+        images = []
+        for r in self.resolutions:
+            im = img if r == img.shape[-1] else F.interpolate(
+                img, size=(r, r), mode="bilinear", align_corners=False, antialias=True
+            )
+            images.append((im[0] / 127.5 - 1.0).clamp_(-1.0, 1.0))  # [3, r, r]
+        return {
+            "images": images,
+            "tokens": torch.from_numpy(tokens),
+            "length": int(length),
+            "class_id": int(self.class_ids[index]),
+            "index": int(index),
+            "caption": k,
+        }
+
+
+def collate(samples):
+    """Batch a list of samples: {"images": [[B,3,r,r] per resolution], "tokens": [B,T], "lengths": [B],
+    "class_ids": [B], "indices": [B], "captions": [B]}."""
+    n_res = len(samples[0]["images"])
+    return {
+        "images": [torch.stack([s["images"][k] for s in samples]) for k in range(n_res)],
+        "tokens": torch.stack([s["tokens"] for s in samples]),
+        "lengths": torch.tensor([s["length"] for s in samples], dtype=torch.int64),
+        "class_ids": torch.tensor([s["class_id"] for s in samples], dtype=torch.int64),
+        "indices": torch.tensor([s["index"] for s in samples], dtype=torch.int64),
+        "captions": torch.tensor([s["caption"] for s in samples], dtype=torch.int64),
+    }
+
+
+class EpochBatchSampler(torch.utils.data.Sampler):
+    """Batches of one epoch: a permutation that is a pure function of (seed, epoch).
+
+    batch_size is the GLOBAL batch; with world > 1 each rank yields its slice
+    [rank::world] of every global batch, so N processes see exactly the samples one
+    process would. start_batch skips the batches of the epoch already consumed (resume).
+    """
+
+    def __init__(self, n, batch_size, shuffle=True, drop_last=True, seed=0, epoch=0, start_batch=0, rank=0, world=1):
+        if batch_size < world or batch_size % world:
+            raise ValueError(f"batch size {batch_size} must be a multiple of the number of processes {world}")
+        self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
+        self.seed, self.epoch, self.start_batch, self.rank, self.world = seed, epoch, start_batch, rank, world
+
+    def batches_per_epoch(self):
+        return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
+
+    def __len__(self):
+        return max(0, self.batches_per_epoch() - self.start_batch)
+
+    def __iter__(self):
+        if self.shuffle:
+            order = np.random.default_rng([self.seed, self.epoch, 0x5A3]).permutation(self.n)
+        else:
+            order = np.arange(self.n)
+        for b in range(self.start_batch, self.batches_per_epoch()):
+            batch = order[b * self.batch_size : (b + 1) * self.batch_size]
+            yield batch[self.rank :: self.world].tolist()
+
+
+def make_loader(ds, batch_size, shuffle=True, drop_last=True, num_workers=0, seed=0, epoch=0, start_batch=0,
+                rank=0, world=1):
+    """A DataLoader over `ds` for one epoch (see EpochBatchSampler); sets ds's epoch first."""
+    ds.set_epoch(epoch)
+    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, drop_last, seed, epoch, start_batch, rank, world)
+    return torch.utils.data.DataLoader(
+        ds, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
+        persistent_workers=False, pin_memory=torch.cuda.is_available(),
+    )

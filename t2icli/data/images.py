@@ -1,0 +1,290 @@
+"""Shared prep helpers: robust RGB loading, AttnGAN's bbox crop, square resize, caption files, and the decode-and-write loop.
+
+Every source module (cub, flowers, coco, folder) turns its layout into a list of `Item`s
+(image path, captions, class id, split, optional bounding box) after checking all captions,
+then calls `write_items`, which decodes the images (in worker processes, results taken in
+input order so the output does not depend on the number of workers), writes them with
+`DatasetWriter`, and counts unreadable images.
+
+Image conventions (the same for every source):
+- Decoding: PIL. Greyscale, palette, CMYK and 16-bit images are converted to 8-bit RGB;
+  images with transparency are composited onto white. ICC profiles are ignored.
+  Truncated or corrupt files are bad images (skipped, counted, listed), never patched up.
+- Cropping: with a bounding box, AttnGAN's square around the box (`bbox_crop_box`);
+  without one, the centred square of side min(W, H) (`center_square_box`).
+- Resizing: PIL LANCZOS straight from the crop box to S x S (a crop clipped by the image
+  border is stretched to the square, as AttnGAN's crop-then-resize does).
+"""
+
+import os
+import time
+from collections import deque
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from typing import Optional
+
+import numpy as np
+
+from t2icli.data.format import BadImages, DataError, DatasetWriter
+
+#: Prep fails when more than this fraction of images cannot be decoded.
+MAX_BAD_FRACTION = 0.01
+
+#: Resampling filter used for every prepared image (named in dataset.json).
+RESAMPLE = "LANCZOS"
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+@dataclass(frozen=True)
+class Item:
+    """One image to prepare: where it is, which split, its captions and class, and how to crop it."""
+
+    split: str  # "train" or "test"
+    path: str  # absolute path of the image file
+    captions: tuple  # tuple[str, ...], at least one
+    class_id: int
+    filename: str  # the name stored in captions.jsonl (relative to the source root)
+    bbox: Optional[tuple] = None  # (x, y, w, h) in pixels: AttnGAN crop; None: centre square
+
+
+# ---------------------------------------------------------------------------
+# Geometry
+# ---------------------------------------------------------------------------
+
+
+def bbox_crop_box(bbox, width, height):
+    """AttnGAN's crop around a bounding box: (x1, y1, x2, y2), clipped to a W x H image.
+
+    bbox = (x, y, w, h). r = int(0.75 * max(w, h)); centre (int((2x + w) / 2), int((2y + h) / 2));
+    the box is the square of side 2r around the centre, clipped to the image.
+    """
+    x, y, w, h = (float(v) for v in bbox)
+    r = int(max(w, h) * 0.75)
+    cx = int((2 * x + w) / 2)
+    cy = int((2 * y + h) / 2)
+    y1, y2 = max(0, cy - r), min(height, cy + r)
+    x1, x2 = max(0, cx - r), min(width, cx + r)
+    return x1, y1, x2, y2
+
+
+def center_square_box(width, height):
+    """The centred square of side min(W, H): (x1, y1, x2, y2)."""
+    side = min(width, height)
+    x1 = (width - side) // 2
+    y1 = (height - side) // 2
+    return x1, y1, x1 + side, y1 + side
+
+
+# ---------------------------------------------------------------------------
+# Decoding
+# ---------------------------------------------------------------------------
+
+
+def to_rgb(im):
+    """Convert a PIL image of any common mode to 8-bit RGB (alpha composited onto white)."""
+    from PIL import Image
+
+    if im.mode == "RGB":
+        return im
+    if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
+        # High bit-depth greyscale: scale 16-bit range to 8 bits; "I"/"F" are clipped to 0..255
+        # unless their values clearly use the 16-bit range.
+        a = np.asarray(im, dtype=np.float32)
+        if im.mode.startswith("I;16") or (a.size and a.max() > 255):
+            a = a / 257.0
+        a = np.clip(np.rint(a), 0, 255).astype(np.uint8)
+        return Image.fromarray(a, mode="L").convert("RGB")
+    has_alpha = im.mode in ("RGBA", "LA", "PA", "RGBa", "La") or (
+        im.mode == "P" and "transparency" in im.info
+    )
+    if has_alpha:
+        rgba = im.convert("RGBA")
+        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+        return Image.alpha_composite(white, rgba).convert("RGB")
+    return im.convert("RGB")
+
+
+def load_rgb(path, exif_transpose=False):
+    """Decode the image file at `path` fully and return it as an 8-bit RGB PIL image.
+
+    exif_transpose: apply the EXIF orientation tag (for user photos; not for CUB, whose boxes
+    are in stored-pixel coordinates). Raises OSError/ValueError/SyntaxError on a bad file.
+    """
+    from PIL import Image, ImageOps
+
+    with Image.open(path) as im:
+        im.load()  # decode now, so a truncated file fails here and not later
+        if exif_transpose:
+            im = ImageOps.exif_transpose(im)
+        return to_rgb(im)
+
+
+def square_resize(im, box, size):
+    """Crop `box` (x1, y1, x2, y2) out of the RGB image and resize it to uint8 [size, size, 3] (LANCZOS)."""
+    from PIL import Image
+
+    out = im.resize((size, size), Image.Resampling.LANCZOS, box=tuple(float(v) for v in box))
+    return np.asarray(out, dtype=np.uint8)
+
+
+def decode_image(path, size, bbox=None, exif_transpose=False):
+    """Load, crop (bbox: AttnGAN crop; None: centre square) and resize one image -> uint8 [size, size, 3]."""
+    im = load_rgb(path, exif_transpose=exif_transpose)
+    w, h = im.size
+    box = center_square_box(w, h) if bbox is None else bbox_crop_box(bbox, w, h)
+    if box[2] <= box[0] or box[3] <= box[1]:
+        raise ValueError(f"empty crop {box} for a {w}x{h} image (bounding box {bbox})")
+    return square_resize(im, box, size)
+
+
+def _decode_batch(tasks, size, exif_transpose):
+    """Worker: decode a list of (path, bbox); returns [(uint8 array or None, error text or None)]."""
+    out = []
+    for path, bbox in tasks:
+        try:
+            out.append((decode_image(path, size, bbox, exif_transpose), None))
+        except Exception as exc:  # OSError, SyntaxError, DecompressionBombError...: PIL's ways of saying "bad file"
+            out.append((None, f"{type(exc).__name__}: {exc}"))
+    return out
+
+
+def decode_items(items, size, workers=2, exif_transpose=False, batch=16):
+    """Yield (item, uint8 [size, size, 3] or None, error or None) for each item, in input order.
+
+    With workers > 1 the decoding runs in that many processes; at most 2 * workers batches are
+    in flight, so memory stays bounded whatever the data set size.
+    """
+    if workers <= 1:
+        for it in items:
+            [(image, error)] = _decode_batch([(it.path, it.bbox)], size, exif_transpose)
+            yield it, image, error
+        return
+    import multiprocessing
+
+    chunks = (items[i:i + batch] for i in range(0, len(items), batch))
+    pending = deque()
+    ex = ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"))
+    try:
+        for chunk in chunks:
+            tasks = [(it.path, it.bbox) for it in chunk]
+            pending.append((chunk, ex.submit(_decode_batch, tasks, size, exif_transpose)))
+            while len(pending) >= 2 * workers:
+                done_chunk, fut = pending.popleft()
+                for it, (image, error) in zip(done_chunk, fut.result()):
+                    yield it, image, error
+        while pending:
+            done_chunk, fut = pending.popleft()
+            for it, (image, error) in zip(done_chunk, fut.result()):
+                yield it, image, error
+    finally:
+        ex.shutdown(wait=True, cancel_futures=True)
+
+
+# ---------------------------------------------------------------------------
+# Caption files
+# ---------------------------------------------------------------------------
+
+
+def read_caption_file(path, warnings):
+    """Captions of one text file: one per line, whitespace collapsed, blank lines dropped.
+
+    UTF-8 (a BOM is allowed). A file that is not valid UTF-8 is read as latin-1 and a warning
+    naming the file is appended to `warnings` (list[str]). U+FFFD replacement characters (found
+    in Reed et al.'s CUB text) become spaces. A missing file raises DataError naming it.
+    """
+    try:
+        with open(path, "rb") as f:
+            raw = f.read()
+    except FileNotFoundError:
+        raise DataError(f"{path}: caption file missing (expected one caption per line)") from None
+    except OSError as exc:
+        raise DataError(f"{path}: caption file unreadable ({exc})") from None
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        text = raw.decode("latin-1")
+        warnings.append(f"{path}: not UTF-8 ({exc.reason} at byte {exc.start}); read as latin-1")
+    text = text.replace("\ufffd", " ")
+    lines = (" ".join(line.split()) for line in text.splitlines())
+    return [line for line in lines if line]
+
+
+def require_captions(path, captions):
+    """Raise DataError naming `path` if `captions` is empty."""
+    if not captions:
+        raise DataError(f"{path}: no captions (expected at least one non-blank line)")
+    return captions
+
+
+# ---------------------------------------------------------------------------
+# The write loop every source uses
+# ---------------------------------------------------------------------------
+
+
+def write_items(items, out, source, size, word_limit, extra, workers=2, max_bad_fraction=None,
+                exif_transpose=False, warnings=(), splits=("train", "test")):
+    """Decode `items` (list[Item]) into a prepared dataset at `out`; return the prep summary dict.
+
+    Unreadable images are skipped and listed; more than `max_bad_fraction` of them (default
+    MAX_BAD_FRACTION) fails the prep with the list, leaving `out` untouched. The summary holds
+    the split counts, the bad images, warnings, seconds and images/s; dataset.json holds
+    `extra` plus the (relative) names of the skipped images.
+    """
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    if max_bad_fraction is None:
+        max_bad_fraction = MAX_BAD_FRACTION
+    warnings = list(warnings)
+    console = Console(stderr=True)
+    for w in warnings:
+        console.print(f"[yellow]warning:[/] {w}", markup=True, highlight=False)
+    start = time.perf_counter()
+    bad = BadImages(limit=max_bad_fraction)
+    bad_names = []
+    extra = dict(extra)
+    extra.setdefault("resize", f"PIL {RESAMPLE}")
+    with DatasetWriter(out, source=source, image_size=size, word_limit=word_limit, extra=extra) as writer:
+        split_writers = {name: writer.split(name) for name in splits}
+        columns = (TextColumn(f"prep {source}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console, transient=True) as progress:
+            task = progress.add_task("images", total=len(items))
+            for it, image, error in decode_items(items, size, workers, exif_transpose):
+                progress.advance(task)
+                if error is not None:
+                    bad.add(it.path, error)
+                    bad_names.append([it.filename, error])
+                    continue
+                bad.ok()
+                split_writers[it.split].add(image, list(it.captions), it.class_id, it.filename)
+        bad.check()
+        meta = writer.finish(extra={"bad_images": bad_names})
+    seconds = time.perf_counter() - start
+    n_ok = sum(s["images"] for s in meta["splits"].values())
+    return {
+        "out": os.path.abspath(os.fspath(out)),
+        "source": source,
+        "image_size": size,
+        "splits": meta["splits"],
+        "n_classes": meta["n_classes"],
+        "vocab_size": meta["vocab_size"],
+        "bad_images": [[p, r] for p, r in bad.bad],
+        "warnings": warnings,
+        "seconds": round(seconds, 3),
+        "images_per_s": round(n_ok / seconds, 1) if seconds > 0 else None,
+    }
+
+
+def scan_images(root, skip=()):
+    """Image files under `root` (recursive, sorted, hidden entries skipped) as paths relative to root, '/'-separated."""
+    root = os.path.abspath(root)
+    skip = {os.path.abspath(s) for s in skip}
+    found = []
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames[:] = sorted(d for d in dirnames if not d.startswith(".")
+                             and os.path.join(dirpath, d) not in skip)
+        for name in sorted(filenames):
+            if not name.startswith(".") and name.lower().endswith(IMAGE_EXTENSIONS):
+                found.append(os.path.relpath(os.path.join(dirpath, name), root).replace(os.sep, "/"))
+    return sorted(found)

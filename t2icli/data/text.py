@@ -1,0 +1,87 @@
+"""Caption text: tokenisation, the vocabulary, and AttnGAN's cut of over-long captions.
+
+Tokens are nltk's `RegexpTokenizer(r'\\w+')` on lower-cased text, so no nltk data download
+is needed. The vocabulary is built on the train split only; index 0 is `<end>` (padding
+and end of caption). Out-of-vocabulary words (seen only in test captions, or typed by a
+user) are dropped from the token ids, as the original AttnGAN code does; the caption
+text is kept verbatim beside the ids, and `encode` returns the dropped words so that
+callers (e.g. `t2i sample`) can warn about them.
+"""
+
+from collections import Counter
+
+import numpy as np
+
+END = "<end>"  # index 0: padding and end of caption
+
+
+_TOKENIZER = None
+
+
+def tokenize(text):
+    """Lower-case `text` and split it into word tokens ([A-Za-z0-9_]+ runs, unicode aware)."""
+    global _TOKENIZER
+    if _TOKENIZER is None:
+        from nltk.tokenize import RegexpTokenizer
+
+        _TOKENIZER = RegexpTokenizer(r"\w+")
+    return _TOKENIZER.tokenize(text.lower())
+
+
+def build_vocab(captions):
+    """Vocabulary from an iterable of caption strings: [`<end>`] + words by falling count, then alphabetically."""
+    counts = Counter()
+    for text in captions:
+        counts.update(tokenize(text))
+    words = sorted(counts, key=lambda w: (-counts[w], w))
+    return [END] + words
+
+
+class Vocab:
+    """Word <-> id mapping. `ids(text)` drops out-of-vocabulary words (AttnGAN's behaviour)."""
+
+    def __init__(self, words):
+        if not words or words[0] != END:
+            raise ValueError(f"a vocabulary must start with {END!r}")
+        self.words = list(words)
+        self.index = {w: i for i, w in enumerate(self.words)}
+
+    def __len__(self):
+        return len(self.words)
+
+    def encode(self, text):
+        """Token ids of `text` (list[int], OOV words dropped) and the list of OOV words."""
+        ids, oov = [], []
+        for w in tokenize(text):
+            i = self.index.get(w)
+            if i is None:
+                oov.append(w)
+            else:
+                ids.append(i)
+        return ids, oov
+
+    def decode(self, ids):
+        """Words of a sequence of ids, stopping at the first 0 (`<end>`)."""
+        out = []
+        for i in ids:
+            i = int(i)
+            if i == 0:
+                break
+            out.append(self.words[i])
+        return out
+
+
+def cut_caption(ids, word_limit, rng):
+    """Fit token ids to `word_limit` words as AttnGAN does: a random ordered subset if too long.
+
+    ids: 1-D int array [L]; rng: np.random.Generator. Returns (padded [word_limit] int64, length).
+    """
+    ids = np.asarray(ids, dtype=np.int64)
+    n = len(ids)
+    out = np.zeros(word_limit, dtype=np.int64)
+    if n <= word_limit:
+        out[:n] = ids
+        return out, n
+    keep = np.sort(rng.permutation(n)[:word_limit])
+    out[:] = ids[keep]
+    return out, word_limit

@@ -1,0 +1,1 @@
+"""Evaluation metrics: retrieval R-precision (and later IS, FID, attribute accuracy)."""

@@ -1,0 +1,79 @@
+"""DAMSM image encoders: a compact CNN trained from scratch, and a frozen Inception-v3 with two learned heads.
+
+Both map images in [-1, 1] to local region features f [B, D, H', W'] (the regions words attend to)
+and a global feature f_bar [B, D] in the same D as the text encoder (AttnGAN's CNN_ENCODER).
+"""
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2icli.models.inception import Inception3
+
+__all__ = ["SmallImageEncoder", "InceptionImageEncoder"]
+
+
+def _conv_bn(cin, cout, stride):
+    """3x3 conv -> BatchNorm -> LeakyReLU(0.2)."""
+    return nn.Sequential(
+        nn.Conv2d(cin, cout, 3, stride, 1, bias=False), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)
+    )
+
+
+class SmallImageEncoder(nn.Module):
+    """A compact CNN for small images (toybirds, CPU), trained from scratch with the text encoder.
+
+    [B, 3, S, S] -> halve the resolution until it reaches `grid` (each stage: stride-2 conv, 3x3 conv,
+    width x2) -> local f [B, D, grid, grid] by a 1x1 conv; one more stride-2 stage, average pool and
+    a linear layer -> global f_bar [B, D].
+    """
+
+    def __init__(self, out_dim=256, image_size=64, grid=8, width=32, max_width=256):
+        super().__init__()
+        if image_size % grid or (image_size // grid) & (image_size // grid - 1):
+            raise ValueError(f"image_size {image_size} must be grid {grid} times a power of two")
+        self.out_dim, self.image_size, self.grid, self.width = int(out_dim), int(image_size), int(grid), int(width)
+        layers, cin, c, size = [], 3, self.width, self.image_size
+        while size > self.grid:
+            layers += [_conv_bn(cin, c, 2), _conv_bn(c, c, 1)]
+            cin, c, size = c, min(2 * c, max_width), size // 2
+        self.trunk = nn.Sequential(*layers)  # [B, cin, grid, grid]
+        self.emb_features = nn.Conv2d(cin, self.out_dim, 1)  # local features, AttnGAN's name
+        self.head = nn.Sequential(_conv_bn(cin, c, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # [B, c]
+        self.emb_cnn_code = nn.Linear(c, self.out_dim)  # global feature, AttnGAN's name
+
+    def forward(self, x):
+        """x: [B, 3, S, S] in [-1, 1]. Returns (f [B, D, grid, grid], f_bar [B, D])."""
+        if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
+            x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
+                              align_corners=False, antialias=True)
+        h = self.trunk(x)  # [B, C, grid, grid]
+        return self.emb_features(h), self.emb_cnn_code(self.head(h))
+
+
+class InceptionImageEncoder(nn.Module):
+    """AttnGAN's CNN_ENCODER: frozen Inception-v3, input resized to 299; Mixed_6e [768, 17, 17] through a
+    1x1 conv to D (local), the 2048-d average pool through a linear layer to D (global)."""
+
+    def __init__(self, out_dim=256):
+        super().__init__()
+        self.out_dim = int(out_dim)
+        self.backbone = Inception3(aux_logits=True)
+        self.backbone.requires_grad_(False)
+        self.emb_features = nn.Conv2d(768, self.out_dim, 1, bias=False)
+        self.emb_cnn_code = nn.Linear(2048, self.out_dim)
+        nn.init.uniform_(self.emb_features.weight, -0.1, 0.1)
+        nn.init.uniform_(self.emb_cnn_code.weight, -0.1, 0.1)
+
+    def train(self, mode=True):
+        """The backbone stays in eval mode (frozen BatchNorm statistics) whatever the mode."""
+        super().train(mode)
+        self.backbone.eval()
+        return self
+
+    def forward(self, x):
+        """x: [B, 3, S, S] in [-1, 1]. Returns (f [B, D, 17, 17], f_bar [B, D])."""
+        x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            feats = self.backbone.features(x, logits=False)
+        return self.emb_features(feats["mixed_6e"]), self.emb_cnn_code(feats["pool"])

@@ -1,0 +1,224 @@
+"""The run folder every trainer writes: resolved config, log, per-epoch stats, atomic checkpoints and exact resume.
+
+    RUN/config.json         the resolved training config (written once, when the run starts)
+    RUN/log.txt             timestamped log lines (also shown on stderr)
+    RUN/stats.jsonl         one JSON object per evaluation (train/test losses, speed, ...)
+    RUN/checkpoints/ckpt-<step:08d>.pt   full training state, written atomically, last K kept
+
+A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (models' and optimizers'
+state dicts, step/epoch, RNG states), so `torch.load(weights_only=True)` reads it: no pickled code.
+"""
+
+import json
+import os
+import re
+import sys
+import time
+
+import torch
+
+__all__ = [
+    "RunError", "Run", "open_run", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint",
+    "list_checkpoints", "find_latest_checkpoint", "rng_state", "set_rng_state",
+]
+
+CKPT_DIR = "checkpoints"
+_CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
+
+
+class RunError(ValueError):
+    """A run folder or checkpoint problem the user must fix (the message names the path or flag)."""
+
+
+# -- atomic files ----------------------------------------------------------------------------------
+def _fsync_dir(path):
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def atomic_write_bytes(path, data):
+    """Write `data` to `path` via a temporary sibling, fsync and os.replace: readers never see half a file."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+def atomic_torch_save(obj, path):
+    """torch.save `obj` to `path` atomically (tmp file + fsync + os.replace)."""
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}"
+    with open(tmp, "wb") as f:
+        torch.save(obj, f)
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(os.path.dirname(os.path.abspath(path)))
+
+
+# -- RNG ------------------------------------------------------------------------------------------
+def rng_state():
+    """The global torch RNG states (CPU and every CUDA device) as tensors, for a checkpoint."""
+    state = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state):
+    """Restore what rng_state() returned."""
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+# -- checkpoints ----------------------------------------------------------------------------------
+def list_checkpoints(run_dir):
+    """[(step, path)] of the complete checkpoints in RUN/checkpoints, oldest first."""
+    folder = os.path.join(os.fspath(run_dir), CKPT_DIR)
+    if not os.path.isdir(folder):
+        return []
+    found = []
+    for name in os.listdir(folder):
+        m = _CKPT_RE.match(name)
+        if m:
+            found.append((int(m.group(1)), os.path.join(folder, name)))
+    return sorted(found)
+
+
+def load_checkpoint(path, map_location="cpu"):
+    """Read a checkpoint written by Run.save_checkpoint (weights_only). Raises RunError if unreadable."""
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise RunError(f"{path}: no such checkpoint") from None
+    except Exception as exc:  # noqa: BLE001 - a truncated/corrupt/foreign file is reported the same way
+        raise RunError(f"{path}: unreadable checkpoint ({type(exc).__name__}: {exc})") from None
+    if not isinstance(state, dict) or "step" not in state:
+        raise RunError(f"{path}: not a t2i training checkpoint")
+    return state
+
+
+def find_latest_checkpoint(run_dir):
+    """Path of the newest checkpoint in RUN/checkpoints that loads, or None if there is none."""
+    for _, path in reversed(list_checkpoints(run_dir)):
+        try:
+            load_checkpoint(path)
+        except RunError as exc:
+            print(f"warning: skipping {exc}", file=sys.stderr)
+            continue
+        return path
+    return None
+
+
+def _resolve_resume(out, resume):
+    """--resume value -> checkpoint path (or None for a fresh run). Raises RunError."""
+    if resume is None:
+        return None
+    if resume == "latest":
+        path = find_latest_checkpoint(out)
+        if path is None:
+            raise RunError(f"--resume latest: no checkpoint in {os.path.join(out, CKPT_DIR)} to resume from")
+        return path
+    if os.path.isdir(resume):
+        path = find_latest_checkpoint(resume)
+        if path is None:
+            raise RunError(f"--resume {resume}: that run folder has no checkpoint")
+        return path
+    if not os.path.isfile(resume):
+        raise RunError(f"--resume {resume}: no such checkpoint file or run folder")
+    return resume
+
+
+# -- the run --------------------------------------------------------------------------------------
+class Run:
+    """An open run folder: log(), append_stats(), save_checkpoint(); see open_run()."""
+
+    def __init__(self, run_dir, resume_from=None, keep=3, console=None):
+        self.dir = os.fspath(run_dir)
+        self.resume_from = resume_from
+        self.keep = int(keep)
+        self.console = console  # a rich Console on stderr while a progress bar is live
+        os.makedirs(os.path.join(self.dir, CKPT_DIR), exist_ok=True)
+
+    def path(self, *parts):
+        """A path inside the run folder."""
+        return os.path.join(self.dir, *parts)
+
+    def log(self, message):
+        """Append a timestamped line to log.txt and show it on stderr."""
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S")
+        with open(self.path("log.txt"), "a", encoding="utf-8") as f:
+            f.write(f"{stamp} {message}\n")
+        if self.console is not None:
+            self.console.print(message, markup=False, highlight=False)
+        else:
+            print(message, file=sys.stderr, flush=True)
+
+    def append_stats(self, record):
+        """Append one JSON object line to stats.jsonl."""
+        with open(self.path("stats.jsonl"), "a", encoding="utf-8") as f:
+            f.write(json.dumps(record, sort_keys=True) + "\n")
+            f.flush()
+            os.fsync(f.fileno())
+
+    def read_stats(self):
+        """All records of stats.jsonl (empty list if none)."""
+        try:
+            with open(self.path("stats.jsonl"), encoding="utf-8") as f:
+                return [json.loads(line) for line in f if line.strip()]
+        except FileNotFoundError:
+            return []
+
+    def save_checkpoint(self, state, step):
+        """Write `state` (must hold "step") atomically as checkpoints/ckpt-<step>.pt; keep the newest K."""
+        path = self.path(CKPT_DIR, f"ckpt-{int(step):08d}.pt")
+        atomic_torch_save(state, path)
+        for _, old in list_checkpoints(self.dir)[: -self.keep]:
+            try:
+                os.remove(old)
+            except OSError:
+                pass
+        return path
+
+    def latest_checkpoint(self):
+        """Newest complete checkpoint of this run, or None."""
+        return find_latest_checkpoint(self.dir)
+
+
+def open_run(out, config, resume=None, keep=3):
+    """Create or reopen the run folder `out`.
+
+    resume: None (new run: `out` must not hold a run already), "latest" (newest checkpoint in `out`),
+    or a checkpoint file / run folder path. A new run writes config.json (the resolved config, a
+    JSON-able dict); a resumed run keeps the original one and records the new config in the log.
+    Returns a Run whose `resume_from` is the checkpoint path to load (or None). Raises RunError.
+    """
+    out = os.fspath(out)
+    if os.path.exists(out) and not os.path.isdir(out):
+        raise RunError(f"--out {out}: exists and is not a folder")
+    ckpt = _resolve_resume(out, resume)
+    has_run = os.path.isfile(os.path.join(out, "config.json")) or bool(list_checkpoints(out))
+    if ckpt is None and has_run:
+        raise RunError(f"--out {out}: already holds a run; continue it with --resume latest, or choose a new folder")
+    if ckpt is None and os.path.isdir(out) and os.listdir(out):
+        raise RunError(f"--out {out}: folder is not empty; choose a new or empty folder")
+    run = Run(out, resume_from=ckpt, keep=keep)
+    text = json.dumps(config, sort_keys=True, indent=2) + "\n"
+    if not os.path.isfile(run.path("config.json")):
+        atomic_write_bytes(run.path("config.json"), text.encode("utf-8"))
+    if ckpt is not None:
+        run.log(f"resuming from {ckpt} with config {json.dumps(config, sort_keys=True)}")
+    return run

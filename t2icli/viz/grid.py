@@ -1,0 +1,59 @@
+"""Image grids with a caption per row and a title per column, written atomically as PNG (generator snapshots)."""
+
+import os
+import textwrap
+
+import numpy as np
+
+__all__ = ["to_uint8", "wrap_text", "save_image_grid"]
+
+
+def to_uint8(x):
+    """Images in [-1, 1], float tensor [B, 3, H, W] (or numpy), -> uint8 numpy [B, H, W, 3] (clipped, rounded)."""
+    if hasattr(x, "detach"):
+        x = x.detach().float().cpu().numpy()
+    x = np.asarray(x, dtype=np.float32)
+    return np.clip(np.rint((x + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def wrap_text(text, width_px, char_px=6):
+    """Split `text` into lines that fit `width_px` pixels with PIL's default font (about 6 px per character)."""
+    return textwrap.wrap(str(text), max(4, width_px // char_px)) or [""]
+
+
+def save_image_grid(path, tiles, row_labels=None, col_labels=None, tile=None, label_width=180, pad=2):
+    """Write a grid of images as one PNG.
+
+    tiles: R rows of C uint8 images [h, w, 3] (sizes may differ: each is resized, nearest, to `tile` px, default
+    the largest side); row_labels: R strings drawn, wrapped, in a column on the left (e.g. the caption);
+    col_labels: C strings drawn above the columns (e.g. "16px"). Returns `path`.
+    """
+    from PIL import Image, ImageDraw
+
+    R = len(tiles)
+    C = max(len(r) for r in tiles) if R else 0
+    tile = int(tile or max(max(im.shape[0], im.shape[1]) for r in tiles for im in r))
+    left = label_width if row_labels else 0
+    top = 14 if col_labels else 0
+    lines = [wrap_text(t, label_width - 4) for t in (row_labels or [])]
+    row_h = max([tile] + [12 * len(ls) + 4 for ls in lines])
+    W, H = left + C * (tile + pad) + pad, top + R * (row_h + pad) + pad
+    canvas = Image.new("RGB", (W, H), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for j, label in enumerate(col_labels or []):
+        draw.text((left + pad + j * (tile + pad) + 2, 1), str(label), fill=(0, 0, 0))
+    for i, row in enumerate(tiles):
+        y = top + pad + i * (row_h + pad)
+        if row_labels:
+            for k, line in enumerate(lines[i]):
+                draw.text((3, y + 2 + 12 * k), line, fill=(0, 0, 0))
+        for j, im in enumerate(row):
+            img = Image.fromarray(np.ascontiguousarray(im))
+            if img.size != (tile, tile):
+                img = img.resize((tile, tile), Image.NEAREST)
+            canvas.paste(img, (left + pad + j * (tile + pad), y))
+    path = os.fspath(path)
+    tmp = f"{path}.tmp{os.getpid()}.png"
+    canvas.save(tmp)
+    os.replace(tmp, path)
+    return path
