@@ -21,14 +21,26 @@ fi
 command -v nvcc >/dev/null || { echo "check_cuda_build: nvcc not found on PATH" >&2; exit 1; }
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch in $VENV is not a CUDA build')"
 
-rm -rf "$OUT" && mkdir -p "$OUT"
+# Toolkit headers a minimal nvcc install lacks (cusparse.h, cublas_v2.h, ...) ship with the CUDA wheel.
+WHEEL_INC="$("$VENV/bin/python" -c "import glob, os, site; print(':'.join(sorted(glob.glob(os.path.join(site.getsitepackages()[0], 'nvidia', '*', 'include')))))")"
+if [ -n "$WHEEL_INC" ]; then
+  export CPATH="${WHEEL_INC}${CPATH:+:$CPATH}"
+  export NVCC_APPEND_FLAGS="${NVCC_APPEND_FLAGS:-} $(echo "$WHEEL_INC" | tr ':' '\n' | sed 's/^/-I/' | tr '\n' ' ')"
+fi
+
+# libcudart.so for the link step: the toolkit's lib folder (or the wheel's).
+for d in "${CUDA_HOME:-}/lib64" "${CUDA_HOME:-}/lib" /usr/local/cuda/lib64 /usr/local/cuda-*/lib64 /usr/local/cuda-*/lib; do
+  if [ -e "$d/libcudart.so" ]; then export LIBRARY_PATH="$d${LIBRARY_PATH:+:$LIBRARY_PATH}"; break; fi
+done
+
+rm -rf "$OUT/lib" && mkdir -p "$OUT"  # $OUT/tmp keeps ninja's objects between runs
 cd "$ROOT"
 echo "check_cuda_build: compiling csrc/*.cpp + csrc/*.cu for sm ${TORCH_CUDA_ARCH_LIST} into $OUT" >&2
 T2I_BUILD_CUDA=1 "$VENV/bin/python" setup.py -q build_ext --build-lib "$OUT/lib" --build-temp "$OUT/tmp" 2>&1 \
   | grep -v -e "Wc++20-extensions" -e "^\s*[0-9]* |" -e "^\s*|" || true
 SO="$(ls "$OUT"/lib/t2icli/_C*.so 2>/dev/null | head -1)"
 [ -n "$SO" ] || { echo "check_cuda_build: FAILED, no library built" >&2; exit 1; }
-nm -C "$SO" | grep -q "damsm_forward_cuda" || { echo "check_cuda_build: FAILED, CUDA kernels missing from $SO" >&2; exit 1; }
+[ "$(nm -C "$SO" | grep -c damsm_forward_cuda)" -gt 0 ] || { echo "check_cuda_build: FAILED, CUDA kernels missing from $SO" >&2; exit 1; }
 
 # Load it (no GPU needed) and check that every op has a CUDA kernel registered.
 "$VENV/bin/python" - "$SO" <<'EOF'

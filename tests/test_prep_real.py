@@ -167,7 +167,8 @@ def test_bbox_crop_maps_the_box_where_computed(tmp_path):
     red = (np.abs(im - RED).max(axis=2) < 60)
     assert red[12:48, 12:48].all() and not red[:8].any() and not red[52:].any()
     assert not red[:, :8].any() and not red[:, 52:].any()
-    # Clipped at the top-left corner: crop (0, 0, 60, 45) stretched to 60 x 60: box x 10..50 -> 10..50, y 5..25 -> 6.7..33.
+    # Clipped at the top-left corner: crop (0, 0, 60, 45) stretched to 60 x 60:
+    # box x 10..50 -> 10..50, y 5..25 -> 6.7..33.
     save_image(path, (100, 80), (10, 5, 40, 20), fmt="PNG")
     im = decode_image(path, 60, bbox=(10, 5, 40, 20)).astype(int)
     red = (np.abs(im - RED).max(axis=2) < 60)
@@ -189,6 +190,7 @@ def test_cub_corrupt_image_under_the_limit_is_skipped_and_listed(tmp_path, monke
     assert len(s["bad_images"]) == 1 and s["bad_images"][0][0].endswith("Black_footed_Albatross_0002_1002.jpg")
     meta = check_cub_output(out, n_train=5)
     assert meta["bad_images"][0][0] == f"{CUB_CLASSES[0]}/Black_footed_Albatross_0002_1002.jpg"
+    assert str(tmp_path) not in (out / "dataset.json").read_text()  # no absolute paths in the dataset
 
 
 def test_cub_bad_inputs(tmp_path):
@@ -307,7 +309,8 @@ def make_coco(tmp_path):
             save_image(root / f"{part}2014" / name, SIZES[j % 3], (10, 10, 20, 20))
             images.append({"id": image_id, "file_name": name, "width": 0, "height": 0})
             for c in range(7 if image_id == 9 else 2):
-                anns.append({"id": next(next_ann), "image_id": image_id, "caption": f"A photo {image_id}\n of  thing {c}"})
+                caption = f"A photo {image_id}\n of  thing {c}"
+                anns.append({"id": next(next_ann), "image_id": image_id, "caption": caption})
         (root / "annotations").mkdir(parents=True, exist_ok=True)
         with open(root / "annotations" / f"captions_{part}2014.json", "w") as f:
             json.dump({"images": images, "annotations": anns}, f)
@@ -410,6 +413,24 @@ def test_folder_bad_inputs(tmp_path):
     assert res.exit_code == 2 and "--root" in res.output
 
 
+def test_exif_orientation_is_applied_for_folders_only(tmp_path):
+    # Stored 60x40, left half red, right half blue; EXIF orientation 6 = "rotate 90 degrees clockwise to view".
+    a = np.zeros((40, 60, 3), dtype=np.uint8)
+    a[:, :30], a[:, 30:] = RED, BLUE
+    im = Image.fromarray(a)
+    exif = im.getexif()
+    exif[0x0112] = 6
+    im.save(tmp_path / "r.jpg", exif=exif, quality=95)
+
+    def red(px):
+        return np.abs(px.astype(int) - RED).max() < 60
+
+    upright = decode_image(tmp_path / "r.jpg", 20, exif_transpose=True)  # viewed 40x60: red on top
+    assert red(upright[2, 10]) and not red(upright[17, 10])
+    stored = decode_image(tmp_path / "r.jpg", 20)  # stored pixels (CUB boxes refer to these): red on the left
+    assert red(stored[10, 2]) and not red(stored[10, 17])
+
+
 def test_image_modes_become_rgb(tmp_path):
     # Transparent pixels become white; greyscale/CMYK/16-bit/palette decode to 3 channels.
     path = tmp_path / "t.png"
@@ -419,3 +440,45 @@ def test_image_modes_become_rgb(tmp_path):
     assert (decode_image(path, 16) == 255).all()
     Image.new("CMYK", (40, 30), (0, 0, 0, 0)).save(tmp_path / "c.jpg")
     assert decode_image(tmp_path / "c.jpg", 16).shape == (16, 16, 3)
+
+
+@pytest.mark.parametrize("source", ["cub", "flowers", "coco", "folder"])
+def test_non_empty_out_that_is_not_a_dataset_is_refused(tmp_path, source):
+    if source == "cub":
+        root, caps = make_cub(tmp_path, per_class=2)
+        args = ["--root", root, "--captions", caps]
+    elif source == "flowers":
+        root, caps = make_flowers(tmp_path)
+        args = ["--root", root, "--captions", caps]
+    elif source == "coco":
+        args = ["--root", make_coco(tmp_path)]
+    else:
+        args = ["--root", make_folder(tmp_path)[0]]
+    mine = tmp_path / "thesis"
+    mine.mkdir()
+    (mine / "thesis.tex").write_text("precious")
+    res = run("prep", source, *args, "--out", mine, "--size", 16, "--workers", 1)
+    assert res.exit_code != 0 and str(mine) in res.output and "not empty" in res.output
+    assert os.listdir(mine) == ["thesis.tex"]
+    # An output that is a prepared dataset is replaced; stdout is one JSON line.
+    out = tmp_path / "data"
+    for _ in range(2):
+        res = run("prep", source, *args, "--out", out, "--size", 16, "--workers", 1)
+        assert res.exit_code == 0, res.output
+        assert len(res.stdout.strip().splitlines()) == 1 and json.loads(res.stdout)["source"] == source
+    assert load_meta(out)["source"] == source
+
+
+def test_jpeg_draft_decoding_keeps_geometry_and_pixels(tmp_path):
+    # A 900x700 photo-like JPEG with a red box: at size 32 the crop is > 8x the size, so libjpeg
+    # decodes at 1/8 scale; the result must match a full decode closely, box in the same place.
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:700, 0:900]
+    a = np.stack([xx * 255 // 900, yy * 255 // 700, (xx + yy) % 256], -1).astype(np.float64)
+    a = np.clip(a + rng.normal(0, 8, a.shape), 0, 255).astype(np.uint8)
+    a[300:420, 400:560] = RED
+    Image.fromarray(a).save(tmp_path / "big.jpg", quality=92)
+    for bbox in (None, (400, 300, 160, 120), (0, 0, 500, 300)):
+        fast = decode_image(tmp_path / "big.jpg", 32, bbox=bbox).astype(int)
+        full = decode_image(tmp_path / "big.jpg", 32, bbox=bbox, jpeg_draft=False).astype(int)
+        assert np.abs(fast - full).mean() < 3 and np.abs(fast - full).max() < 60, bbox

@@ -54,6 +54,9 @@ def test_python2_byte_strings_are_read_as_latin1():
     # What Python 2 writes for pickle.dump(['abc', 'd\xe9'], f, 2): SHORT_BINSTRING opcodes.
     data = b"\x80\x02]q\x00(U\x03abcq\x01U\x02d\xe9q\x02e."
     assert loads_string_list(data) == ["abc", "dé"]
+    # The same with Python 2's default protocol 0 (STRING opcodes).
+    data = b"(lp0\nS'abc'\np1\naS'd\\xe9'\np2\na."
+    assert loads_string_list(data) == ["abc", "dé"]
 
 
 def test_python3_bytes_need_a_global_and_are_refused():

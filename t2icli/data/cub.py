@@ -83,9 +83,10 @@ def read_cub_index(root):
     for k, line in enumerate(read_list(boxes_txt)):
         parts = line.split()
         try:
-            boxes[int(parts[0])] = tuple(float(v) for v in parts[1:5])
-            assert len(parts) == 5
-        except (ValueError, IndexError, AssertionError):
+            if len(parts) != 5:
+                raise ValueError(line)
+            boxes[int(parts[0])] = tuple(float(v) for v in parts[1:])
+        except ValueError:
             raise DataError(f"{boxes_txt}, line {k + 1}: expected '<id> <x> <y> <w> <h>', found {line!r}") from None
     images.sort()
     return images, boxes
@@ -119,7 +120,8 @@ def _split_of_attngan(captions):
             if keys.get(name, split) != split:
                 raise DataError(f"{captions}: {name!r} is in both train/filenames.pickle and test/filenames.pickle")
             keys[name] = split
-    definition = "AttnGAN filenames pickles: train/filenames.pickle -> train, test/filenames.pickle -> test (class-disjoint)"
+    definition = ("AttnGAN filenames pickles: train/filenames.pickle -> train, test/filenames.pickle -> test "
+                  "(class-disjoint)")
 
     def split_of(rel):
         return keys.get(os.path.splitext(rel)[0])
@@ -168,8 +170,9 @@ def prepare_cub(root, captions, out, size=256, workers=2, max_bad_fraction=None)
     if keys is not None:
         missing = sorted(set(keys) - seen_keys)
         if missing:
-            raise DataError(f"--root {root}: {len(missing)} images named in {captions}/*/filenames.pickle are not "
-                            f"in images.txt (e.g. {missing[:3]}); expected the complete CUB-200-2011 for these captions")
+            raise DataError(f"--root {root}: {len(missing)} images named in {captions}/*/filenames.pickle are "
+                            f"not in images.txt (e.g. {missing[:3]}); expected the complete CUB-200-2011 "
+                            "for these captions")
     if not items:
         raise DataError(f"--root {root}: no image of images.txt is in the split of --captions {captions}")
     shared = sorted(classes["train"] & classes["test"])

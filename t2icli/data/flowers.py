@@ -37,7 +37,8 @@ def prepare_flowers(root, captions, out, size=256, workers=2, max_bad_fraction=N
     check_out_dir(out)
     jpgs = sorted(f for f in os.listdir(root) if _IMAGE.match(f))
     if not jpgs:
-        hint = f" (did you mean --root {os.path.join(root, 'jpg')}?)" if os.path.isdir(os.path.join(root, "jpg")) else ""
+        nested = os.path.join(root, "jpg")
+        hint = f" (did you mean --root {nested}?)" if os.path.isdir(nested) else ""
         raise DataError(f"--root {root}: expected Oxford-102 images named image_00001.jpg ...; none found{hint}")
     text_dir = os.path.join(captions, "text_c10")
     lists = {name: os.path.join(captions, name) for name in ("trainvalclasses.txt", "testclasses.txt")}
@@ -57,7 +58,8 @@ def prepare_flowers(root, captions, out, size=256, workers=2, max_bad_fraction=N
     for folder in class_folders:
         split = "train" if folder in train else "test" if folder in test else None
         if split is None:
-            raise DataError(f"{os.path.join(text_dir, folder)}: class in neither trainvalclasses.txt nor testclasses.txt")
+            raise DataError(f"{os.path.join(text_dir, folder)}: class in neither trainvalclasses.txt "
+                            "nor testclasses.txt")
         cls = int(_CLASS.match(folder).group(1)) - 1
         classes[split].add(cls)
         for name in sorted(os.listdir(os.path.join(text_dir, folder))):

@@ -1,9 +1,9 @@
 """Prepare any folder of images with same-stem caption files: the source for users' own data.
 
 Layout: images (.jpg .jpeg .png .bmp .webp, any case, found recursively; hidden files and
-folders are skipped) each with a `.txt` of the same stem beside it, one caption per line
-(blank lines ignored). `photos/cat.jpg` + `photos/cat.txt`. An image without its caption
-file, or with an empty one, stops the prep naming the file.
+folders are skipped, links to folders are not followed) each with a `.txt` of the same stem
+beside it, one caption per line (blank lines ignored): `photos/cat.jpg` + `photos/cat.txt`.
+An image without its caption file, or with an empty one, stops the prep naming the file.
 
 - Class id: the image's sub-folder relative to root. Folders are numbered in sorted order
   with the top level ("") first, so files directly under root share class 0. The class

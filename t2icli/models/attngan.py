@@ -27,7 +27,7 @@ from t2icli import ops
 
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
-    "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "word_mask", "GeneratorExportError",
+    "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "init_weights", "word_mask", "GeneratorExportError",
     "save_generator", "load_generator", "EXPORT_NAME",
 ]
 

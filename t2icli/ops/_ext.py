@@ -118,8 +118,6 @@ def state():
             _state = {"backend": "ref", "device_kernels": [], "reason": "T2I_OPS=ref", "path": None}
             return _state
         path, reason = _load()
-        if path is None and reason is None:
-            path = None
         if reason is None:
             from t2icli.ops import _registration
 

@@ -117,7 +117,7 @@ def save_attention_png(path, images, words, alphas, tile=None):
         for t, word in enumerate(words[k]):
             a = alphas[k][t][None, None]  # [1, 1, H', W']
             a = torch.nn.functional.interpolate(a, size=(tile, tile), mode="bilinear", align_corners=False)[0, 0]
-            a = (a / a.max().clamp_min(1e-12)).numpy()[..., None]  # [tile, tile, 1] in [0, 1]
+            a = ((a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)).numpy()[..., None]  # [tile, tile, 1] in [0, 1]
             heat = np.concatenate([np.clip(3 * a, 0, 1), np.clip(3 * a - 1, 0, 1), np.clip(3 * a - 2, 0, 1)], -1)
             mix = (0.45 * grey + 0.55 * heat) * 255.0
             x = (t + 1) * tile
@@ -222,8 +222,10 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     def evaluate(final=False):
         nonlocal evaluated_at
         t0 = time.perf_counter()
+        rng = rng_state()  # evaluation must not move the training RNG streams (exact resume)
         res = evaluate_damsm(model, test_ds, cfg, batch_size, device, runs=rprecision_runs if final else 3,
                              seed=seed, n_attention=n_attention)
+        set_rng_state(rng)
         if res["attention"] is not None:
             save_attention_png(run.path(f"attn{step:08d}.png"), *res["attention"])
         evaluated_at = step
@@ -278,14 +280,14 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                 batch_in_epoch += 1
                 samples += len(class_ids)
                 for k in LOSS_KEYS:
-                    running[k] += float(out[k])
+                    running[k] += out[k].item()
                 running_n += 1
                 now = time.perf_counter()
                 if bar is not None:
                     sps = samples / max(train_seconds + now - t0, 1e-9)
                     bar.update(task, completed=min(step, total), epoch=epoch,
-                               info=f"loss {loss_value:6.3f} w {float(out['w1']) + float(out['w2']):6.3f} "
-                                    f"s {float(out['s1']) + float(out['s2']):6.3f} {sps:6.0f} samples/s")
+                               info=f"loss {loss_value:6.3f} w {out['w1'].item() + out['w2'].item():6.3f} "
+                                    f"s {out['s1'].item() + out['s2'].item():6.3f} {sps:6.0f} samples/s")
                 if step % log_every == 0 and bar is None:
                     run.log(f"step {step} epoch {epoch} loss {loss_value:.4f}")
                 if max_steps is not None and step >= max_steps:

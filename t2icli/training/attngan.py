@@ -1,0 +1,442 @@
+"""The training loop of the multi-stage GANs: `t2i train attngan` (AttnGAN) and `t2i train stackgan2` (StackGAN++).
+
+`train(data, damsm, out, kind=...)` trains G (all stages at once) and one D per stage on a prepared dataset,
+conditioned on the frozen text encoder of a DAMSM run (words e for attention, sentence e_bar for
+conditioning augmentation and the conditional D logits). Per step, as AttnGAN: G makes x_0..x_{S-1};
+every D_i takes (real, text) / (fake, text) / (real, wrong text) + unconditional terms; then G takes the
+adversarial terms of every stage + KL + (attngan) lambda * DAMSM(x_{S-1}) or (stackgan2) colour consistency.
+
+Run folder (see training/run.py): config.json, log.txt, stats.jsonl, checkpoints/ (full state: G, Ds, both
+optimisers, EMA, step, RNG), fakes<step>.png grids of every stage at fixed noise and prompts, attn<step>.png
+word-attention maps (attngan), and the inference export generator.pt (models/attngan.py).
+
+Determinism: data order/augmentation are functions of (seed, epoch, index); z and CA noise come from the
+global torch RNG, checkpointed; snapshots and R-precision use private generators. So resuming continues
+exactly like an uninterrupted run (on CPU; bit-for-bit up to non-deterministic CUDA kernels).
+
+Precision: "bf16" autocasts G's and the Ds' forward passes on CUDA (losses in fp32); on CPU it is ignored
+(logged) because CPU bf16 convolutions are slower than fp32 here.
+"""
+
+import contextlib
+import math
+import os
+import time
+
+import numpy as np
+import torch
+
+from t2icli import gan_losses
+from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Generator, build_discriminators,
+                                   check_stages, init_weights, save_generator, stage_sizes, word_mask)
+from t2icli.training.ema import EMA
+from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
+
+__all__ = ["train", "PRESETS", "KINDS", "generate", "generated_rprecision", "TrainError"]
+
+KINDS = ("attngan", "stackgan2")
+TrainError = RunError  # the user-facing error type of this module (names the flag or path)
+
+# Named configurations; a flag the user gives explicitly overrides the preset's value (see cli/train_gan.py).
+PRESETS = {
+    "toybirds-cpu": {
+        "description": "3 stages (16/32/64 px) on toybirds 64 px in under 8 minutes on 2 CPU cores",
+        "stages": 3, "gf_dim": 16, "df_dim": 8, "batch_size": 16, "steps": 1500, "lr_g": 5e-4, "lr_d": 5e-4,
+        "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 250, "max_minutes": 7.0,
+    },
+}
+
+LOG_KEYS = ("d", "g", "g_adv", "kl", "damsm", "cc")
+
+
+def _check_positive(**values):
+    for name, v in values.items():
+        if v is not None and not v > 0:
+            raise TrainError(f"--{name.replace('_', '-')} must be > 0, got {v}")
+
+
+def _autocast(device, precision):
+    """The one precision idiom: bf16 autocast for forward passes on CUDA, nothing otherwise."""
+    if precision == "bf16" and torch.device(device).type == "cuda":
+        return torch.autocast("cuda", dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+@torch.no_grad()
+def generate(G, text_encoder, tokens, lengths, z=None, eps=None, return_attn=False, batch_size=100, generator=None):
+    """Images of every stage for captions tokens [n, T] / lengths [n] (G and text_encoder in eval mode).
+
+    z [n, z_dim] and eps [n, cond_dim] default to draws from `generator` (a torch.Generator, CPU) or the
+    global RNG. Returns {"images": [x_i [n, 3, s_i, s_i] on CPU], "attn": [beta_i [n, T, .]] (if asked)}.
+    """
+    cfg = G.config
+    device = next(G.parameters()).device
+    n = len(tokens)
+    if z is None:
+        z = torch.randn(n, cfg.z_dim, generator=generator)
+    if eps is None:
+        eps = torch.randn(n, cfg.cond_dim, generator=generator)
+    outs, attns = [], []
+    for s in range(0, n, batch_size):
+        tok = torch.as_tensor(tokens[s : s + batch_size]).to(device)
+        e, e_bar = text_encoder(tok, torch.as_tensor(lengths[s : s + batch_size]))  # [b, D, T], [b, D]
+        out = G(z[s : s + batch_size].to(device), e_bar, e, word_mask(tok), eps=eps[s : s + batch_size].to(device),
+                return_attn=return_attn)
+        outs.append([x.float().cpu() for x in out["images"]])
+        if return_attn:
+            attns.append([b.float().cpu() for b in out["attn"]])
+    result = {"images": [torch.cat([o[i] for o in outs]) for i in range(len(outs[0]))]}
+    if return_attn:
+        result["attn"] = [torch.cat([a[i] for a in attns]) for i in range(len(attns[0]))] if attns[0] else []
+    return result
+
+
+@torch.no_grad()
+def generated_rprecision(G, text_encoder, image_encoder, tokens, lengths, class_ids, n_negatives=99, runs=10, seed=0,
+                         batch_size=100):
+    """R-precision of images generated from captions (final stage), scored by the DAMSM encoders.
+
+    tokens [n, T], lengths [n], class_ids [n]: one caption per image; negatives come from other classes,
+    n_negatives is lowered to what the split allows. Returns the dict of rprecision_from_features, or None
+    when no caption of another class exists.
+    """
+    from t2icli.metrics.rprecision import encode_dataset, rprecision_from_features
+
+    gen = torch.Generator().manual_seed(int(seed) + 7919)
+    x = generate(G, text_encoder, tokens, lengths, batch_size=batch_size, generator=gen)["images"][-1]  # [n, 3, s, s]
+    f_bar, e_bar = encode_dataset((text_encoder, image_encoder), x, tokens, lengths, batch_size)
+    class_ids = np.asarray(class_ids)
+    fewest = int((class_ids[:, None] != class_ids[None, :]).sum(1).min()) if len(class_ids) else 0
+    n_neg = min(int(n_negatives), fewest)
+    if n_neg < 1:
+        return None
+    return rprecision_from_features(f_bar, e_bar, class_ids, n_neg, runs, seed)
+
+
+def _fixed_captions(ds, n):
+    """The first n captions of the deterministic split ds: (tokens [n, T], lengths [n], class_ids [n], texts)."""
+    items = [ds[i] for i in range(min(max(int(n), 1), len(ds)))]
+    tokens = torch.stack([it["tokens"] for it in items])
+    lengths = torch.tensor([it["length"] for it in items])
+    class_ids = np.array([it["class_id"] for it in items])
+    texts = [" ".join(ds.decode(it["tokens"][: it["length"]].tolist())) if hasattr(ds, "decode") else "" for it in items]
+    return tokens, lengths, class_ids, texts
+
+
+def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None, batch_size=20, lr_g=2e-4, lr_d=2e-4,
+          damsm_weight=5.0, gf_dim=32, df_dim=64, z_dim=100, cond_dim=100, kl_weight=1.0, color_consistency=True,
+          cc_lambda1=1.0, cc_lambda2=5.0, ema=True, ema_beta=0.999, device="cpu", precision="fp32", seed=0,
+          resume=None, snapshot_every=1000, checkpoint_every=None, max_minutes=None, n_prompts=8,
+          snapshot_rprecision=300, final_rprecision=None, rprecision_runs=10, keep_checkpoints=3, progress=True,
+          num_workers=0, log_every=None, preset=None):
+    """Train an AttnGAN (kind="attngan") or StackGAN++ (kind="stackgan2") into run folder `out`.
+
+    data: prepared dataset folder; damsm: DAMSM run folder (or damsm.pt) whose frozen text encoder gives e and
+    e_bar (and, for attngan, whose image encoder gives the DAMSM loss and R-precision). Stops after `steps`
+    optimiser steps in total, or `epochs` epochs (default 600 if neither), or `max_minutes` of training in this
+    invocation; then evaluates, checkpoints and writes RUN/generator.pt (the EMA generator when ema).
+    resume: None, "latest" or a checkpoint/run path. Returns {"run_dir", "export", "step", "epoch", "stop",
+    "images_per_s", "train_seconds", "seconds", "rprecision": dict or None, "snapshot": path, "attention": path}.
+    Raises t2icli.data.DataError (bad data), TrainError (bad option, DAMSM/vocabulary mismatch, resume, NaN).
+    """
+    from t2icli.data import PreparedDataset, load_meta, make_loader
+    from t2icli.models.damsm import DAMSMExportError, load_damsm
+
+    t_start = time.perf_counter()
+    if kind not in KINDS:
+        raise TrainError(f"unknown trainer {kind!r}; choose from {KINDS}")
+    if precision not in ("fp32", "bf16"):
+        raise TrainError(f"--precision {precision!r}: choose fp32 or bf16")
+    if steps is not None and epochs is not None:
+        raise TrainError("give --steps or --epochs, not both")
+    _check_positive(steps=steps, epochs=epochs, batch_size=batch_size, lr_g=lr_g, lr_d=lr_d, gf_dim=gf_dim,
+                    df_dim=df_dim, z_dim=z_dim, cond_dim=cond_dim, snapshot_every=snapshot_every,
+                    checkpoint_every=checkpoint_every, max_minutes=max_minutes)
+    if batch_size < 2:
+        raise TrainError(f"--batch-size {batch_size}: needs >= 2 (mismatched pairs and DAMSM negatives)")
+    if damsm_weight < 0 or kl_weight < 0:
+        raise TrainError("--damsm-weight and the KL weight must be >= 0")
+    if not 0 <= ema_beta < 1:
+        raise TrainError(f"--ema-beta {ema_beta}: must be in [0, 1)")
+    meta = load_meta(data)
+    image_size = int(meta["image_size"])
+    try:
+        check_stages(image_size, stages)
+    except GeneratorExportError as exc:
+        raise TrainError(f"{exc} (--data {data})") from None
+    try:
+        text_encoder, image_encoder, dcfg, damsm_vocab = load_damsm(damsm, device)
+    except DAMSMExportError as exc:
+        raise TrainError(f"--damsm: {exc}") from None
+    sizes = stage_sizes(image_size, stages)
+    train_ds = PreparedDataset(data, "train", resolutions=sizes, train=True, seed=seed)
+    test_split = "test" if "test" in meta["splits"] else "train"
+    test_ds = PreparedDataset(data, test_split, resolutions=(sizes[-1],), train=False, seed=seed)
+    vocab = list(train_ds.vocab)
+    if list(damsm_vocab) != vocab:
+        raise TrainError(f"--damsm {damsm} was trained on a different vocabulary ({len(damsm_vocab)} words) than "
+                         f"--data {data} ({len(vocab)} words); train the DAMSM on the same prepared dataset")
+    if len(train_ds) < batch_size:
+        raise TrainError(f"--batch-size {batch_size} is larger than the training split ({len(train_ds)} images)")
+    if final_rprecision is None:
+        final_rprecision = len(test_ds)
+
+    gcfg = GeneratorConfig(image_size=image_size, stages=stages, gf_dim=gf_dim, df_dim=df_dim, z_dim=z_dim,
+                           cond_dim=cond_dim, text_dim=dcfg.dim, attention=(kind == "attngan"))
+    per_epoch = len(train_ds) // batch_size
+    if steps is None and epochs is None:
+        epochs = 600
+    total = int(steps) if steps is not None else int(epochs) * per_epoch
+    checkpoint_every = checkpoint_every or snapshot_every
+    use_damsm = kind == "attngan" and damsm_weight > 0
+    use_cc = kind == "stackgan2" and color_consistency and stages > 1
+    train_config = {
+        "kind": kind, "preset": preset, "data": os.path.abspath(os.fspath(data)),
+        "damsm": os.path.abspath(os.fspath(damsm)), "steps": steps, "epochs": epochs, "total_steps": total,
+        "batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "damsm_weight": damsm_weight if kind == "attngan" else 0.0,
+        "kl_weight": kl_weight, "color_consistency": bool(use_cc), "cc_lambda1": cc_lambda1, "cc_lambda2": cc_lambda2,
+        "ema": bool(ema), "ema_beta": ema_beta, "device": str(device), "precision": precision, "seed": seed,
+        "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every, "max_minutes": max_minutes,
+        "model": gcfg.to_dict(), "sizes": sizes, "damsm_config": dcfg.to_dict(),
+        "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
+    }
+    run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    if precision == "bf16" and torch.device(device).type != "cuda":
+        run.log("--precision bf16 is ignored on CPU: training in fp32")
+
+    # -- models -------------------------------------------------------------------------------------
+    torch.manual_seed(seed)
+    G = init_weights(Generator(gcfg)).to(device)
+    Ds = init_weights(build_discriminators(gcfg)).to(device)
+    opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
+    opt_D = torch.optim.Adam(Ds.parameters(), lr=lr_d, betas=(0.5, 0.999))  # per-parameter: same as one Adam per D
+    G_ema = EMA(G, ema_beta) if ema else None
+    step, epoch, batch_in_epoch = 0, 0, 0
+    if run.resume_from is not None:
+        ckpt = load_checkpoint(run.resume_from)
+        if ckpt.get("model_config") != gcfg.to_dict() or ckpt.get("kind") != kind:
+            raise TrainError(f"--resume {run.resume_from}: the checkpoint is a {ckpt.get('kind')} with model config "
+                             f"{ckpt.get('model_config')}, this run asks for {kind} with {gcfg.to_dict()}")
+        if list(ckpt.get("vocab", [])) != vocab:
+            raise TrainError(f"--resume {run.resume_from}: vocabulary differs from --data {data}")
+        G.load_state_dict(ckpt["G"])
+        Ds.load_state_dict(ckpt["Ds"])
+        opt_G.load_state_dict(ckpt["opt_G"])
+        opt_D.load_state_dict(ckpt["opt_D"])
+        if G_ema is not None:
+            if "G_ema" not in ckpt:
+                raise TrainError(f"--resume {run.resume_from}: the checkpoint has no EMA generator (trained with --no-ema)")
+            G_ema.load_state_dict(ckpt["G_ema"])
+        set_rng_state(ckpt["rng"])
+        step, epoch, batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch"])
+        run.log(f"resumed at step {step} (epoch {epoch}, batch {batch_in_epoch})")
+    n_g = sum(p.numel() for p in G.parameters())
+    n_d = sum(p.numel() for p in Ds.parameters())
+    run.log(f"{kind}: {stages} stages {sizes} px, G {n_g / 1e6:.2f}M / Ds {n_d / 1e6:.2f}M parameters, "
+            f"{len(train_ds)} train / {len(test_ds)} {test_split} images, batch {batch_size}, {total} steps, "
+            f"device {device}")
+
+    # -- fixed prompts and noise for snapshots (private RNG: never touches the training stream) ---------------
+    p_tokens, p_lengths, _, p_texts = _fixed_captions(test_ds, n_prompts)
+    gen = torch.Generator().manual_seed(int(seed) + 104729)
+    p_z = torch.randn(len(p_tokens), z_dim, generator=gen)
+    p_eps = torch.randn(len(p_tokens), cond_dim, generator=gen)
+    rp_n = min(int(snapshot_rprecision), len(test_ds)) if snapshot_rprecision else 0
+    final_n = min(int(final_rprecision), len(test_ds))
+    rp_caps = _fixed_captions(test_ds, max(rp_n, final_n))
+
+    def sampler():
+        return G_ema.shadow if G_ema is not None else G
+
+    def snapshot(final=False):
+        """Grid of every stage at fixed noise/prompts (+ attention map) and the generated-image R-precision."""
+        from t2icli.training.damsm import save_attention_png
+        from t2icli.viz import save_image_grid, to_uint8
+
+        t0 = time.perf_counter()
+        net = sampler()
+        was = net.training
+        net.eval()
+        try:
+            res = generate(net, text_encoder, p_tokens, p_lengths, z=p_z, eps=p_eps, return_attn=True)
+            stage_imgs = [to_uint8(x) for x in res["images"]]  # S x [n, s, s, 3]
+            tiles = [[stage_imgs[i][k] for i in range(stages)] for k in range(len(p_tokens))]
+            grid = save_image_grid(run.path(f"fakes{step:08d}.png"), tiles, row_labels=p_texts,
+                                   col_labels=[f"{s}px" for s in sizes])
+            attn_path = None
+            if res["attn"]:
+                beta = res["attn"][-1]  # [n, T, s^2] of the last attention stage
+                s = int(math.isqrt(beta.shape[2]))
+                words = [[test_ds.vocab[int(t)] for t in p_tokens[k, : int(p_lengths[k])]] for k in range(len(p_tokens))]
+                alphas = [beta[k, : int(p_lengths[k])].reshape(-1, s, s) for k in range(len(p_tokens))]
+                attn_path = run.path(f"attn{step:08d}.png")
+                save_attention_png(attn_path, stage_imgs[-1], words, alphas)
+            n = final_n if final else rp_n
+            rp = None
+            if n >= 2:
+                rp = generated_rprecision(net, text_encoder, image_encoder, rp_caps[0][:n], rp_caps[1][:n],
+                                          rp_caps[2][:n], runs=rprecision_runs if final else 3, seed=seed)
+        finally:
+            net.train(was)
+        return {"grid": grid, "attention": attn_path, "rprecision": rp, "seconds": time.perf_counter() - t0}
+
+    def checkpoint():
+        state = {"step": step, "epoch": epoch, "batch": batch_in_epoch, "kind": kind, "model_config": gcfg.to_dict(),
+                 "vocab": vocab, "G": G.state_dict(), "Ds": Ds.state_dict(), "opt_G": opt_G.state_dict(),
+                 "opt_D": opt_D.state_dict(), "rng": rng_state(), "train_config": train_config}
+        if G_ema is not None:
+            state["G_ema"] = G_ema.state_dict()
+        return run.save_checkpoint(state, step)
+
+    def record_snapshot(snap, extra=None):
+        rp = snap["rprecision"]
+        rec = {"step": step, "epoch": epoch, "snapshot": os.path.basename(snap["grid"]),
+               "gen_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
+               "snapshot_seconds": snap["seconds"]}
+        rec.update(extra or {})
+        run.append_stats(rec)
+        if rp is not None:
+            run.log(f"step {step}: generated-image R-precision {rp['mean']:.3f}±{rp['std']:.3f} "
+                    f"({rp['n']} test captions, 1+{rp['n_negatives']}) -> {os.path.basename(snap['grid'])}")
+
+    # -- progress ------------------------------------------------------------------------------------
+    console, bar, task = None, None, None
+    if progress:
+        from rich.console import Console
+        from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                                   TimeRemainingColumn)
+
+        console = Console(stderr=True)
+        bar = Progress(TextColumn(f"[bold]{kind}[/]"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+                       TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(), console=console)
+        run.console = console
+        bar.start()
+        task = bar.add_task("train", total=total, completed=min(step, total), info="")
+
+    deadline = None if max_minutes is None else time.perf_counter() + 60.0 * max_minutes
+    log_every = log_every or max(1, min(100, total // 20))
+    train_seconds, images_seen, stop = 0.0, 0, None
+    running = {k: 0.0 for k in LOG_KEYS}
+    running_n = 0
+    amp = _autocast(device, precision)
+    last = None
+    try:
+        if step == 0:
+            record_snapshot(snapshot())
+        while stop is None:
+            if step >= total:
+                stop = "steps" if steps is not None else "epochs"
+                break
+            loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed, epoch=epoch,
+                                 start_batch=batch_in_epoch, num_workers=num_workers)
+            rng = torch.get_rng_state()
+            batches = iter(loader)  # DataLoader draws a base seed from the global RNG; keep the noise stream intact
+            torch.set_rng_state(rng)
+            G.train()
+            Ds.train()
+            t0 = time.perf_counter()
+            for batch in batches:
+                reals = [x.to(device, non_blocking=True) for x in batch["images"]]  # S x [B, 3, s_i, s_i]
+                tokens = batch["tokens"].to(device)  # [B, T]
+                lengths, class_ids = batch["lengths"], batch["class_ids"]
+                B = tokens.shape[0]
+                with torch.no_grad():
+                    e, e_bar = text_encoder(tokens, lengths)  # [B, D, T] words, [B, D] sentence (frozen)
+                mask = word_mask(tokens)  # [B, T] True = padding
+                z = torch.randn(B, z_dim, device=device)  # z ~ N(0, I)
+                with amp:
+                    g_out = G(z, e_bar, e, mask)
+                fakes = g_out["images"]  # S x [B, 3, s_i, s_i]
+
+                # (1) discriminators: (real, text) / (fake, text) / (real, wrong text) + unconditional.
+                Ds.requires_grad_(True)
+                d_total = 0.0
+                for D, x_real, x_fake in zip(Ds, reals, fakes):
+                    with amp:
+                        d_total = d_total + gan_losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar)["loss"]
+                opt_D.zero_grad(set_to_none=True)
+                d_total.backward()
+                opt_D.step()
+
+                # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
+                Ds.requires_grad_(False)  # no D gradients wasted in the G step
+                with amp:
+                    g_adv, _ = gan_losses.generator_adv_loss(Ds, fakes, e_bar)
+                kl = gan_losses.kl_loss(g_out["mu"], g_out["logvar"])
+                g_total = g_adv + kl_weight * kl
+                dam = cc = torch.zeros((), device=device)
+                if use_damsm:
+                    with amp:
+                        dam = gan_losses.generator_damsm_loss(image_encoder, fakes[-1], e, e_bar, lengths, class_ids,
+                                                              dcfg.gamma1, dcfg.gamma2, dcfg.gamma3)["loss"]
+                    g_total = g_total + damsm_weight * dam
+                if use_cc:
+                    cc = sum(gan_losses.color_consistency_loss(fakes[i - 1], fakes[i], cc_lambda1, cc_lambda2)
+                             for i in range(1, stages))
+                    g_total = g_total + cc
+                d_val, g_val = float(d_total.detach()), float(g_total.detach())
+                if not (math.isfinite(d_val) and math.isfinite(g_val)):
+                    raise TrainError(f"non-finite loss at step {step + 1} (D {d_val}, G {g_val}); stopped without "
+                                     f"saving: the last checkpoint in {run.path('checkpoints')} is intact. "
+                                     f"Try lower --lr-g/--lr-d.")
+                opt_G.zero_grad(set_to_none=True)
+                g_total.backward()
+                opt_G.step()
+                if G_ema is not None:
+                    G_ema.update(G)
+
+                step += 1
+                batch_in_epoch += 1
+                images_seen += B
+                vals = {"d": d_val, "g": g_val, "g_adv": float(g_adv.detach()), "kl": float(kl.detach()),
+                        "damsm": float(dam.detach()), "cc": float(cc.detach())}
+                for k in LOG_KEYS:
+                    running[k] += vals[k]
+                running_n += 1
+                now = time.perf_counter()
+                ips = images_seen / max(train_seconds + now - t0, 1e-9)
+                last = vals
+                if bar is not None:
+                    extra = f" damsm {vals['damsm']:.2f}" if use_damsm else (f" cc {vals['cc']:.3f}" if use_cc else "")
+                    bar.update(task, completed=min(step, total),
+                               info=f"D {d_val:.2f} G {vals['g_adv']:.2f} kl {vals['kl']:.2f}{extra} {ips:.1f} img/s")
+                if step % log_every == 0:
+                    rec = {"step": step, "epoch": epoch, "images_per_s": ips,
+                           "train": {k: running[k] / running_n for k in LOG_KEYS}}
+                    run.append_stats(rec)
+                    if bar is None:
+                        run.log(f"step {step}/{total} D {rec['train']['d']:.3f} G {rec['train']['g']:.3f} "
+                                f"{ips:.1f} img/s")
+                    running, running_n = {k: 0.0 for k in LOG_KEYS}, 0
+                if step >= total:
+                    stop = "steps" if steps is not None else "epochs"
+                elif deadline is not None and now >= deadline:
+                    stop = "time"
+                if batch_in_epoch >= per_epoch:
+                    epoch, batch_in_epoch = epoch + 1, 0
+                if stop is None and step % snapshot_every == 0:
+                    train_seconds += time.perf_counter() - t0
+                    record_snapshot(snapshot())
+                    t0 = time.perf_counter()
+                if stop is None and step % checkpoint_every == 0:
+                    checkpoint()
+                if stop or batch_in_epoch == 0:
+                    break
+            train_seconds += time.perf_counter() - t0
+        run.log(f"stopping ({stop}) at step {step}, epoch {epoch}")
+        checkpoint()
+        snap = snapshot(final=True)
+        record_snapshot(snap, {"final": True, "train_seconds": train_seconds, "last": last,
+                               "images_per_s": images_seen / train_seconds if train_seconds > 0 else None})
+    finally:
+        if bar is not None:
+            bar.stop()
+            run.console = None
+    export = save_generator(run.path("generator.pt"), sampler(), text_encoder, dcfg, vocab, kind=kind,
+                            damsm_run=os.path.abspath(os.fspath(damsm)),
+                            extra={"data": os.path.abspath(os.fspath(data)), "step": step, "ema": bool(ema)})
+    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
+    return {"run_dir": run.dir, "export": export, "step": step, "epoch": epoch, "stop": stop,
+            "images_per_s": images_seen / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
+            "seconds": time.perf_counter() - t_start, "rprecision": snap["rprecision"], "snapshot": snap["grid"],
+            "attention": snap["attention"]}

@@ -1,0 +1,200 @@
+"""Tests of the multi-stage GANs: stage shapes, attention maps, losses, both trainers, exact resume, export, CLI errors."""
+
+import json
+import os
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from t2icli import gan_losses
+from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Generator, build_discriminators,
+                                   check_stages, load_generator, stage_sizes, word_mask)
+
+TINY = dict(gf_dim=4, df_dim=4, z_dim=8, cond_dim=8, batch_size=4, snapshot_every=1000, n_prompts=2,
+            snapshot_rprecision=0, final_rprecision=20, rprecision_runs=1, progress=False)
+
+
+def _text(B=3, T=7, D=32, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    tokens = torch.randint(1, 20, (B, T), generator=g)
+    tokens[0, 3:] = 0  # a short caption: 4 padded positions
+    tokens[1, 5:] = 0
+    return tokens, torch.randn(B, D, T, generator=g), torch.randn(B, D, generator=g)
+
+
+# -- models ----------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stages,size", [(1, 16), (2, 32), (3, 64), (2, 64)])
+@pytest.mark.parametrize("attention", [True, False])
+def test_stage_shapes(stages, size, attention):
+    cfg = GeneratorConfig(image_size=size, stages=stages, gf_dim=4, df_dim=2, z_dim=8, cond_dim=6, text_dim=32,
+                          attention=attention)
+    G, Ds = Generator(cfg), build_discriminators(cfg)
+    tokens, e, e_bar = _text()
+    out = G(torch.randn(3, 8), e_bar, e, word_mask(tokens), return_attn=True)
+    sizes = stage_sizes(size, stages)
+    assert sizes[-1] == size and all(b == 2 * a for a, b in zip(sizes, sizes[1:]))
+    assert [tuple(x.shape) for x in out["images"]] == [(3, 3, s, s) for s in sizes]
+    assert all(x.abs().max() <= 1 for x in out["images"])
+    assert out["mu"].shape == out["logvar"].shape == out["c"].shape == (3, 6)
+    if attention:
+        assert [tuple(b.shape) for b in out["attn"]] == [(3, 7, s * s) for s in sizes[:-1]]
+    else:
+        assert out["attn"] == []
+    assert len(Ds) == stages
+    for D, x in zip(Ds, out["images"]):
+        code = D(x)
+        assert code.shape == (3, 16, 4, 4)
+        assert D.logits(code).shape == D.logits(code, e_bar).shape == (3,)
+
+
+def test_attention_sums_to_one_over_unmasked_words():
+    cfg = GeneratorConfig(image_size=64, stages=3, gf_dim=4, z_dim=8, cond_dim=6, text_dim=32)
+    tokens, e, e_bar = _text()
+    out = Generator(cfg).eval()(torch.randn(3, 8), e_bar, e, word_mask(tokens), return_attn=True)
+    mask = word_mask(tokens)  # [B, T]
+    for beta in out["attn"]:  # [B, T, N]
+        assert torch.allclose(beta.sum(1), torch.ones(3, beta.shape[2]), atol=1e-5)
+        assert beta.masked_select(mask[:, :, None].expand_as(beta)).abs().max() == 0
+        assert (beta >= 0).all()
+
+
+def test_check_stages_rules():
+    check_stages(64, 3)
+    check_stages(256, 3)
+    check_stages(16, 1)
+    with pytest.raises(GeneratorExportError, match="first stage of 8 px"):
+        check_stages(32, 3)
+    with pytest.raises(GeneratorExportError, match="power of two"):
+        check_stages(76, 1)
+    with pytest.raises(GeneratorExportError, match="choose 1, 2 or 3"):
+        check_stages(256, 4)
+
+
+# -- losses --------------------------------------------------------------------------------------
+def test_losses():
+    mu, logvar = torch.zeros(4, 5), torch.zeros(4, 5)
+    assert gan_losses.kl_loss(mu, logvar).item() == pytest.approx(0.0)
+    assert gan_losses.kl_loss(mu + 1, logvar).item() == pytest.approx(0.5)
+    x = torch.rand(2, 3, 8, 8) * 2 - 1
+    big = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")  # same pixel statistics
+    assert gan_losses.color_consistency_loss(x, big).item() == pytest.approx(0.0, abs=1e-6)
+    assert gan_losses.color_consistency_loss(x, big + 0.5).item() == pytest.approx(0.25, rel=1e-4)  # lambda1 * 0.5^2
+    cfg = GeneratorConfig(image_size=16, stages=1, gf_dim=4, df_dim=2, text_dim=32)
+    D = build_discriminators(cfg)[0]
+    _, _, e_bar = _text(B=4)
+    d = gan_losses.discriminator_loss(D, x[:1].expand(4, -1, -1, -1).repeat_interleave(2, 2).repeat_interleave(2, 3),
+                                      torch.zeros(4, 3, 16, 16), e_bar)
+    assert set(d) == {"loss", "real", "fake", "wrong", "u_real", "u_fake"} and torch.isfinite(d["loss"])
+    assert torch.equal(gan_losses.mismatched(e_bar)[0], e_bar[1])
+
+
+# -- trainers --------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A 32 px toybirds dataset (40 train / 20 test) and a randomly initialised DAMSM export on its vocabulary."""
+    from t2icli.data.toybirds import prepare_toybirds
+    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+
+    root = tmp_path_factory.mktemp("gan")
+    data = root / "data"
+    prepare_toybirds(str(data), size=32, n_train=40, n_test=20, captions_per_image=2, workers=1)
+    vocab = json.loads((data / "vocab.json").read_text())
+    torch.manual_seed(0)
+    cfg = DAMSMConfig(vocab_size=len(vocab), image_size=32, small_width=4, hidden=16, embedding_dim=16)
+    m = build_damsm(cfg)
+    (root / "damsm").mkdir()
+    save_damsm(str(root / "damsm"), m.text_encoder, m.image_encoder, cfg, vocab)
+    return {"data": str(data), "damsm": str(root / "damsm"), "root": root}
+
+
+@pytest.mark.parametrize("kind", ["attngan", "stackgan2"])
+def test_one_training_step(tiny, kind, tmp_path):
+    from t2icli.training.attngan import train
+
+    out = tmp_path / kind
+    res = train(tiny["data"], tiny["damsm"], str(out), kind=kind, stages=2, steps=1, **TINY)
+    assert res["step"] == 1 and os.path.isfile(res["export"])
+    assert os.path.isfile(out / "fakes00000000.png") and os.path.isfile(out / "fakes00000001.png")
+    assert (os.path.isfile(out / "attn00000001.png")) == (kind == "attngan")
+    assert res["rprecision"] is not None and 0 <= res["rprecision"]["mean"] <= 1
+    stats = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["final"] and stats[-1]["gen_rprecision"]["n"] == 20
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["kind"] == kind and cfg["color_consistency"] == (kind == "stackgan2")
+    # The export alone rebuilds G + text encoder; it reproduces the run's generator.
+    G, text_encoder, gcfg, vocab = load_generator(str(out))
+    assert gcfg["stages"] == 2 and gcfg["sizes"] == [16, 32] and gcfg["kind"] == kind and len(vocab) > 10
+    assert G.config.attention == (kind == "attngan")
+    blob = torch.load(out / "generator.pt", weights_only=True)
+    assert set(blob["generator"]) == set(G.state_dict())
+
+
+def test_resume_equals_uninterrupted(tiny, tmp_path):
+    from t2icli.training.attngan import train
+    from t2icli.training.run import find_latest_checkpoint, load_checkpoint
+
+    kw = dict(kind="attngan", stages=2, **dict(TINY, final_rprecision=0))
+    train(tiny["data"], tiny["damsm"], str(tmp_path / "a"), steps=3, **kw)
+    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), steps=1, **kw)
+    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), steps=3, resume="latest", **kw)
+    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))
+    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))
+    assert a["step"] == b["step"] == 3
+    for key in ("G", "G_ema", "Ds"):
+        for name, t in a[key].items():
+            assert torch.equal(t, b[key][name]), f"{key}.{name} differs after resume"
+
+
+def test_non_finite_loss_stops_and_names_step(tiny, tmp_path, monkeypatch):
+    from t2icli.training import attngan as trainer
+    from t2icli.training.run import list_checkpoints
+
+    out = str(tmp_path / "nan")
+    trainer.train(tiny["data"], tiny["damsm"], out, kind="stackgan2", stages=1, steps=1, **TINY)
+    monkeypatch.setattr(trainer.gan_losses, "kl_loss", lambda mu, logvar: torch.tensor(float("nan")))
+    with pytest.raises(trainer.TrainError, match="non-finite loss at step 2"):
+        trainer.train(tiny["data"], tiny["damsm"], out, kind="stackgan2", stages=1, steps=3, resume="latest", **TINY)
+    assert [s for s, _ in list_checkpoints(out)] == [1]
+
+
+# -- CLI -------------------------------------------------------------------------------------------
+def test_cli_bad_inputs(tiny, tmp_path):
+    from t2icli.cli.train_gan import attngan, stackgan2
+
+    runner = CliRunner()
+    base = ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(tmp_path / "r"), "--no-progress"]
+    r = runner.invoke(attngan, base + ["--stages", "3"])
+    assert r.exit_code == 1 and "--stages 3" in r.output and "first stage of 8 px" in r.output
+    r = runner.invoke(attngan, base + ["--batch-size", "0"])
+    assert r.exit_code == 2 and "--batch-size" in r.output
+    r = runner.invoke(stackgan2, base + ["--steps", "2", "--epochs", "2"])
+    assert r.exit_code == 2 and "not both" in r.output
+    r = runner.invoke(attngan, ["--data", tiny["data"], "--damsm", tiny["data"], "--out", str(tmp_path / "r"),
+                               "--stages", "2"])
+    assert r.exit_code == 1 and "no DAMSM export" in r.output
+    # A DAMSM trained on another vocabulary: the error names both paths.
+    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+
+    other = tmp_path / "other"
+    other.mkdir()
+    cfg = DAMSMConfig(vocab_size=3, image_size=32, small_width=4, hidden=4, embedding_dim=4)
+    m = build_damsm(cfg)
+    save_damsm(str(other), m.text_encoder, m.image_encoder, cfg, ["<end>", "a", "b"])
+    r = runner.invoke(attngan, ["--data", tiny["data"], "--damsm", str(other), "--out", str(tmp_path / "r"),
+                               "--stages", "2"])
+    assert r.exit_code == 1 and str(other) in r.output and tiny["data"] in r.output
+    assert not (tmp_path / "r").exists()  # nothing written before the checks
+    assert "char-CNN-RNN" in runner.invoke(stackgan2, ["--help"]).output
+
+
+def test_cli_trains_and_prints_rprecision(tiny, tmp_path):
+    from t2icli.cli.train_gan import stackgan2
+
+    out = tmp_path / "cli"
+    r = CliRunner().invoke(stackgan2, ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(out),
+                                       "--stages", "1", "--steps", "1", "--batch-size", "4", "--gf-dim", "4",
+                                       "--df-dim", "2", "--z-dim", "4", "--cond-dim", "4", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    assert "R-precision (generated images" in r.output
+    assert (out / "generator.pt").is_file()

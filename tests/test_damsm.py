@@ -1,0 +1,308 @@
+"""DAMSM: encoders, Inception-v3 naming, loss, R-precision, export round trip, trainer resume/errors, CLI."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+from t2icli.data.format import DatasetWriter
+from t2icli.losses import damsm_loss, damsm_scores, damsm_word_attention, same_class_mask, sentence_scores
+from t2icli.metrics.rprecision import retrieval_rprecision, rprecision_from_features
+from t2icli.models.damsm import DAMSMConfig, DAMSMExportError, build_damsm, load_damsm, save_damsm
+from t2icli.models.image_encoder import SmallImageEncoder
+from t2icli.models.inception import Inception3, InceptionWeightsError, load_inception_weights
+from t2icli.models.text_encoder import TextEncoder
+from t2icli.ops import reference
+from t2icli.training import run as runlib
+from t2icli.training.damsm import train_damsm
+from t2icli.training.run import RunError
+
+COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 40)}
+
+
+def write_birds(out, n_train=32, n_test=24, size=16, seed=0, extra_word=None):
+    """A tiny learnable dataset: a coloured square (class = square colour x background colour)."""
+    rng = np.random.default_rng(seed)
+    names = list(COLOURS)
+    with DatasetWriter(out, source="unit", image_size=size, word_limit=7) as w:
+        for split, n in (("train", n_train), ("test", n_test)):
+            s = w.split(split)
+            for i in range(n):
+                a, b = (int(v) for v in rng.integers(len(names), size=2))
+                img = np.empty((size, size, 3), np.uint8)
+                img[:] = np.array(COLOURS[names[b]]) // 2 + 60
+                y, x = rng.integers(0, size // 2, size=2)
+                img[y : y + size // 2, x : x + size // 2] = COLOURS[names[a]]
+                caps = [f"a {names[a]} bird on {names[b]}", f"this bird is {names[a]} and small"]
+                if extra_word:
+                    caps.append(f"a {extra_word} bird")
+                s.add(img, caps, class_id=a * len(names) + b, filename=f"{split}/{i}")
+        return w.finish()
+
+
+@pytest.fixture(scope="module")
+def birds(tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "birds"
+    write_birds(path)
+    return str(path)
+
+
+TINY = dict(batch_size=8, small_width=8, progress=False, n_attention=2, rprecision_runs=2)
+
+
+# -- models ---------------------------------------------------------------------------------------
+def test_text_encoder_shapes_and_padding():
+    torch.manual_seed(0)
+    enc = TextEncoder(vocab_size=30).eval()
+    tokens = torch.tensor([[3, 4, 5, 0, 0, 0], [7, 8, 9, 10, 11, 12]])
+    e, e_bar = enc(tokens, torch.tensor([3, 6]))
+    assert e.shape == (2, 256, 6) and e_bar.shape == (2, 256)
+    assert torch.all(e[0, :, 3:] == 0)  # padding positions carry no feature
+    # The same caption with less padding gives the same features.
+    e2, e_bar2 = enc(tokens[:1, :4], torch.tensor([3]))
+    torch.testing.assert_close(e_bar2[0], e_bar[0])
+    torch.testing.assert_close(e2[0, :, :3], e[0, :, :3])
+    # Sentence feature = final forward state | final backward state.
+    assert torch.allclose(e_bar[1, :128], e[1, :128, 5]) and torch.allclose(e_bar[1, 128:], e[1, 128:, 0])
+
+
+def test_small_image_encoder_shapes():
+    enc = SmallImageEncoder(out_dim=256, image_size=64, grid=8, width=8)
+    f, f_bar = enc(torch.randn(3, 3, 64, 64))
+    assert f.shape == (3, 256, 8, 8) and f_bar.shape == (3, 256)
+    f, _ = enc(torch.randn(2, 3, 32, 32))  # resized to its size first
+    assert f.shape == (2, 256, 8, 8)
+
+
+def test_inception_names_roundtrip_and_wrong_checkpoint(tmp_path):
+    torch.manual_seed(0)
+    net = Inception3().eval()
+    sd = net.state_dict()
+    for key in ("Conv2d_1a_3x3.conv.weight", "Conv2d_4a_3x3.bn.running_var", "Mixed_5b.branch_pool.conv.weight",
+                "Mixed_6e.branch7x7dbl_5.bn.num_batches_tracked", "Mixed_7c.branch3x3dbl_3b.conv.weight",
+                "AuxLogits.conv1.conv.weight", "AuxLogits.fc.weight", "fc.bias"):
+        assert key in sd
+    assert sd["Mixed_6e.branch7x7_2.conv.weight"].shape == (192, 192, 1, 7)
+    assert sd["AuxLogits.conv1.conv.weight"].shape == (768, 128, 5, 5) and sd["fc.weight"].shape == (1000, 2048)
+    path = tmp_path / "inception.pth"
+    torch.save(sd, path)
+    other = load_inception_weights(Inception3().eval(), str(path))
+    x = torch.rand(1, 3, 299, 299) * 2 - 1
+    with torch.no_grad():
+        a, b = net.features(x), other.features(x)
+    assert a["mixed_6e"].shape == (1, 768, 17, 17) and a["pool"].shape == (1, 2048) and a["logits"].shape == (1, 1000)
+    for k in a:
+        assert torch.equal(a[k], b[k])
+    bad = dict(sd)
+    bad["Mixed_6e.extra.weight"] = bad.pop("Mixed_6e.branch1x1.conv.weight")
+    torch.save(bad, tmp_path / "bad.pth")
+    with pytest.raises(InceptionWeightsError, match=r"missing keys \(1\): Mixed_6e.branch1x1.conv.weight.*"
+                                                    r"unexpected keys \(1\): Mixed_6e.extra.weight"):
+        load_inception_weights(Inception3(), str(tmp_path / "bad.pth"))
+    torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "resnet.pth")
+    with pytest.raises(InceptionWeightsError, match="missing keys"):
+        load_inception_weights(Inception3(), str(tmp_path / "resnet.pth"))
+
+
+# -- loss -----------------------------------------------------------------------------------------
+def test_damsm_loss_matches_definition_and_masks_same_class():
+    torch.manual_seed(0)
+    M, D, T, N = 6, 16, 5, 9
+    img, words = torch.randn(M, D, N), torch.randn(M, D, T)
+    lengths = torch.tensor([5, 3, 4, 1, 5, 2])
+    f_bar, e_bar = torch.randn(M, D), torch.randn(M, D)
+    classes = torch.tensor([0, 1, 0, 2, 3, 1])
+    word, sent = damsm_scores(img.reshape(M, D, 3, 3), words, lengths, f_bar, e_bar, 4.0, 5.0)
+    torch.testing.assert_close(word, reference.damsm_word_scores_loop(img, words, lengths, 4.0, 5.0), atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(sent, F.cosine_similarity(f_bar[:, None], e_bar[None], dim=2))
+    out = damsm_loss(word, sent, classes, gamma3=10.0)
+    mask = same_class_mask(classes)
+    assert mask.sum() == 4 and not mask.diagonal().any()
+
+    def ce_both(s):
+        s = (10.0 * s).masked_fill(mask, float("-inf"))
+        rows = -torch.log_softmax(s, 1).diagonal().mean()  # image -> caption
+        cols = -torch.log_softmax(s, 0).diagonal().mean()  # caption -> image
+        return cols, rows
+
+    w1, w2 = ce_both(word)
+    s1, s2 = ce_both(sent)
+    for name, want in (("w1", w1), ("w2", w2), ("s1", s1), ("s2", s2), ("loss", w1 + w2 + s1 + s2)):
+        torch.testing.assert_close(out[name], want)
+    # A masked pair's score does not matter.
+    word2 = word.clone()
+    word2[0, 2] += 100.0
+    torch.testing.assert_close(damsm_loss(word2, sent, classes)["loss"], out["loss"])
+
+
+def test_word_attention_is_a_distribution_over_regions():
+    f, e = torch.randn(2, 8, 3, 3), torch.randn(2, 8, 4)
+    alpha = damsm_word_attention(f, e, torch.tensor([4, 2]), gamma1=4.0)
+    assert alpha.shape == (2, 4, 3, 3)
+    torch.testing.assert_close(alpha[0].sum((1, 2)), torch.ones(4))
+    assert torch.all(alpha[1, 2:] == 0)
+
+
+# -- R-precision ----------------------------------------------------------------------------------
+def test_rprecision_from_features():
+    torch.manual_seed(0)
+    n = 300
+    f = torch.randn(n, 32)
+    classes = np.arange(n) % 30
+    r = rprecision_from_features(f, f.clone(), classes, n_negatives=99, runs=3)
+    assert r["mean"] == 1.0 and r["std"] == 0.0 and len(r["runs"]) == 3
+    r = rprecision_from_features(f, torch.randn(n, 32), classes, n_negatives=99, runs=5)
+    assert r["mean"] < 0.1  # chance is 1/100
+    # Captions of the same class are never negatives: identical same-class captions don't hurt.
+    e = f.clone()
+    for c in range(30):
+        e[classes == c] = f[classes == c][0]
+    assert rprecision_from_features(e, e, classes, n_negatives=99, runs=2)["mean"] == 1.0
+    with pytest.raises(ValueError, match="other classes"):
+        rprecision_from_features(f[:50], f[:50], classes[:50], n_negatives=99)
+
+
+def test_retrieval_rprecision_with_encoders():
+    torch.manual_seed(0)
+    model = build_damsm(DAMSMConfig(vocab_size=20, image_size=16, small_width=8)).eval()
+    images = np.random.default_rng(0).integers(0, 256, size=(12, 16, 16, 3), dtype=np.uint8)
+    tokens, lengths = torch.randint(1, 20, (12, 5)), torch.full((12,), 5)
+    r = retrieval_rprecision(model, images, (tokens, lengths), n_negatives=5, runs=2, class_ids=np.arange(12) % 4)
+    assert 0.0 <= r["mean"] <= 1.0 and r["n_negatives"] == 5 and r["n"] == 12
+
+
+# -- export ---------------------------------------------------------------------------------------
+def test_save_load_gives_identical_outputs(tmp_path):
+    torch.manual_seed(0)
+    cfg = DAMSMConfig(vocab_size=25, image_size=16, small_width=8)
+    model = build_damsm(cfg)
+    model.train()
+    model.encode_images(torch.randn(4, 3, 16, 16))  # move BatchNorm running statistics off their init
+    model.eval()
+    vocab = ["<end>"] + [f"w{i}" for i in range(24)]
+    path = save_damsm(str(tmp_path), model.text_encoder, model.image_encoder, cfg, vocab)
+    assert os.path.basename(path) == "damsm.pt"
+    blob = torch.load(path, weights_only=True)  # no pickled code
+    assert blob["format"] == "t2i-damsm"
+    text, image, cfg2, vocab2 = load_damsm(str(tmp_path), "cpu")
+    assert cfg2 == cfg and vocab2 == vocab and not text.training
+    x, tok, lens = torch.randn(3, 3, 16, 16), torch.randint(1, 25, (3, 7)), torch.tensor([7, 2, 4])
+    with torch.no_grad():
+        for a, b in zip(model.encode_images(x) + model.encode_text(tok, lens), image(x) + text(tok, lens)):
+            assert torch.equal(a, b)
+    with pytest.raises(DAMSMExportError, match="no DAMSM export"):
+        load_damsm(str(tmp_path / "nowhere"))
+
+
+# -- run folder -----------------------------------------------------------------------------------
+def test_run_checkpoints_keep_last_and_skip_corrupt(tmp_path):
+    out = str(tmp_path / "run")
+    run = runlib.open_run(out, {"a": 1}, keep=2)
+    for step in (1, 2, 3):
+        run.save_checkpoint({"step": step, "w": torch.full((2,), float(step))}, step)
+    assert [s for s, _ in runlib.list_checkpoints(out)] == [2, 3]
+    with open(os.path.join(out, "checkpoints", "ckpt-00000009.pt"), "wb") as f:
+        f.write(b"truncated")
+    assert runlib.find_latest_checkpoint(out).endswith("ckpt-00000003.pt")
+    run.append_stats({"x": 1})
+    assert run.read_stats() == [{"x": 1}]
+    assert json.load(open(os.path.join(out, "config.json"))) == {"a": 1}
+    with pytest.raises(RunError, match="already holds a run"):
+        runlib.open_run(out, {"a": 1})
+    reopened = runlib.open_run(out, {"a": 2}, resume="latest")
+    assert reopened.resume_from.endswith("ckpt-00000003.pt")
+    assert json.load(open(os.path.join(out, "config.json"))) == {"a": 1}  # the original stays
+    with pytest.raises(RunError, match="no checkpoint"):
+        runlib.open_run(str(tmp_path / "fresh"), {}, resume="latest")
+
+
+# -- trainer --------------------------------------------------------------------------------------
+def _export_state(run_dir):
+    blob = torch.load(os.path.join(run_dir, "damsm.pt"), weights_only=True)
+    return {**{"t." + k: v for k, v in blob["text_encoder"].items()}, **{"i." + k: v for k, v in blob["image_encoder"].items()}}
+
+
+def test_resume_equals_uninterrupted(birds, tmp_path):
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    train_damsm(birds, a, max_steps=7, **TINY)  # 4 steps per epoch: crosses an epoch boundary
+    train_damsm(birds, b, max_steps=3, **TINY)  # stops mid-epoch
+    res = train_damsm(birds, b, max_steps=7, resume="latest", **TINY)
+    assert res["step"] == 7
+    sa, sb = _export_state(a), _export_state(b)
+    assert sa.keys() == sb.keys()
+    for k in sa:
+        assert torch.equal(sa[k], sb[k]), k
+    stats = [json.loads(line) for line in open(os.path.join(b, "stats.jsonl"))]
+    assert stats[-1]["final"] and stats[-1]["step"] == 7 and "w1" in stats[-1]["test"]
+    assert any(name.startswith("attn") and name.endswith(".png") for name in os.listdir(b))
+
+
+def test_nan_loss_stops_with_step_and_saves_nothing(birds, tmp_path, monkeypatch):
+    import t2icli.losses as losses_mod
+
+    real = losses_mod.damsm_loss
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        out = real(*args, **kwargs)
+        calls["n"] += 1
+        if calls["n"] == 3:
+            out["loss"] = out["loss"] * float("nan")
+        return out
+
+    monkeypatch.setattr(losses_mod, "damsm_loss", poisoned)
+    out = str(tmp_path / "nan")
+    with pytest.raises(RunError, match=r"loss is nan at step 3"):
+        train_damsm(birds, out, max_steps=5, **TINY)
+    assert runlib.list_checkpoints(out) == [] and not os.path.exists(os.path.join(out, "damsm.pt"))
+
+
+def test_resume_with_other_vocabulary_is_an_error(birds, tmp_path):
+    other = tmp_path / "other"
+    write_birds(other, extra_word="purple")
+    out = str(tmp_path / "run")
+    train_damsm(birds, out, max_steps=2, **TINY)
+    with pytest.raises(RunError, match="vocabulary mismatch"):
+        train_damsm(str(other), out, max_steps=4, resume="latest", **TINY)
+
+
+# -- CLI ------------------------------------------------------------------------------------------
+def test_cli_train_damsm_end_to_end(birds, tmp_path):
+    from t2icli.cli import main
+
+    out = str(tmp_path / "run")
+    r = CliRunner().invoke(main, ["train", "damsm", "--data", birds, "--out", out, "--steps", "3", "--batch-size", "8",
+                                  "--no-progress", "--device", "cpu"])
+    assert r.exit_code == 0, r.output
+    assert "R-precision" in r.stdout
+    for name in ("config.json", "log.txt", "stats.jsonl", "damsm.pt"):
+        assert os.path.isfile(os.path.join(out, name)), name
+    assert json.load(open(os.path.join(out, "config.json")))["batch_size"] == 8
+    r = CliRunner().invoke(main, ["train", "damsm", "--data", birds, "--out", out, "--steps", "3", "--batch-size", "8",
+                                  "--no-progress"])
+    assert r.exit_code == 1 and "--resume latest" in r.output
+
+
+def test_cli_bad_inputs(birds, tmp_path):
+    from t2icli.cli import main
+
+    def run(*args):
+        return CliRunner().invoke(main, ["train", "damsm", *args, "--no-progress"])
+
+    r = run("--data", str(tmp_path / "missing"), "--out", str(tmp_path / "r"))
+    assert r.exit_code == 2 and "--data" in r.output
+    (tmp_path / "empty").mkdir()
+    r = run("--data", str(tmp_path / "empty"), "--out", str(tmp_path / "r"))
+    assert r.exit_code == 1 and "not a prepared dataset" in r.output
+    r = run("--data", birds, "--out", str(tmp_path / "r"), "--image-encoder", "inception_v3")
+    assert r.exit_code == 2 and "--inception-weights" in r.output
+    torch.save({"conv1.weight": torch.zeros(1)}, tmp_path / "resnet.pth")
+    r = run("--data", birds, "--out", str(tmp_path / "r2"), "--image-encoder", "inception_v3",
+            "--inception-weights", str(tmp_path / "resnet.pth"), "--steps", "1", "--batch-size", "8")
+    assert r.exit_code == 1 and "missing keys" in r.output and "unexpected keys (1): conv1.weight" in r.output
+    r = run("--data", birds, "--out", str(tmp_path / "r3"), "--resume", str(tmp_path / "nope.pt"))
+    assert r.exit_code == 2 and "--resume" in r.output
