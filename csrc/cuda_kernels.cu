@@ -307,7 +307,7 @@ template <typename scalar_t>
 void damsm_tiles(const at::Tensor& x, const PackedCuda& pk, int64_t M, scalar_t g1, at::Tensor& p, at::Tensor& a, at::Tensor& ct, at::Tensor& r) {
   const int64_t Mc = x.size(0), N = x.size(2), D = x.size(1), L = pk.L;
   auto stream = at::cuda::getCurrentCUDAStream();
-  at::Tensor s = at::matmul(pk.WT, x);  // [Mc, L, N]  s_wn = word_w . region_n
+  at::Tensor s = at::bmm(pk.WT.expand({Mc, L, D}), x);  // [Mc, L, N] contiguous  s_wn = word_w . region_n
   p = p.defined() ? p : s;
   segment_softmax_kernel<scalar_t><<<blocks_for(Mc * M * N), kThreads, 0, stream>>>(s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(),
                                                                                      pk.off.data_ptr<int64_t>(), Mc, M, L, N);
@@ -388,7 +388,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cuda(const at::Tensor& grad_, 
       segment_softmax_backward_kernel<scalar_t><<<blocks_for(mc * M * N), kThreads, 0, stream>>>(
           p.data_ptr<scalar_t>(), d.data_ptr<scalar_t>(), pk.off.data_ptr<int64_t>(), mc, M, L, N);
       C10_CUDA_KERNEL_LAUNCH_CHECK();
-      gx.add_(at::matmul(pk.WT.t(), d));  // dx += W dS
+      gx.baddbmm_(pk.WT.t().expand({mc, D, L}), d);  // dx += W dS
       gwt.add_(at::bmm(d, x.transpose(1, 2)).sum(0));  // dWT += sum_i dS_i x_i^T
     }
   });

@@ -145,7 +145,7 @@ def _mem_probe(case_name, variant):
     ops.backend_info()
     fn = variants(case["kind"])[variant]
     x, y = (t.detach().requires_grad_(True) for t in diff_inputs(case["kind"], a))
-    x.grad, y.grad = torch.zeros_like(x), torch.zeros_like(y)  # gradient buffers count as inputs
+    fn(a, x, y).backward(a["cot"])  # warm-up: libraries, thread pools, gradient buffers (counted as inputs)
     with open("/proc/self/clear_refs", "w") as f:  # reset the RSS high-water mark (VmHWM)
         f.write("5")
     base = _rss_kb("VmRSS")
@@ -173,8 +173,15 @@ def main():
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="timed repeats per measurement (loop: at most 3)")
     p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES), metavar="CASE")
+    p.add_argument("--flush-denormal", action="store_true",
+                   help="torch.set_flush_denormal(True) for every variant (the ext kernels always flush subnormals on CPU)")
     p.add_argument("--_mem", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.flush_denormal:
+        torch.set_flush_denormal(True)
+        os.environ["T2I_BENCH_FLUSH_DENORMAL"] = "1"  # for the memory probes
+    if os.environ.get("T2I_BENCH_FLUSH_DENORMAL") == "1":
+        torch.set_flush_denormal(True)
     if args._mem:
         return _mem_probe(*args._mem)
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -188,6 +195,7 @@ def main():
         "device_name": torch.cuda.get_device_name() if device == "cuda" else (os.uname().machine + f", {torch.get_num_threads()} threads"),
         "torch": torch.__version__,
         "backend": info,
+        "flush_denormal": bool(args.flush_denormal),
         "sgemm_gflops": None,
         "cases": {},
     }

@@ -102,9 +102,3 @@ def test_prep_toybirds_bad_inputs(tmp_path):
     res = CliRunner().invoke(main, ["prep", "toybirds", "--out", str(tmp_path / "mine"), "--n-train", "5", "--n-test", "5"])
     assert res.exit_code != 0 and "mine" in res.output and "not empty" in res.output
     assert os.listdir(tmp_path / "mine") == ["thesis.tex"]
-
-
-def test_sample_and_eval_say_they_are_not_built():
-    for cmd in (["sample", "a red bird"], ["eval", "--metric", "rprecision"]):
-        res = CliRunner().invoke(main, cmd)
-        assert res.exit_code == 2 and "not built yet" in res.output

@@ -102,10 +102,21 @@ def test_inception_names_roundtrip_and_wrong_checkpoint(tmp_path):
     torch.save(bad, tmp_path / "bad.pth")
     with pytest.raises(InceptionWeightsError, match=r"missing keys \(1\): Mixed_6e.branch1x1.conv.weight.*"
                                                     r"unexpected keys \(1\): Mixed_6e.extra.weight"):
-        load_inception_weights(Inception3(), str(tmp_path / "bad.pth"))
+        load_inception_weights(other, str(tmp_path / "bad.pth"))
     torch.save({"conv.weight": torch.zeros(3)}, tmp_path / "resnet.pth")
     with pytest.raises(InceptionWeightsError, match="missing keys"):
-        load_inception_weights(Inception3(), str(tmp_path / "resnet.pth"))
+        load_inception_weights(other, str(tmp_path / "resnet.pth"))
+
+
+def test_inception_image_encoder_is_frozen_with_trainable_heads():
+    from t2icli.models.image_encoder import InceptionImageEncoder
+
+    enc = InceptionImageEncoder(out_dim=256).train()
+    assert not enc.backbone.training  # frozen BatchNorm statistics
+    trainable = {n for n, p in enc.named_parameters() if p.requires_grad}
+    assert trainable == {"emb_features.weight", "emb_cnn_code.weight", "emb_cnn_code.bias"}
+    f, f_bar = enc(torch.rand(1, 3, 64, 64) * 2 - 1)
+    assert f.shape == (1, 256, 17, 17) and f_bar.shape == (1, 256)
 
 
 # -- loss -----------------------------------------------------------------------------------------

@@ -1,15 +1,116 @@
-"""`t2i eval`: metrics of a trained generator (needs a generator trainer, not in this version yet)."""
+"""`t2i eval`: R-precision, Inception Score, FID and attribute accuracy of a trained generator (one JSON object with --json)."""
+
+import json
 
 import click
 
+from t2icli.cli.common import err, resolve_device, user_errors
 
-@click.command("eval", context_settings={"ignore_unknown_options": True})
-@click.argument("args", nargs=-1, type=click.UNPROCESSED)
-def eval_cmd(args):
-    """Evaluate a generator: R-precision, IS, FID, attribute accuracy.
+_METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
+_BACKBONES = ["fid-inception", "torchvision"]
 
-    Not available in this version: it arrives with the AttnGAN trainer. The real-image
-    retrieval R-precision of a DAMSM run is printed by `t2i train damsm` itself.
+
+def _round(x):
+    return f"{x:.4f}" if isinstance(x, float) else str(x)
+
+
+def _summary(r):
+    """One human-readable line per metric result (stdout without --json)."""
+    m = r["metric"]
+    if "skipped" in r:
+        return f"{m}: skipped ({r['skipped']})"
+    if m == "rprecision":
+        real = r.get("real")
+        return (f"R-precision (DM-GAN protocol, n={r['n']}, {r['folds']} folds, 1 + {r['negatives']} captions): "
+                f"{_round(r['mean'])} ± {_round(r['std'])}"
+                + (f"; real test images {_round(real['mean'])} ± {_round(real['std'])}" if real else ""))
+    if m == "attr":
+        per = ", ".join(f"{k} {_round(v)}" for k, v in r["per_attribute"].items() if v is not None)
+        return (f"attribute accuracy (n={r['n']}, {r['n_mentions']} mentioned attributes): {_round(r['accuracy'])}; "
+                f"real {_round(r['real']['accuracy'])}\n  per attribute: {per}")
+    if m == "fid" and r.get("stats_only"):
+        return f"FID reference statistics ({r['backbone']}, {r['n']} real {r['split']} images): {r['path']}"
+    if m == "fid":
+        return f"FID ({r['backbone']}, n={r['n']} vs {r['n_real']} real, {r['resize']}): {_round(r['value'])}"
+    if m == "is":
+        return f"Inception Score (n={r['n']}, {r['splits']} splits): {_round(r['mean'])} ± {_round(r['std'])}"
+    return json.dumps(r)
+
+
+@click.command("eval")
+@click.option("--metric", default="rprecision", show_default=True, type=click.Choice(_METRICS),
+              help="Which metric; all = every one that applies (IS/FID need --inception-weights, attr needs "
+                   "attribute truth; the others are reported as skipped).")
+@click.option("--model", "model_run", metavar="RUN", type=click.Path(exists=True),
+              help="Generator run folder (or its generator.pt), from `t2i train attngan|stackgan2`.")
+@click.option("--data", required=True, metavar="DIR", type=click.Path(exists=True, file_okay=False),
+              help="Prepared dataset folder the model was trained on; its test captions drive generation.")
+@click.option("--n-samples", default=30000, show_default=True, metavar="N", type=click.IntRange(min=1),
+              help="Images to generate, cycling over the test captions (30000 as DM-GAN; less for toy data).")
+@click.option("--damsm", metavar="RUN", type=click.Path(exists=True), default=None,
+              help="DAMSM run whose encoders score R-precision.  [default: the one stored with the model]")
+@click.option("--inception-weights", metavar="PATH", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Inception-v3 weights file (torchvision layout) for IS and FID; none can be downloaded here.")
+@click.option("--num-classes", default=1000, show_default=True, metavar="K", type=click.IntRange(min=2),
+              help="IS: classes of the classifier (50 for StackGAN's fine-tuned CUB model; a K+1-th background "
+                   "output 0 is dropped before the softmax).")
+@click.option("--fid-backbone", default="fid-inception", show_default=True, type=click.Choice(_BACKBONES),
+              help="fid-inception: TF inception-2015-12-05 weights as pytorch-fid/torch-fidelity use them; "
+                   "torchvision: ImageNet Inception-v3, what DM-GAN's/DF-GAN's published FIDs used.")
+@click.option("--stats-only", is_flag=True, help="FID: only write the real test split's reference statistics "
+                                                 "(cached in DATA/cache/) and print where.")
+@click.option("--splits", default=10, show_default=True, metavar="N", type=click.IntRange(min=1),
+              help="IS: number of splits.")
+@click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
+              help="Seed of the generated images' noise and of the R-precision negatives.")
+@click.option("--batch-size", default=50, show_default=True, metavar="B", type=click.IntRange(min=1),
+              help="Images per forward pass.")
+@click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
+@click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
+def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_classes, fid_backbone, stats_only,
+             splits, seed, batch_size, device, as_json):
+    """Evaluate a generator on the test captions of its data set.
+
+    \b
+    rprecision  DM-GAN's protocol: true caption vs 99 other-class captions per image, 10 folds;
+                also on the real test images (the ceiling)
+    is          Inception Score, 10 splits, from --inception-weights
+    fid         FID against the real test split (--fid-backbone), from --inception-weights
+    attr        attribute accuracy of the attributes each caption mentions (toybirds)
+
+    \b
+    Examples:
+      t2i eval --metric rprecision --model runs/attngan --data data/toybirds --n-samples 2000 --json
+      t2i eval --metric attr --model runs/attngan --data data/toybirds --n-samples 2000
+      t2i eval --metric fid --model runs/attngan --data data/cub --inception-weights pt_inception-2015-12-05.pth
+      t2i eval --metric fid --stats-only --data data/cub --inception-weights pt_inception-2015-12-05.pth
+      t2i eval --metric is --model runs/attngan --data data/cub --inception-weights cub_inception.pth --num-classes 50
+      t2i eval --metric all --model runs/attngan --data data/toybirds --n-samples 1000 --json
     """
-    raise click.UsageError("t2i eval is not built yet: it needs a generator (`t2i train attngan`), "
-                           "which this version does not have")
+    from t2icli.metrics.common import MetricError
+    from t2icli.metrics.evaluate import METRICS, check_request, evaluate, fid_stats_only
+
+    metrics = list(METRICS) if metric == "all" else [metric]
+    with user_errors(MetricError):
+        skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
+    dev = resolve_device(device)
+
+    def progress(done, total):
+        if done == total or done % max(1, batch_size * 20) < batch_size:
+            err(f"  {done}/{total}")
+
+    with user_errors(MetricError):
+        if stats_only:
+            results = [fid_stats_only(data, fid_backbone, inception_weights, batch_size, dev, progress, err)]
+        else:
+            results = evaluate(metrics, model_run, data, n_samples, damsm, inception_weights, num_classes,
+                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip)
+    if metric == "all" and not stats_only:
+        out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
+    else:
+        out = results[0]
+    if as_json:
+        click.echo(json.dumps(out))
+    else:
+        for r in results:
+            click.echo(_summary(r))

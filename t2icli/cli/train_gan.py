@@ -45,7 +45,7 @@ def _common_options(fn):
         click.option("--lr-d", default=2e-4, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
                      help="Discriminators' Adam learning rate (betas 0.5, 0.999)."),
         click.option("--gf-dim", default=32, show_default=True, metavar="C", type=click.IntRange(min=1),
-                     help="Generator width: channels of h_i (the 4x4 block has 16x that at 64 px first stage)."),
+                     help="Generator width: channels of every h_i (the first 4x4 block has 16x that)."),
         click.option("--df-dim", default=64, show_default=True, metavar="C", type=click.IntRange(min=1),
                      help="Discriminator width (its 4x4 code has 8x that)."),
         click.option("--z-dim", default=100, show_default=True, metavar="N", type=click.IntRange(min=1),
@@ -59,6 +59,9 @@ def _common_options(fn):
         click.option("--snapshot-every", default=1000, show_default=True, metavar="STEPS", type=click.IntRange(min=1),
                      help="Write fakes<step>.png (every stage, fixed noise and prompts) and a quick generated-image "
                           "R-precision every this many steps (and at step 0)."),
+        click.option("--prompt", "prompts", multiple=True, metavar="TEXT",
+                     help="A caption drawn (with fixed noise) in every snapshot grid, besides the first test "
+                          "captions; repeat for more."),
         click.option("--checkpoint-every", default=None, metavar="STEPS", type=click.IntRange(min=1),
                      help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         click.option("--device", default="auto", show_default=True, metavar="DEV",
@@ -101,6 +104,7 @@ def _run(ctx, kind, kwargs):
         load_meta(kwargs["data"])  # a clear error before anything heavy
     kwargs["device"] = resolve_device(kwargs["device"])
     kwargs["num_workers"] = kwargs.pop("workers")
+    kwargs["prompts"] = list(kwargs["prompts"])
     from t2icli.models.attngan import GeneratorExportError
     from t2icli.models.damsm import DAMSMExportError
     from t2icli.training.attngan import train

@@ -69,7 +69,7 @@ class GeneratorConfig:
 
     image_size: int = 64  # final stage's side
     stages: int = 3
-    gf_dim: int = 32  # channels of h_i for i >= 1; h_0's 4x4 block has gf_dim * 2^(upsamplings) (16x at 64 px)
+    gf_dim: int = 32  # channels of every h_i; F_0's 4x4 block has 16x that
     df_dim: int = 64
     z_dim: int = 100
     cond_dim: int = 100  # c of conditioning augmentation
@@ -151,15 +151,20 @@ class CondAugment(nn.Module):
 
 
 class InitStage(nn.Module):
-    """F_0: (z [B, z_dim], c [B, cond_dim]) -> FC -> BN -> GLU -> [B, C0, 4, 4] -> upsampling to h_0 [B, gf_dim, s, s]."""
+    """F_0: (z [B, z_dim], c [B, cond_dim]) -> FC -> BN -> GLU -> [B, 16gf, 4, 4] -> upsampling to h_0 [B, gf, s, s].
+
+    Every upsampling block halves the width and the last one ends at gf (at 64 px: 16gf -> 8gf -> 4gf -> 2gf -> gf,
+    as the paper; at 16 px: 16gf -> 8gf -> gf).
+    """
 
     def __init__(self, z_dim, cond_dim, gf_dim, size):
         super().__init__()
         n_up = int(math.log2(size // 4))
-        self.c0 = gf_dim * 2 ** n_up  # halved by every upsampling block, ends at gf_dim
+        self.c0 = 16 * gf_dim
+        widths = [self.c0 >> k for k in range(n_up)] + [gf_dim]  # [16gf, 8gf, ..., gf]
         self.fc = nn.Sequential(nn.Linear(z_dim + cond_dim, self.c0 * 16 * 2, bias=False),
                                 nn.BatchNorm1d(self.c0 * 16 * 2), nn.GLU(dim=1))
-        self.up = nn.Sequential(*[UpBlock(self.c0 >> k, self.c0 >> (k + 1)) for k in range(n_up)])
+        self.up = nn.Sequential(*[UpBlock(widths[k], widths[k + 1]) for k in range(n_up)])
 
     def forward(self, z, c):
         x = self.fc(torch.cat([c, z], dim=1)).view(z.shape[0], self.c0, 4, 4)  # [B, C0, 4, 4]

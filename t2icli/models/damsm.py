@@ -48,10 +48,12 @@ class DAMSMConfig:
         return 2 * self.hidden
 
     def to_dict(self):
+        """A JSON-able dict of the fields."""
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, d):
+        """Inverse of to_dict; unknown keys are an error (an export from a newer t2i)."""
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

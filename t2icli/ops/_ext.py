@@ -16,6 +16,7 @@ import torch
 
 _lock = threading.Lock()
 _state = None  # dict once resolved: backend, device_kernels, reason, path
+_loaded_path = [None]  # file of the library that registered the ops
 
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 
@@ -83,12 +84,13 @@ def _jit_build():
 def _load():
     """Loads the extension (prebuilt, else JIT); returns (path, None) or (None, reason)."""
     if _ops_loaded():
-        return getattr(_load, "path", None), None
+        return _loaded_path[0], None
     reasons = []
     try:
-        from t2icli import _C  # noqa: F401  built by setup.py; registers the ops on import
+        from t2icli import _C  # built by setup.py; registers the ops on import
 
         if _ops_loaded():
+            _loaded_path[0] = _C.__file__
             return _C.__file__, None
         reasons.append("t2icli._C imported but registered no t2i ops")
     except ImportError as exc:
@@ -96,10 +98,12 @@ def _load():
     try:
         path = _jit_build()
         if _ops_loaded():
+            _loaded_path[0] = path
             return path, None
         reasons.append("JIT-built library registered no t2i ops")
     except Exception as exc:  # compiler missing, build error, ...
-        reasons.append(f"JIT build failed: {type(exc).__name__}: {str(exc).strip().splitlines()[-1] if str(exc).strip() else ''}")
+        last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
+        reasons.append(f"JIT build failed: {type(exc).__name__}: {last}")
     return None, "; ".join(reasons)
 
 
@@ -135,6 +139,7 @@ def state():
         return _state
 
 
+@torch.compiler.assume_constant_result
 def use_ext():
-    """True when the compiled operators are the active backend."""
+    """True when the compiled operators are the active backend (a constant to torch.compile)."""
     return state()["backend"] == "ext"

@@ -32,7 +32,7 @@ from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Genera
 from t2icli.training.ema import EMA
 from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
 
-__all__ = ["train", "PRESETS", "KINDS", "generate", "generated_rprecision", "TrainError"]
+__all__ = ["train", "PRESETS", "KINDS", "generate", "generated_rprecision", "encode_prompts", "TrainError"]
 
 KINDS = ("attngan", "stackgan2")
 TrainError = RunError  # the user-facing error type of this module (names the flag or path)
@@ -43,6 +43,8 @@ PRESETS = {
         "description": "3 stages (16/32/64 px) on toybirds 64 px in under 8 minutes on 2 CPU cores",
         "stages": 3, "gf_dim": 16, "df_dim": 8, "batch_size": 16, "steps": 1500, "lr_g": 5e-4, "lr_d": 5e-4,
         "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 250, "max_minutes": 7.0,
+        "prompts": ["a red bird with blue wings", "a yellow bird with black wings", "a blue bird with a red crown",
+                    "a green bird with white wings", "a white bird with a purple crown", "a black bird with orange wings"],
     },
 }
 
@@ -113,6 +115,21 @@ def generated_rprecision(G, text_encoder, image_encoder, tokens, lengths, class_
     return rprecision_from_features(f_bar, e_bar, class_ids, n_neg, runs, seed)
 
 
+def encode_prompts(ds, prompts):
+    """Caption strings -> (tokens [n, T], lengths [n], texts) with ds's vocabulary. Raises TrainError if a prompt
+    has no known word; unknown words are dropped (named in the returned texts as the words kept)."""
+    rows, lengths, texts = [], [], []
+    for text in prompts:
+        ids, _ = ds.encode(text)
+        if len(ids) == 0:
+            raise TrainError(f"--prompt {text!r}: none of its words is in the vocabulary of the data")
+        tok, n = ds.cut(ids.numpy(), np.random.default_rng(0))
+        rows.append(torch.from_numpy(tok))
+        lengths.append(int(n))
+        texts.append(" ".join(ds.decode(tok[:n].tolist())))
+    return torch.stack(rows), torch.tensor(lengths), texts
+
+
 def _fixed_captions(ds, n):
     """The first n captions of the deterministic split ds: (tokens [n, T], lengths [n], class_ids [n], texts)."""
     items = [ds[i] for i in range(min(max(int(n), 1), len(ds)))]
@@ -128,13 +145,14 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
           cc_lambda1=1.0, cc_lambda2=5.0, ema=True, ema_beta=0.999, device="cpu", precision="fp32", seed=0,
           resume=None, snapshot_every=1000, checkpoint_every=None, max_minutes=None, n_prompts=8,
           snapshot_rprecision=300, final_rprecision=None, rprecision_runs=10, keep_checkpoints=3, progress=True,
-          num_workers=0, log_every=None, preset=None):
+          num_workers=0, log_every=None, preset=None, prompts=None):
     """Train an AttnGAN (kind="attngan") or StackGAN++ (kind="stackgan2") into run folder `out`.
 
     data: prepared dataset folder; damsm: DAMSM run folder (or damsm.pt) whose frozen text encoder gives e and
     e_bar (and, for attngan, whose image encoder gives the DAMSM loss and R-precision). Stops after `steps`
     optimiser steps in total, or `epochs` epochs (default 600 if neither), or `max_minutes` of training in this
     invocation; then evaluates, checkpoints and writes RUN/generator.pt (the EMA generator when ema).
+    prompts: extra caption strings drawn (first) in every snapshot grid, besides the first `n_prompts` test captions.
     resume: None, "latest" or a checkpoint/run path. Returns {"run_dir", "export", "step", "epoch", "stop",
     "images_per_s", "train_seconds", "seconds", "rprecision": dict or None, "snapshot": path, "attention": path}.
     Raises t2icli.data.DataError (bad data), TrainError (bad option, DAMSM/vocabulary mismatch, resume, NaN).
@@ -142,7 +160,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     from t2icli.data import PreparedDataset, load_meta, make_loader
     from t2icli.models.damsm import DAMSMExportError, load_damsm
 
-    t_start = time.perf_counter()
+    t_start, cpu_start = time.perf_counter(), time.process_time()
     if kind not in KINDS:
         raise TrainError(f"unknown trainer {kind!r}; choose from {KINDS}")
     if precision not in ("fp32", "bf16"):
@@ -197,6 +215,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
         "kl_weight": kl_weight, "color_consistency": bool(use_cc), "cc_lambda1": cc_lambda1, "cc_lambda2": cc_lambda2,
         "ema": bool(ema), "ema_beta": ema_beta, "device": str(device), "precision": precision, "seed": seed,
         "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every, "max_minutes": max_minutes,
+        "prompts": list(prompts or []), "n_prompts": n_prompts,
         "model": gcfg.to_dict(), "sizes": sizes, "damsm_config": dcfg.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
@@ -238,6 +257,9 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
 
     # -- fixed prompts and noise for snapshots (private RNG: never touches the training stream) ---------------
     p_tokens, p_lengths, _, p_texts = _fixed_captions(test_ds, n_prompts)
+    if prompts:
+        x_tokens, x_lengths, x_texts = encode_prompts(test_ds, prompts)
+        p_tokens, p_lengths, p_texts = torch.cat([x_tokens, p_tokens]), torch.cat([x_lengths, p_lengths]), x_texts + p_texts
     gen = torch.Generator().manual_seed(int(seed) + 104729)
     p_z = torch.randn(len(p_tokens), z_dim, generator=gen)
     p_eps = torch.randn(len(p_tokens), cond_dim, generator=gen)
@@ -402,6 +424,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
                                info=f"D {d_val:.2f} G {vals['g_adv']:.2f} kl {vals['kl']:.2f}{extra} {ips:.1f} img/s")
                 if step % log_every == 0:
                     rec = {"step": step, "epoch": epoch, "images_per_s": ips,
+                           "cpu_seconds": time.process_time() - cpu_start, "wall_seconds": time.perf_counter() - t_start,
                            "train": {k: running[k] / running_n for k in LOG_KEYS}}
                     run.append_stats(rec)
                     if bar is None:
@@ -435,8 +458,9 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     export = save_generator(run.path("generator.pt"), sampler(), text_encoder, dcfg, vocab, kind=kind,
                             damsm_run=os.path.abspath(os.fspath(damsm)),
                             extra={"data": os.path.abspath(os.fspath(data)), "step": step, "ema": bool(ema)})
-    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
+    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all, "
+            f"{time.process_time() - cpu_start:.0f} s of process CPU time)")
     return {"run_dir": run.dir, "export": export, "step": step, "epoch": epoch, "stop": stop,
             "images_per_s": images_seen / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - t_start, "rprecision": snap["rprecision"], "snapshot": snap["grid"],
+            "seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start, "rprecision": snap["rprecision"], "snapshot": snap["grid"],
             "attention": snap["attention"]}

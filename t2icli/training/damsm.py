@@ -214,6 +214,9 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     log_every = log_every or max(1, per_epoch // 4)
 
     def checkpoint():
+        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
+            raise RunError(f"weights are not finite at step {step} (epoch {epoch}); stopped without saving "
+                           f"(the last checkpoint in {run.path('checkpoints')} is intact). Try a lower --lr.")
         state = {"step": step, "epoch": epoch, "batch": batch_in_epoch, "evaluated_at": evaluated_at,
                  "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
                  "model_config": cfg.to_dict(), "vocab": vocab, "train_config": train_config}

@@ -1,0 +1,178 @@
+"""Attribute accuracy: a small multi-head CNN trained on real images predicts each attribute a caption names.
+
+For data sets with attribute truth (toybirds): one softmax head per attribute of meta["attributes"]
+(body/wing/crown/belly/beak colour, beak length, size, background), trained once on the real train
+images for a fixed budget and cached in DATA/cache/attr_classifier.pt (keyed by a hash of the training
+arrays and the recipe), with its accuracy on the real test split. A generated image is scored on the
+attributes its caption mentions (caption_mentions bit k): per attribute and overall (micro average).
+"""
+
+import os
+import time
+
+import numpy as np
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from t2icli.metrics.common import MetricError, file_sha256, sha256_of
+
+__all__ = ["AttributeClassifier", "train_attribute_classifier", "load_or_train_classifier", "predict_attributes",
+           "mentioned_accuracy", "CACHE_NAME", "RECIPE"]
+
+CACHE_NAME = "attr_classifier.pt"
+_FORMAT = "t2i-attr-classifier"
+#: The fixed training recipe (part of the cache key).
+RECIPE = {"steps": 600, "batch_size": 64, "lr": 2e-3, "width": 32, "flip": True, "version": 1}
+
+
+class AttributeClassifier(nn.Module):
+    """x [B, 3, S, S] in [-1, 1] -> one logit vector per attribute: list of [B, V_k].
+
+    4 conv blocks (3x3 conv, BN, ReLU, x2 max-pool) -> adaptive 4x4 grid -> FC 256 -> one linear head per
+    attribute; the grid keeps where a colour is (crown vs belly), which a global pool would lose.
+    """
+
+    def __init__(self, num_values, width=32):
+        super().__init__()
+        layers, cin = [], 3
+        for cout in (width, 2 * width, 4 * width, 4 * width):
+            layers += [nn.Conv2d(cin, cout, 3, 1, 1, bias=False), nn.BatchNorm2d(cout), nn.ReLU(inplace=True),
+                       nn.MaxPool2d(2)]
+            cin = cout
+        self.body = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(4), nn.Flatten(),
+                                  nn.Linear(cin * 16, 256), nn.ReLU(inplace=True), nn.Dropout(0.2))
+        self.heads = nn.ModuleList([nn.Linear(256, int(v)) for v in num_values])
+
+    def forward(self, x):
+        h = self.body(x)  # [B, 256]
+        return [head(h) for head in self.heads]
+
+
+def _to_input(batch_uint8, size, device):
+    """uint8 numpy [b, H, W, 3] -> float [b, 3, size, size] in [-1, 1] (antialiased bilinear if resized)."""
+    x = torch.from_numpy(np.ascontiguousarray(batch_uint8)).to(device).permute(0, 3, 1, 2).float()
+    if x.shape[-1] != size or x.shape[-2] != size:
+        x = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
+    return x / 127.5 - 1.0
+
+
+def predict_attributes(model, images, size, batch_size=256, device="cpu"):
+    """Predicted value index per attribute of uint8 images [n, H, W, 3] -> int64 numpy [n, A]."""
+    model.eval()
+    preds = []
+    with torch.no_grad():
+        for s in range(0, len(images), batch_size):
+            logits = model(_to_input(np.asarray(images[s : s + batch_size]), size, device))
+            preds.append(torch.stack([lg.argmax(1) for lg in logits], 1).cpu().numpy())
+    return np.concatenate(preds) if preds else np.zeros((0, len(model.heads)), np.int64)
+
+
+def mentioned_accuracy(pred, truth, mentions, names):
+    """Accuracy over mentioned attributes.
+
+    pred, truth: int [n, A]; mentions: int [n] bitmask (bit k: attribute k is named); names: A names.
+    Returns {"overall": float or None, "n_mentions": int, "per_attribute": {name: {"accuracy", "n"}}}.
+    """
+    pred, truth = np.asarray(pred), np.asarray(truth)
+    A = truth.shape[1]
+    bits = (np.asarray(mentions, np.int64)[:, None] >> np.arange(A)) & 1  # [n, A]
+    m = bits.astype(bool)
+    correct = (pred == truth) & m
+    per = {}
+    for k, name in enumerate(names):
+        nk = int(m[:, k].sum())
+        per[name] = {"accuracy": float(correct[:, k].sum() / nk) if nk else None, "n": nk}
+    total = int(m.sum())
+    return {"overall": float(correct.sum() / total) if total else None, "n_mentions": total, "per_attribute": per}
+
+
+def train_attribute_classifier(train_images, train_attrs, num_values, size, recipe=None, device="cpu", seed=0,
+                               log=None):
+    """Train a classifier on uint8 images [n, S, S, 3] with truth int [n, A] for recipe["steps"] steps.
+
+    Random horizontal flips (a bird's attributes do not depend on which way it faces). Returns the model (eval mode).
+    """
+    recipe = dict(RECIPE, **(recipe or {}))
+    g = torch.Generator().manual_seed(int(seed))
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        model = AttributeClassifier(num_values, recipe["width"]).to(device)
+    opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, recipe["steps"])
+    truth = torch.as_tensor(np.asarray(train_attrs), dtype=torch.int64)
+    n = len(train_images)
+    images = np.asarray(train_images)
+    model.train()
+    t0 = time.perf_counter()
+    for step in range(recipe["steps"]):
+        idx = torch.randint(0, n, (min(recipe["batch_size"], n),), generator=g)
+        x = _to_input(images[idx.numpy()], size, device)
+        if recipe["flip"]:
+            flip = torch.rand(len(idx), generator=g) < 0.5
+            x = torch.where(flip.to(device)[:, None, None, None], x.flip(3), x)
+        y = truth[idx].to(device)
+        loss = sum(F.cross_entropy(lg, y[:, k]) for k, lg in enumerate(model(x)))
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        sched.step()
+        if log and (step + 1) % 200 == 0:
+            log(f"attribute classifier: step {step + 1}/{recipe['steps']} loss {loss.item():.3f} "
+                f"({time.perf_counter() - t0:.0f} s)")
+    return model.eval()
+
+
+def load_or_train_classifier(data, device="cpu", recipe=None, log=None):
+    """The attribute classifier of prepared dataset `data`: loaded from DATA/cache/attr_classifier.pt when its key
+    matches, else trained on the real train split, scored on the real test split and cached.
+
+    Returns (model, info {"path", "cached", "size", "names", "recipe", "real_test": accuracy on all attributes of
+    the real test images {"overall", "per_attribute"}}). Raises MetricError if `data` has no attribute truth.
+    """
+    from t2icli.data import PreparedDataset, load_meta
+
+    data = os.fspath(data)
+    meta = load_meta(data)
+    schema = meta.get("attributes")
+    if not schema:
+        raise MetricError(f"--data {data}: this data set has no attribute truth (attribute accuracy needs toybirds)")
+    recipe = dict(RECIPE, **(recipe or {}))
+    names = [a["name"] for a in schema]
+    num_values = [len(a["values"]) for a in schema]
+    size = int(meta["image_size"])
+    train_dir = os.path.join(data, "train")
+    key = sha256_of(file_sha256(os.path.join(train_dir, "images.npy")),
+                    file_sha256(os.path.join(train_dir, "attributes.npy")), sorted(recipe.items()), num_values)
+    path = os.path.join(data, "cache", CACHE_NAME)
+    if os.path.isfile(path):
+        try:
+            blob = torch.load(path, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+            blob = None
+        if isinstance(blob, dict) and blob.get("format") == _FORMAT and blob.get("key") == key:
+            model = AttributeClassifier(num_values, recipe["width"])
+            model.load_state_dict(blob["state"])
+            return model.to(device).eval(), dict(blob["info"], path=path, cached=True)
+    train = PreparedDataset(data, "train", train=False)
+    if log:
+        log(f"attribute classifier: training on {len(train)} real train images ({recipe['steps']} steps, "
+            f"cached in {path})")
+    model = train_attribute_classifier(train.images_uint8, train.attributes, num_values, size, recipe, device,
+                                       log=log)
+    test_split = "test" if "test" in meta["splits"] else "train"
+    test = PreparedDataset(data, test_split, train=False)
+    pred = predict_attributes(model, test.images_uint8, size, device=device)
+    all_bits = np.full(len(test), (1 << len(names)) - 1, dtype=np.int64)
+    real = mentioned_accuracy(pred, test.attributes, all_bits, names)
+    info = {"size": size, "names": names, "recipe": recipe,
+            "real_test": {"split": test_split, "overall": real["overall"],
+                          "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()}}}
+    if log:
+        log(f"attribute classifier: real {test_split} accuracy {real['overall']:.3f} (all attributes)")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}"
+    torch.save({"format": _FORMAT, "key": key, "state": {k: v.cpu() for k, v in model.state_dict().items()},
+                "info": info}, tmp)
+    os.replace(tmp, path)
+    return model, dict(info, path=path, cached=False)

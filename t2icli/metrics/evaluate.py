@@ -1,0 +1,199 @@
+"""`t2i eval`'s library side: check the request, generate test-caption images once, run each metric, return JSON-able dicts."""
+
+import os
+
+import numpy as np
+import torch
+
+from t2icli.metrics.common import MetricError, check_file
+
+__all__ = ["METRICS", "check_request", "evaluate", "rprecision_metric", "attr_metric", "fid_stats_only"]
+
+METRICS = ("rprecision", "is", "fid", "attr")
+
+
+def _test_split(meta):
+    return "test" if "test" in meta["splits"] else "train"
+
+
+def _damsm_path(model, damsm):
+    """The DAMSM run whose encoders score R-precision: --damsm, else the one stored with the model."""
+    path = damsm or (model.config.get("damsm_run") if model is not None else None)
+    if not path:
+        raise MetricError("R-precision needs DAMSM encoders: the model records no DAMSM run; give --damsm RUN")
+    if not os.path.exists(path):
+        raise MetricError(f"the DAMSM run {path} (stored with the model) is gone; give --damsm RUN")
+    return path
+
+
+def check_request(metrics, data, model_run=None, damsm=None, inception_weights=None, stats_only=False):
+    """Cheap validation before anything heavy. metrics: names from METRICS. Raises MetricError / DataError.
+
+    Returns the metrics to skip in an `all` request as {name: reason} (empty for explicit metrics).
+    """
+    from t2icli.data import load_meta
+
+    meta = load_meta(data)
+    skip = {}
+    explicit = len(metrics) == 1
+    if stats_only:
+        if metrics != ["fid"]:
+            raise MetricError("--stats-only goes with --metric fid")
+        check_file(inception_weights, "--inception-weights")
+        return skip
+    if model_run is None:
+        raise MetricError("--model RUN is required (the generator to evaluate)")
+    for m in metrics:
+        if m in ("is", "fid") and (inception_weights is None or not os.path.isfile(inception_weights)):
+            if explicit:
+                check_file(inception_weights, "--inception-weights")
+            skip[m] = "needs --inception-weights (an Inception-v3 weights file)"
+        if m == "attr" and not meta.get("attributes"):
+            if explicit:
+                raise MetricError(f"--metric attr: --data {data} has no attribute truth (toybirds has)")
+            skip[m] = "the data set has no attribute truth"
+        if m == "rprecision" and damsm is not None and not os.path.exists(damsm):
+            raise MetricError(f"--damsm {damsm}: no such run")
+    return skip
+
+
+@torch.no_grad()
+def _image_features(image_encoder, images, batch_size, device):
+    """DAMSM global features f_bar [n, D] (float64 CPU) of uint8 images [n, S, S, 3]."""
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.ascontiguousarray(images[s : s + batch_size])).to(device)
+        x = x.permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [b, 3, S, S]
+        out.append(image_encoder(x)[1].double().cpu())
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def _sentence_features(text_encoder, tokens, lengths, batch_size, device):
+    """DAMSM sentence features e_bar [n, D] (float64 CPU) of tokens [n, T] / lengths [n]."""
+    out = []
+    tokens, lengths = torch.as_tensor(tokens), torch.as_tensor(lengths)
+    for s in range(0, len(tokens), batch_size):
+        out.append(text_encoder(tokens[s : s + batch_size].to(device), lengths[s : s + batch_size])[1].double().cpu())
+    return torch.cat(out)
+
+
+def rprecision_metric(images, caps, ds, damsm_run, seed=0, batch_size=50, device="cpu", real=True, log=None):
+    """R-precision (DM-GAN protocol, rprecision_folds) of uint8 images [n, S, S, 3] made from captions `caps`
+    (from generate.test_captions over split ds), scored by the DAMSM run `damsm_run`; with real=True also of
+    the real test images of the same captions (the ceiling). Returns the JSON-able dict."""
+    from t2icli.metrics.generate import test_captions
+    from t2icli.metrics.rprecision_folds import PROTOCOL, dmgan_rprecision
+    from t2icli.models.damsm import DAMSMExportError, load_damsm
+
+    try:
+        text_enc, image_enc, _, vocab = load_damsm(damsm_run, device)
+    except DAMSMExportError as exc:
+        raise MetricError(f"--damsm: {exc}") from None
+    if list(vocab) != list(ds.vocab):
+        raise MetricError(f"the DAMSM run {damsm_run} was trained on a different vocabulary than --data {ds.path}")
+    n_caps = int(ds.image_captions[-1])
+    pool = test_captions(ds, n_caps, seed)  # every test caption once, cut the same way as `caps`
+    e_pool = _sentence_features(text_enc, pool["tokens"], pool["lengths"], batch_size, device)  # [C, D]
+    e_true = e_pool[torch.as_tensor(caps["rows"])]  # [n, D]
+    classes = np.asarray(ds.class_ids)
+    args = dict(pool_image_classes=classes, pool_caption_starts=ds.image_captions, seed=seed)
+    if log:
+        log(f"R-precision: DAMSM features of {len(images)} generated images")
+    res = dmgan_rprecision(_image_features(image_enc, images, batch_size, device), e_true,
+                           e_pool, classes[caps["images"]], **args)
+    out = {"metric": "rprecision", "mean": res["mean"], "std": res["std"], "n": res["n"], "folds": len(res["folds"]),
+           "fold_values": res["folds"], "negatives": res["n_negatives"], "encoder_run": os.path.abspath(damsm_run),
+           "seed": int(seed), "split": ds.split, "protocol": PROTOCOL}
+    if real:
+        real_images = ds.images_uint8[np.sort(np.unique(caps["images"]))]
+        index = {int(i): k for k, i in enumerate(np.sort(np.unique(caps["images"])))}
+        f_real = _image_features(image_enc, real_images, batch_size, device)
+        f_real = f_real[torch.as_tensor([index[int(i)] for i in caps["images"]])]  # [n, D]
+        r = dmgan_rprecision(f_real, e_true, e_pool, classes[caps["images"]], **args)
+        out["real"] = {"mean": r["mean"], "std": r["std"], "n": r["n"], "fold_values": r["folds"]}
+    return out
+
+
+def attr_metric(images, caps, ds, data, device="cpu", log=None):
+    """Attribute accuracy of uint8 images [n, S, S, 3] generated from `caps` over the attributes each caption
+    mentions, per attribute and overall, with the same protocol on the real images as the ceiling."""
+    from t2icli.metrics.attributes import load_or_train_classifier, mentioned_accuracy, predict_attributes
+
+    if ds.attributes is None or ds.caption_mentions is None:
+        raise MetricError(f"--data {data}: no attribute truth for split {ds.split}")
+    clf, info = load_or_train_classifier(data, device, log=log)
+    truth = np.asarray(ds.attributes)[caps["images"]]  # [n, A]
+    mentions = np.asarray(ds.caption_mentions)[caps["rows"]]  # [n]
+    gen = mentioned_accuracy(predict_attributes(clf, images, info["size"], device=device), truth, mentions,
+                             info["names"])
+    uniq = np.sort(np.unique(caps["images"]))
+    pred_real = predict_attributes(clf, ds.images_uint8[uniq], info["size"], device=device)
+    pos = np.searchsorted(uniq, caps["images"])
+    real = mentioned_accuracy(pred_real[pos], truth, mentions, info["names"])
+    return {"metric": "attr", "accuracy": gen["overall"], "n": int(len(images)), "n_mentions": gen["n_mentions"],
+            "per_attribute": {k: v["accuracy"] for k, v in gen["per_attribute"].items()},
+            "real": {"accuracy": real["overall"],
+                     "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()},
+                     "all_attributes": info["real_test"]["overall"]},
+            "classifier": info["path"], "classifier_recipe": info["recipe"],
+            "protocol": "accuracy over the attributes each caption mentions (micro average); real = the same "
+                        "captions' real images"}
+
+
+def fid_stats_only(data, backbone, inception_weights, batch_size=50, device="cpu", progress=None, log=None):
+    """Write (or find) the FID reference statistics of the real test split; returns a JSON-able dict."""
+    from t2icli.data import load_meta
+    from t2icli.metrics.fid import build_backbone, reference_stats
+
+    split = _test_split(load_meta(data))
+    model, info = build_backbone(backbone, inception_weights, device)
+    _, _, ref = reference_stats(data, split, model, info, batch_size, device, progress, log)
+    return dict({"metric": "fid", "stats_only": True, "path": ref["path"], "key": ref["key"], "n": ref["n"],
+                 "cached": ref["cached"], "split": split}, **info)
+
+
+def evaluate(metrics, model_run, data, n_samples=30000, damsm=None, inception_weights=None, num_classes=1000,
+             fid_backbone="fid-inception", splits=10, seed=0, batch_size=50, device="cpu", progress=None, log=None,
+             skip=None):
+    """Run `metrics` (names from METRICS) on images generated by RUN `model_run` from the test captions of `data`.
+
+    Images are generated once (n_samples, cycling over the test captions, noise (seed, j)) and shared by every
+    metric. Returns a list of per-metric dicts (a {"metric", "skipped": reason} entry for those in `skip`).
+    """
+    from t2icli.metrics.generate import generate_from_test_captions, load_model
+
+    skip = dict(skip or {})
+    todo = [m for m in metrics if m not in skip]
+    model = load_model(model_run, device)
+    damsm_run = _damsm_path(model, damsm) if "rprecision" in todo else None
+    images, caps, ds = (None, None, None)
+    if todo:
+        if log:
+            log(f"generating {n_samples} images from the {ds.split if ds else 'test'} captions of {data}")
+        images, caps, ds = generate_from_test_captions(model, data, n_samples, seed, batch_size=batch_size,
+                                                       progress=progress)
+    results = []
+    for m in metrics:
+        if m in skip:
+            results.append({"metric": m, "skipped": skip[m]})
+        elif m == "rprecision":
+            results.append(rprecision_metric(images, caps, ds, damsm_run, seed, batch_size, device, log=log))
+        elif m == "attr":
+            results.append(attr_metric(images, caps, ds, data, device, log=log))
+        elif m == "fid":
+            from t2icli.metrics.fid import fid_of_images
+
+            results.append(dict(fid_of_images(images, data, ds.split, fid_backbone, inception_weights, batch_size,
+                                              device, progress, log), seed=int(seed)))
+        elif m == "is":
+            from t2icli.metrics.inception_score import inception_score
+
+            results.append(dict(inception_score(images, inception_weights, num_classes, splits, batch_size, device,
+                                                progress), seed=int(seed)))
+        else:
+            raise MetricError(f"unknown metric {m!r}; choose from {', '.join(METRICS)}")
+    for r in results:
+        r.setdefault("model", os.path.abspath(os.fspath(model_run)))
+        r.setdefault("kind", model.kind)
+    return results

@@ -1,0 +1,164 @@
+"""Fréchet Inception Distance (Heusel et al. 2017) between generated images and a prepared split's real images.
+
+FID = |mu_r - mu_g|^2 + Tr(Sigma_r + Sigma_g - 2 (Sigma_r Sigma_g)^(1/2)) over the 2048-d pool3 features
+of an Inception-v3. Two backbones, both from a weights file the user gives (--inception-weights):
+  fid-inception  TF inception-2015-12-05 in the PyTorch layout that pytorch-fid / torch-fidelity use
+                 (FIDInception3: TF pooling, 1008 classes) - the FID most papers mean;
+  torchvision    torchvision's ImageNet Inception-v3 - what DM-GAN's and DF-GAN's published FIDs
+                 actually used, so compare with their tables only in this mode.
+Both take uint8 RGB exactly as saved, resized bilinearly to 299 and scaled to [-1, 1] (common.RESIZE):
+pytorch-fid feeds its FID Inception that way, and torchvision's `transform_input` maps ImageNet-normalised
+input to the same [-1, 1] range, so raw [0, 1] pixels scaled to [-1, 1] are what both nets see.
+Reference statistics of the real split are cached in DATA/cache/ keyed by sha256(split images + extractor
++ resize + weights hash).
+"""
+
+import json
+import os
+
+import numpy as np
+
+from t2icli.metrics.common import MetricError, RESIZE, check_file, file_sha256, inception_input, sha256_of, uint8_batches
+
+__all__ = ["BACKBONES", "frechet_distance", "build_backbone", "extract_features", "feature_stats",
+           "reference_stats", "fid_of_images", "stats_cache_path"]
+
+BACKBONES = ("fid-inception", "torchvision")
+
+
+def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
+    """Fréchet distance of two Gaussians: mu [D], sigma [D, D] -> float.
+
+    Uses scipy.linalg.sqrtm of Sigma_1 Sigma_2; when that is not finite (near-singular covariances, e.g.
+    fewer images than dimensions) eps * I is added to both covariances first; an imaginary part of the
+    root larger than 1e-3 (numerical failure) raises MetricError, a smaller one is discarded.
+    """
+    from scipy import linalg
+
+    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise MetricError(f"feature statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(sigma1.shape[0]) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise MetricError(f"FID: the matrix square root has an imaginary part of "
+                              f"{np.abs(covmean.imag).max():.3g}; too few images for the feature size?")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * np.trace(covmean))
+
+
+def build_backbone(backbone, weights, device="cpu"):
+    """The Inception network of `backbone` ("fid-inception" | "torchvision") with weights from file `weights`.
+
+    Returns (model in eval mode on device, info dict {"backbone", "weights", "weights_sha256", "resize"}).
+    Raises MetricError for an unknown backbone, a missing file or a file that is not that network.
+    """
+    import torch
+
+    from t2icli.models.inception import Inception3, InceptionWeightsError, load_inception_weights
+
+    if backbone not in BACKBONES:
+        raise MetricError(f"--fid-backbone {backbone!r}: choose from {', '.join(BACKBONES)}")
+    weights = check_file(weights, "--inception-weights")
+    try:
+        state = torch.load(weights, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's error here
+        raise MetricError(f"--inception-weights {weights}: cannot read as a PyTorch state dict ({exc})") from None
+    if backbone == "fid-inception":
+        from t2icli.metrics.fid_inception import FIDInception3
+
+        fc = state.get("fc.weight") if isinstance(state, dict) else None
+        model = FIDInception3(num_classes=fc.shape[0] if torch.is_tensor(fc) else 1008)
+    else:
+        has_aux = isinstance(state, dict) and any(str(k).startswith("AuxLogits.") for k in state)
+        fc = state.get("fc.weight") if isinstance(state, dict) else None
+        model = Inception3(num_classes=fc.shape[0] if torch.is_tensor(fc) else 1000, aux_logits=has_aux)
+    try:
+        load_inception_weights(model, state)
+    except InceptionWeightsError as exc:
+        raise MetricError(f"--inception-weights {weights} for --fid-backbone {backbone}: {exc}") from None
+    model.to(device).eval().requires_grad_(False)
+    info = {"backbone": backbone, "weights": os.path.abspath(weights), "weights_sha256": file_sha256(weights),
+            "resize": RESIZE}
+    return model, info
+
+
+def extract_features(model, images, batch_size=50, device="cpu", progress=None):
+    """Pool3 features of uint8 images [n, H, W, 3] (numpy/memmap/tensor) -> float64 numpy [n, 2048].
+
+    progress: optional callable(done, total) for stderr progress.
+    """
+    import torch
+
+    feats = []
+    with torch.no_grad():
+        for s, batch in uint8_batches(images, batch_size):
+            x = inception_input(batch, device)  # [b, 3, 299, 299]
+            feats.append(model.features(x, logits=False)["pool"].double().cpu().numpy())
+            if progress:
+                progress(s + len(batch), len(images))
+    if not feats:
+        raise MetricError("FID needs at least 2 images, got 0")
+    return np.concatenate(feats)
+
+
+def feature_stats(feats):
+    """feats [n, D] -> (mu [D], sigma [D, D]) with the unbiased covariance. Needs n >= 2."""
+    feats = np.asarray(feats, np.float64)
+    if len(feats) < 2:
+        raise MetricError(f"FID needs at least 2 images, got {len(feats)}")
+    return feats.mean(0), np.cov(feats, rowvar=False)
+
+
+def stats_cache_path(data, split, info):
+    """DATA/cache/fid-<split>-<key>.npz, key = sha256(split images + backbone + resize + weights hash)[:16]."""
+    images = os.path.join(os.fspath(data), split, "images.npy")
+    key = sha256_of(file_sha256(images), info["backbone"], info["resize"], info["weights_sha256"])
+    return os.path.join(os.fspath(data), "cache", f"fid-{split}-{info['backbone']}-{key[:16]}.npz"), key
+
+
+def reference_stats(data, split, model, info, batch_size=50, device="cpu", progress=None, log=None):
+    """(mu, sigma, meta) of the real `split` of prepared dataset `data`, from the cache or computed and cached.
+
+    meta: {"path", "key", "n", "cached": bool}. The cache file is an .npz with mu, sigma, n and the key.
+    """
+    from t2icli.data import PreparedDataset
+
+    path, key = stats_cache_path(data, split, info)
+    if os.path.isfile(path):
+        with np.load(path) as z:
+            if str(z["key"]) == key:
+                return z["mu"], z["sigma"], {"path": path, "key": key, "n": int(z["n"]), "cached": True}
+    ds = PreparedDataset(data, split, train=False)
+    if log:
+        log(f"FID: computing reference statistics of {len(ds)} real {split} images ({info['backbone']})")
+    feats = extract_features(model, ds.images_uint8, batch_size, device, progress)
+    mu, sigma = feature_stats(feats)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    tmp = f"{path}.tmp{os.getpid()}.npz"
+    np.savez(tmp, mu=mu, sigma=sigma, n=len(feats), key=key,
+             info=json.dumps({k: info[k] for k in ("backbone", "weights_sha256", "resize")}))
+    os.replace(tmp, path)
+    return mu, sigma, {"path": path, "key": key, "n": len(feats), "cached": False}
+
+
+def fid_of_images(images, data, split="test", backbone="fid-inception", weights=None, batch_size=50, device="cpu",
+                  progress=None, log=None):
+    """FID of uint8 images [n, H, W, 3] against the real `split` of `data`.
+
+    Returns {"metric": "fid", "value", "n", "n_real", "backbone", "weights", "weights_sha256", "resize",
+    "reference_stats": cache path}.
+    """
+    model, info = build_backbone(backbone, weights, device)
+    mu_r, sigma_r, ref = reference_stats(data, split, model, info, batch_size, device, progress, log)
+    if log:
+        log(f"FID: features of {len(images)} generated images")
+    mu_g, sigma_g = feature_stats(extract_features(model, images, batch_size, device, progress))
+    value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
+    return dict({"metric": "fid", "value": value, "n": int(len(images)), "n_real": ref["n"],
+                 "reference_stats": ref["path"]}, **info)

@@ -1,0 +1,156 @@
+"""Generating images for sampling and evaluation: a loaded generator export, per-image noise, test-caption images.
+
+Image k of a request is drawn from its own torch.Generator seeded by (seed, k), so it is the same image
+whatever the number of images asked for or the batch size (G runs in eval mode: BatchNorm uses running
+statistics, so every image is independent of its batch).
+"""
+
+import os
+
+import numpy as np
+import torch
+
+from t2icli.metrics.common import MetricError
+
+__all__ = ["GeneratorModel", "load_model", "noise", "test_captions", "generate_from_test_captions", "to_uint8"]
+
+
+def to_uint8(x):
+    """Images in [-1, 1], float tensor [B, 3, H, W] -> uint8 numpy [B, H, W, 3] (clipped, rounded)."""
+    return np.clip(np.rint((x.detach().float().cpu().numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+
+
+def noise(seed, indices, z_dim, cond_dim):
+    """Per-image noise: (z [n, z_dim], eps [n, cond_dim]); row j depends only on (seed, indices[j])."""
+    zs, eps = [], []
+    for k in indices:
+        s = int(np.random.SeedSequence([int(seed), int(k), 0x5EED]).generate_state(1, np.uint64)[0] >> 1)
+        g = torch.Generator().manual_seed(s)
+        zs.append(torch.randn(z_dim, generator=g))
+        eps.append(torch.randn(cond_dim, generator=g))
+    return torch.stack(zs), torch.stack(eps)
+
+
+class GeneratorModel:
+    """A trained generator export with its text encoder and vocabulary (from `load_model`).
+
+    Attributes: G, text_encoder, config (dict: GeneratorConfig + kind, damsm_run, sizes, ...), vocab, kind,
+    sizes (side of every stage), attention (bool), device.
+    """
+
+    def __init__(self, G, text_encoder, config, vocab, device):
+        from t2icli.data.text import Vocab
+
+        self.G, self.text_encoder, self.config, self.vocab = G, text_encoder, config, list(vocab)
+        self.kind = config.get("kind") or "attngan"
+        self.sizes = list(config["sizes"])
+        self.attention = bool(config.get("attention", False))
+        self.device = device
+        self._vocab = Vocab(self.vocab)
+
+    def encode(self, text):
+        """(token ids: list[int], out-of-vocabulary words: list[str]) of a caption."""
+        return self._vocab.encode(text)
+
+    def decode(self, ids):
+        """Words of token ids (stops at 0)."""
+        return self._vocab.decode(ids)
+
+    @torch.no_grad()
+    def text_features(self, tokens, lengths):
+        """tokens [n, T], lengths [n] -> (e [n, D, T] word features, e_bar [n, D] sentence), on the model's device."""
+        return self.text_encoder(torch.as_tensor(tokens).to(self.device), torch.as_tensor(lengths))
+
+    @torch.no_grad()
+    def synthesize(self, e_bar, e, mask, z, eps, return_attn=False):
+        """One batch from given features and noise: e_bar [b, D], e [b, D, T], mask [b, T] True = padding,
+        z [b, z_dim], eps [b, cond_dim]. Returns (images: [x_i [b, 3, s_i, s_i] float CPU], attn: [beta_i [b, T, s^2]])."""
+        d = self.device
+        out = self.G(z.to(d), e_bar.to(d), e.to(d), mask.to(d), eps=eps.to(d), return_attn=return_attn)
+        attn = [b.float().cpu() for b in out.get("attn", [])] if return_attn else []
+        return [x.float().cpu() for x in out["images"]], attn
+
+    @torch.no_grad()
+    def generate(self, tokens, lengths, indices, seed=0, return_attn=False, batch_size=50):
+        """Images of every stage for captions tokens [n, T] / lengths [n]; image j uses noise (seed, indices[j]).
+
+        Returns {"images": [x_i [n, 3, s_i, s_i] float CPU in [-1, 1]], "attn": [beta_i [n, T, s_{i-1}^2]]}.
+        """
+        from t2icli.models.attngan import word_mask
+
+        tokens, lengths = torch.as_tensor(tokens), torch.as_tensor(lengths)
+        z, eps = noise(seed, indices, self.G.config.z_dim, self.G.config.cond_dim)
+        imgs, attns = [], []
+        for s in range(0, len(tokens), batch_size):
+            tok = tokens[s : s + batch_size]
+            e, e_bar = self.text_features(tok, lengths[s : s + batch_size])
+            x, a = self.synthesize(e_bar, e, word_mask(tok.to(self.device)), z[s : s + batch_size],
+                                   eps[s : s + batch_size], return_attn)
+            imgs.append(x)
+            attns.append(a)
+        n_stages = len(imgs[0]) if imgs else len(self.sizes)
+        out = {"images": [torch.cat([b[i] for b in imgs]) for i in range(n_stages)] if imgs else []}
+        out["attn"] = ([torch.cat([a[i] for a in attns]) for i in range(len(attns[0]))]
+                       if return_attn and attns and attns[0] else [])
+        return out
+
+
+def load_model(run, device="cpu"):
+    """Load RUN/generator.pt (or the file) as a GeneratorModel. Raises MetricError naming --model if it can't."""
+    from t2icli.models.attngan import GeneratorExportError, load_generator
+
+    try:
+        G, text_encoder, config, vocab = load_generator(run, device)
+    except GeneratorExportError as exc:
+        raise MetricError(f"--model: {exc}") from None
+    return GeneratorModel(G, text_encoder, config, vocab, device)
+
+
+def test_captions(ds, n_samples, seed=0):
+    """The caption list eval cycles over: every caption of every image of split ds, in order, repeated up to n_samples.
+
+    Captions longer than the word limit are cut to a random ordered subset (rng of (seed, caption row)), as the
+    trainers do. Returns {"tokens": int64 [n, T], "lengths": [n], "rows": caption row [n], "images": image index [n]}.
+    """
+    from t2icli.data.text import cut_caption
+
+    n_caps = int(ds.image_captions[-1] - ds.image_captions[0])
+    if n_caps == 0:
+        raise MetricError(f"{ds.path}: split {ds.split} has no captions")
+    image_of_row = np.repeat(np.arange(len(ds)), np.diff(ds.image_captions))  # [n_caps]
+    rows = np.arange(int(n_samples)) % n_caps
+    tokens = np.zeros((len(rows), ds.word_limit), np.int64)
+    lengths = np.zeros(len(rows), np.int64)
+    for j, c in enumerate(rows):
+        ids = ds.caption_ids(int(c))
+        if len(ids) == 0:
+            ids = np.zeros(1, np.int64)  # an all-OOV caption: one <end> token, length 1 (as the trainers see it)
+        tokens[j], lengths[j] = cut_caption(ids, ds.word_limit, np.random.default_rng([int(seed), int(c), 0xC0]))
+    lengths = np.maximum(lengths, 1)
+    return {"tokens": tokens, "lengths": lengths, "rows": rows, "images": image_of_row[rows]}
+
+
+def generate_from_test_captions(model, data, n_samples, seed=0, split="test", batch_size=50, progress=None):
+    """Final-stage uint8 images [n, S, S, 3] generated from the test captions (cycled up to n_samples).
+
+    Image j comes from caption j mod n_captions with noise (seed, j). Returns (images uint8 numpy, captions dict of
+    `test_captions`, ds). Raises MetricError if the model's vocabulary is not the data's.
+    """
+    from t2icli.data import PreparedDataset, load_meta
+
+    meta = load_meta(data)
+    if split not in meta["splits"]:
+        split = "train"
+    ds = PreparedDataset(data, split, train=False, seed=seed)
+    if list(ds.vocab) != list(model.vocab):
+        raise MetricError(f"--model was trained on a different vocabulary ({len(model.vocab)} words) than --data "
+                          f"{os.fspath(data)} ({len(ds.vocab)} words)")
+    caps = test_captions(ds, n_samples, seed)
+    out = []
+    for s in range(0, len(caps["rows"]), batch_size):
+        idx = np.arange(s, min(s + batch_size, len(caps["rows"])))
+        x = model.generate(caps["tokens"][idx], caps["lengths"][idx], idx, seed=seed, batch_size=batch_size)
+        out.append(to_uint8(x["images"][-1]))
+        if progress:
+            progress(int(idx[-1]) + 1, len(caps["rows"]))
+    return np.concatenate(out), caps, ds

@@ -1,0 +1,156 @@
+"""`t2i sample`'s library side: images (and attention pictures) from captions, and sentence-feature interpolation.
+
+Image k of a caption uses noise seeded by (seed, k) (t2icli.metrics.generate.noise), so it is the same
+whatever --n. Out-of-vocabulary words are dropped (reported through `warn`); a caption that is empty or
+has no known word is a SampleError before anything is generated.
+"""
+
+import os
+import re
+
+import numpy as np
+import torch
+
+__all__ = ["SampleError", "encode_captions", "output_paths", "sample", "interpolate", "STAGES"]
+
+STAGES = ("last", "all")
+MAX_ATTN_IMAGES = 4  # rows of an attention picture: the first images of the caption, one row per attention stage
+
+
+class SampleError(ValueError):
+    """A caption or option `t2i sample` cannot use (the message names it)."""
+
+
+def encode_captions(model, captions, warn=None):
+    """Token ids of each caption: list of (ids list[int], words list[str]). Raises SampleError for an empty caption
+    or one with no known word; calls warn(message) naming the out-of-vocabulary words of the others."""
+    out = []
+    for text in captions:
+        if not str(text).strip():
+            raise SampleError("an empty caption: give some words, e.g. \"a small red bird\"")
+        ids, oov = model.encode(text)
+        if not ids:
+            raise SampleError(f"caption {text!r}: none of its words is in the model's vocabulary "
+                              f"({len(model.vocab)} words)")
+        if oov and warn:
+            warn(f"warning: caption {text!r}: not in the vocabulary, ignored: {', '.join(oov)}")
+        out.append((ids, model.decode(ids)))
+    return out
+
+
+def _slug(text, limit=40):
+    return re.sub(r"[^a-z0-9]+", "_", text.lower()).strip("_")[:limit] or "caption"
+
+
+def output_paths(out, captions):
+    """PNG path of each caption: `out` itself for one caption and out ending in .png; otherwise files
+    `<k>-<words>.png` in folder `out` (or `<stem>-<k>.png` beside out.png for several captions)."""
+    out = os.fspath(out)
+    if out.lower().endswith(".png"):
+        if len(captions) == 1:
+            return [out]
+        stem = out[:-4]
+        return [f"{stem}-{k:02d}.png" for k in range(len(captions))]
+    return [os.path.join(out, f"{k:02d}-{_slug(c)}.png") for k, c in enumerate(captions)]
+
+
+def _attn_path(png):
+    return png[:-4] + "-attn.png"
+
+
+def _tokens(ids):
+    return torch.tensor([ids], dtype=torch.int64), torch.tensor([len(ids)])
+
+
+def _check_stage(model, stage, save_attn):
+    if stage not in STAGES:
+        raise SampleError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
+    if save_attn and not model.attention:
+        raise SampleError(f"--save-attn: this {model.kind} model has no word attention (AttnGAN models have)")
+
+
+def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, warn=None, batch_size=16):
+    """Write one PNG per caption (a row of n images; stage="all": one row per stage) and, with save_attn, an
+    attention picture `<png stem>-attn.png`. model: a t2icli.metrics.generate.GeneratorModel.
+
+    Returns [{"caption", "words", "png", "attention": path or None}]. Raises SampleError before generating.
+    """
+    from t2icli.metrics.generate import to_uint8
+    from t2icli.viz.attention import save_attention_figure
+    from t2icli.viz.grid import save_image_grid
+
+    if n < 1:
+        raise SampleError(f"--n {n}: must be >= 1")
+    _check_stage(model, stage, save_attn)
+    encoded = encode_captions(model, captions, warn)
+    paths = output_paths(out, captions)
+    for p in paths:
+        os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
+    results = []
+    for text, (ids, words), png in zip(captions, encoded, paths):
+        tok, length = _tokens(ids)
+        res = model.generate(tok.expand(n, -1), length.expand(n), np.arange(n), seed=seed, return_attn=save_attn,
+                             batch_size=batch_size)
+        stage_imgs = [to_uint8(x) for x in res["images"]]  # S x uint8 [n, s, s, 3]
+        if stage == "all":
+            rows = [[im for im in imgs] for imgs in stage_imgs]
+            labels = [f"{text} ({s} px)" for s in model.sizes]
+        else:
+            rows, labels = [[im for im in stage_imgs[-1]]], [text]
+        save_image_grid(png, rows, row_labels=labels, col_labels=[f"#{k}" for k in range(n)],
+                        tile=max(64, model.sizes[-1]))
+        attn_png = None
+        if save_attn:
+            attn_rows = []
+            for k in range(min(n, MAX_ATTN_IMAGES)):
+                for i, beta in enumerate(res["attn"], start=1):  # beta [n, T, s_{i-1}^2]: stage i's attention
+                    s = model.sizes[i - 1]
+                    attn_rows.append((f"image #{k}\nstage {i}\n{s}px regions", stage_imgs[i][k],
+                                      beta[k, : len(ids)].reshape(len(ids), s, s).numpy()))
+            attn_png = save_attention_figure(_attn_path(png), attn_rows, words, tile=max(64, model.sizes[-1]),
+                                             title=text)
+        results.append({"caption": text, "words": words, "png": png, "attention": attn_png})
+    return results
+
+
+@torch.no_grad()
+def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=None):
+    """Images along the straight line between two captions' features at fixed noise (GAN-INT-CLS section 5.4).
+
+    For t in linspace(0, 1, steps): e_bar_t = (1 - t) e_bar_A + t e_bar_B, and the word features e_t likewise
+    (both captions 0-padded to the longer one; a word slot is attended when either caption has a word there,
+    only A's at t = 0 and only B's at t = 1). Noise z and the conditioning eps are those of image k (seed, k),
+    the same in every column. Writes one PNG: n rows x steps columns (`out`, or out/interpolation.png for a
+    folder). Returns {"png", "steps", "captions", "images": uint8 [steps, n, S, S, 3]}.
+    """
+    from t2icli.metrics.generate import noise, to_uint8
+    from t2icli.viz.grid import save_image_grid
+
+    if steps < 2:
+        raise SampleError(f"--steps {steps}: needs >= 2")
+    (ids_a, _), (ids_b, _) = encode_captions(model, [caption_a, caption_b], warn)
+    T = max(len(ids_a), len(ids_b))
+    tok = torch.zeros(2, T, dtype=torch.int64)
+    tok[0, : len(ids_a)] = torch.tensor(ids_a)
+    tok[1, : len(ids_b)] = torch.tensor(ids_b)
+    e, e_bar = model.text_features(tok, torch.tensor([len(ids_a), len(ids_b)]))  # [2, D, T], [2, D]
+    pad = (tok == 0).to(e.device)  # [2, T] True = padding
+    z, eps = noise(seed, range(n), model.G.config.z_dim, model.G.config.cond_dim)  # [n, .]
+    cols = []
+    for t in np.linspace(0.0, 1.0, steps):
+        t = float(t)
+        e_t = ((1 - t) * e[0] + t * e[1]).expand(n, -1, -1)  # [n, D, T]
+        eb_t = ((1 - t) * e_bar[0] + t * e_bar[1]).expand(n, -1)  # [n, D]
+        mask = pad[0] if t == 0.0 else pad[1] if t == 1.0 else pad[0] & pad[1]  # [T]
+        imgs, _ = model.synthesize(eb_t, e_t, mask.expand(n, -1), z, eps)
+        cols.append(to_uint8(imgs[-1]))  # [n, S, S, 3]
+    png = os.fspath(out)
+    if not png.lower().endswith(".png"):
+        os.makedirs(png, exist_ok=True)
+        png = os.path.join(png, "interpolation.png")
+    else:
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+    rows = [[cols[j][k] for j in range(steps)] for k in range(n)]
+    save_image_grid(png, rows, row_labels=[f"#{k}: {caption_a} -> {caption_b}" for k in range(n)],
+                    col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)], tile=max(64, model.sizes[-1]))
+    return {"png": png, "steps": int(steps), "captions": [caption_a, caption_b], "images": np.stack(cols)}

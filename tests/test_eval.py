@@ -1,0 +1,307 @@
+"""Tests of `t2i eval`: FID math and loading, the FID Inception, IS, DM-GAN R-precision, attribute accuracy, CLI errors."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from t2icli.cli import main
+from t2icli.metrics.common import MetricError
+
+
+# -- tiny fixtures: 32 px toybirds, a random DAMSM and a random 2-stage generator exported to files -----
+def make_tiny_models(data, root, attention=True, seed=0):
+    """Random-weight DAMSM run root/damsm and generator run root/gan (attngan or stackgan2) for `data`."""
+    from t2icli.models.attngan import Generator, GeneratorConfig, save_generator
+    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+
+    with open(os.path.join(data, "vocab.json")) as f:
+        vocab = json.load(f)
+    with open(os.path.join(data, "dataset.json")) as f:
+        size = json.load(f)["image_size"]
+    torch.manual_seed(seed)
+    dcfg = DAMSMConfig(vocab_size=len(vocab), image_size=size, embedding_dim=16, hidden=16, small_width=8)
+    damsm = build_damsm(dcfg)
+    os.makedirs(os.path.join(root, "damsm"), exist_ok=True)
+    os.makedirs(os.path.join(root, "gan"), exist_ok=True)
+    save_damsm(os.path.join(root, "damsm"), damsm.text_encoder, damsm.image_encoder, dcfg, vocab)
+    G = Generator(GeneratorConfig(image_size=size, stages=2, gf_dim=4, df_dim=4, z_dim=8, cond_dim=8, text_dim=32,
+                                  attention=attention)).eval()
+    save_generator(os.path.join(root, "gan"), G, damsm.text_encoder, dcfg, vocab,
+                   kind="attngan" if attention else "stackgan2", damsm_run=os.path.abspath(os.path.join(root, "damsm")))
+    return os.path.join(root, "gan"), os.path.join(root, "damsm")
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from t2icli.data.toybirds import prepare_toybirds
+
+    root = tmp_path_factory.mktemp("tiny")
+    data = str(root / "tb")
+    prepare_toybirds(data, size=32, n_train=40, n_test=20, captions_per_image=3, workers=1)
+    gan, damsm = make_tiny_models(data, str(root))
+    return {"data": data, "gan": gan, "damsm": damsm, "root": root}
+
+
+def run(*args):
+    return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
+
+
+# -- FID --------------------------------------------------------------------------------------------
+def test_frechet_distance_closed_forms():
+    from t2icli.metrics.fid import frechet_distance
+
+    assert frechet_distance([0.0], [[1.0]], [1.0], [[4.0]]) == pytest.approx(1 + 1 + 4 - 2 * 2)
+    rng = np.random.default_rng(0)
+    m1, m2 = rng.normal(size=5), rng.normal(size=5)
+    s1, s2 = rng.uniform(0.5, 2, 5), rng.uniform(0.5, 2, 5)  # standard deviations of diagonal covariances
+    want = ((m1 - m2) ** 2).sum() + ((s1 - s2) ** 2).sum()
+    assert frechet_distance(m1, np.diag(s1**2), m2, np.diag(s2**2)) == pytest.approx(want, rel=1e-6)
+    a = rng.normal(size=(6, 20))  # 6 samples in 20-d: a singular covariance
+    cov = np.cov(a, rowvar=False)
+    d = frechet_distance(a.mean(0), cov, a.mean(0), cov)
+    assert np.isfinite(d) and abs(d) < 1e-3 * np.trace(cov)
+    with pytest.raises(MetricError):
+        frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
+
+
+def test_fid_inception_blocks_differ_from_torchvision_in_pooling_only():
+    from t2icli.metrics.fid_inception import FIDInception3, FIDInceptionA, FIDInceptionE
+    from t2icli.models.inception import Inception3, InceptionA, InceptionE
+
+    fid, tv = FIDInception3(), Inception3(num_classes=1008, aux_logits=False)
+    assert {k: v.shape for k, v in fid.state_dict().items()} == {k: v.shape for k, v in tv.state_dict().items()}
+    assert fid.fc.out_features == 1008 and fid.AuxLogits is None
+    torch.manual_seed(0)
+    x = torch.randn(1, 192, 5, 5)
+    a, b = InceptionA(192, 32).eval(), FIDInceptionA(192, 32).eval()
+    b.load_state_dict(a.state_dict())
+    ya, yb = a(x), b(x)
+    pool = slice(224, 256)  # the pool branch's channels
+    assert torch.equal(ya[:, :224], yb[:, :224]) and not torch.allclose(ya[:, pool], yb[:, pool])
+    e, emax = InceptionE(64).eval(), FIDInceptionE(64, pool="max").eval()
+    emax.load_state_dict(e.state_dict())
+    x = torch.randn(1, 64, 4, 4)
+    assert torch.equal(e(x)[:, :1856], emax(x)[:, :1856]) and not torch.allclose(e(x)[:, 1856:], emax(x)[:, 1856:])
+
+
+def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, tmp_path):
+    from t2icli.data import PreparedDataset
+    from t2icli.metrics.fid import fid_of_images, stats_cache_path
+    from t2icli.metrics.fid_inception import FIDInception3
+
+    torch.manual_seed(0)
+    weights = tmp_path / "fid_weights.pt"
+    torch.save(FIDInception3().state_dict(), weights)
+    real = PreparedDataset(tiny["data"], "test", train=False).images_uint8  # [20, 32, 32, 3]
+    r1 = fid_of_images(real, tiny["data"], "test", "fid-inception", str(weights), batch_size=10)
+    assert r1["backbone"] == "fid-inception" and r1["n"] == 20 and "bilinear" in r1["resize"]
+    assert abs(r1["value"]) < 1e-3
+    assert os.path.isfile(r1["reference_stats"]) and r1["reference_stats"].startswith(os.path.join(tiny["data"], "cache"))
+    # the same weights for the other backbone are another cache key
+    path_tv, _ = stats_cache_path(tiny["data"], "test", dict(backbone="torchvision", resize=r1["resize"],
+                                                             weights_sha256=r1["weights_sha256"]))
+    assert path_tv != r1["reference_stats"]
+    r2 = fid_of_images(real[:10], tiny["data"], "test", "fid-inception", str(weights), batch_size=10)
+    assert r2["n"] == 10 and r2["value"] > 0  # a different set, read against the cached reference
+
+
+@pytest.mark.parametrize("content", ["missing", "garbage", "wrong"])
+def test_fid_and_is_weights_errors(tmp_path, content):
+    from t2icli.metrics.fid import build_backbone
+    from t2icli.metrics.inception_score import load_classifier
+
+    path = tmp_path / "w.pt"
+    if content == "garbage":
+        path.write_bytes(b"not a checkpoint")
+    elif content == "wrong":
+        torch.save({"conv.weight": torch.zeros(2, 2)}, path)
+    with pytest.raises(MetricError, match="inception-weights"):
+        build_backbone("fid-inception", str(path))
+    with pytest.raises(MetricError, match="inception-weights"):
+        load_classifier(str(path), 10)
+    with pytest.raises(MetricError, match="inception-weights is required"):
+        build_backbone("torchvision", None)
+
+
+# -- Inception Score -------------------------------------------------------------------------------
+def test_inception_score_from_probs():
+    from t2icli.metrics.inception_score import inception_score_from_probs
+
+    K = 10
+    onehot = np.eye(K)[np.arange(100) % K]  # confident and evenly spread: IS = K
+    mean, std, scores = inception_score_from_probs(onehot, splits=10)
+    assert mean == pytest.approx(K, rel=1e-6) and std == pytest.approx(0, abs=1e-6) and len(scores) == 10
+    mean, _, _ = inception_score_from_probs(np.full((50, K), 1.0 / K), splits=10)  # no information: IS = 1
+    assert mean == pytest.approx(1.0)
+    with pytest.raises(MetricError, match="at least 10 images"):
+        inception_score_from_probs(onehot[:5], splits=10)
+
+
+def test_inception_score_drops_background_logit(tiny, tmp_path):
+    from t2icli.data import PreparedDataset
+    from t2icli.metrics.inception_score import inception_score
+    from t2icli.models.inception import Inception3
+
+    torch.manual_seed(0)
+    weights = tmp_path / "cub_like.pt"
+    torch.save(Inception3(num_classes=6, aux_logits=True).state_dict(), weights)  # 5 classes + background
+    images = PreparedDataset(tiny["data"], "test", train=False).images_uint8[:4]
+    res = inception_score(images, str(weights), num_classes=5, splits=2, batch_size=4)
+    assert res["background_dropped"] and res["n"] == 4 and res["splits"] == 2 and len(res["weights_sha256"]) == 64
+    assert 1.0 <= res["mean"] <= 5.0
+    with pytest.raises(MetricError, match="--num-classes 10"):
+        inception_score(images, str(weights), num_classes=10, splits=2)
+
+
+# -- R-precision (DM-GAN protocol) ------------------------------------------------------------------
+def test_negatives_come_from_other_classes_fresh_per_image():
+    from t2icli.metrics.rprecision_folds import draw_negatives
+
+    classes = np.array([0, 0, 1, 1, 2, 2, 3, 3])
+    starts = np.arange(0, 17, 2)  # 2 captions per image
+    rng = np.random.default_rng(0)
+    neg = draw_negatives(np.array([0, 0, 1, 3]), classes, starts, 99, rng)
+    assert neg.shape == (4, 99)
+    caption_class = np.repeat(classes, 2)
+    assert (caption_class[neg[:2]] != 0).all() and (caption_class[neg[2]] != 1).all() and (caption_class[neg[3]] != 3).all()
+    assert not np.array_equal(neg[0], neg[1])  # drawn afresh for each image
+    with pytest.raises(MetricError):
+        draw_negatives(np.array([0]), np.array([0, 0]), np.array([0, 1, 2]), 5, rng)
+
+
+def test_dmgan_rprecision_perfect_chance_and_folds():
+    from t2icli.metrics.rprecision_folds import dmgan_rprecision
+
+    rng = np.random.default_rng(1)
+    m, caps = 40, 2  # 40 test images of 40 classes, 2 captions each
+    pool = rng.normal(size=(m * caps, 16))
+    starts, classes = np.arange(0, m * caps + 1, caps), np.arange(m)
+    rows = np.arange(30) % (m * caps)
+    img_cls = classes[rows // caps]
+    perfect = dmgan_rprecision(pool[rows], pool[rows], pool, img_cls, classes, starts, n_negatives=20, folds=10)
+    assert perfect["mean"] == 1.0 and perfect["std"] == 0.0 and len(perfect["folds"]) == 10 and perfect["n"] == 30
+    noise = dmgan_rprecision(rng.normal(size=(30, 16)), pool[rows], pool, img_cls, classes, starts, n_negatives=20)
+    assert noise["mean"] < 0.5
+    tie = dmgan_rprecision(np.zeros((30, 16)), pool[rows], pool, img_cls, classes, starts, n_negatives=20)
+    assert tie["mean"] == 0.0  # the true caption must be strictly highest
+    with pytest.raises(MetricError, match="10 folds"):
+        dmgan_rprecision(pool[:5], pool[:5], pool, img_cls[:5], classes, starts)
+
+
+# -- attribute accuracy ----------------------------------------------------------------------------
+def test_mentioned_accuracy_counts_only_mentioned_attributes():
+    from t2icli.metrics.attributes import mentioned_accuracy
+
+    truth = np.array([[1, 2, 0], [3, 1, 1]])
+    pred = np.array([[1, 0, 0], [0, 1, 1]])
+    mentions = np.array([0b011, 0b100])  # image 0 names attributes 0 and 1; image 1 names attribute 2
+    res = mentioned_accuracy(pred, truth, mentions, ["a", "b", "c"])
+    assert res["n_mentions"] == 3 and res["overall"] == pytest.approx(2 / 3)
+    assert res["per_attribute"] == {"a": {"accuracy": 1.0, "n": 1}, "b": {"accuracy": 0.0, "n": 1},
+                                    "c": {"accuracy": 1.0, "n": 1}}
+
+
+@pytest.mark.slow
+def test_attribute_classifier_is_accurate_on_toybirds_32px(tmp_path):
+    from t2icli.data.toybirds import prepare_toybirds
+    from t2icli.metrics.attributes import load_or_train_classifier
+
+    data = str(tmp_path / "tb")
+    prepare_toybirds(data, size=32, n_train=1000, n_test=200, captions_per_image=2, workers=1)
+    _, info = load_or_train_classifier(data)
+    assert info["real_test"]["overall"] > 0.6 and not info["cached"]
+    assert info["real_test"]["per_attribute"]["background"] > 0.9
+    _, again = load_or_train_classifier(data)
+    assert again["cached"] and again["real_test"] == info["real_test"]
+
+
+def test_attr_metric_protocol_and_cache(tiny, monkeypatch):
+    from t2icli.metrics import attributes
+    from t2icli.metrics.evaluate import evaluate
+
+    monkeypatch.setitem(attributes.RECIPE, "steps", 3)
+    res = evaluate(["attr"], tiny["gan"], tiny["data"], n_samples=25, seed=0)[0]
+    assert res["metric"] == "attr" and res["n"] == 25 and res["n_mentions"] > 25
+    assert set(res["per_attribute"]) == {"body", "wing", "crown", "belly", "beak", "beak_length", "size", "background"}
+    assert 0 <= res["accuracy"] <= 1 and 0 <= res["real"]["accuracy"] <= 1
+    assert os.path.isfile(os.path.join(tiny["data"], "cache", "attr_classifier.pt"))
+
+
+# -- the command ----------------------------------------------------------------------------------
+def test_eval_rprecision_json_is_one_object(tiny):
+    res = run("eval", "--metric", "rprecision", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 30,
+              "--json", "--device", "cpu")
+    assert res.exit_code == 0, res.output + res.stderr
+    out = json.loads(res.stdout)  # exactly one object, nothing else on stdout
+    assert out["metric"] == "rprecision" and out["n"] == 30 and out["folds"] == 10 and out["negatives"] == 99
+    assert out["encoder_run"] == os.path.abspath(tiny["damsm"]) and out["seed"] == 0
+    assert 0 <= out["mean"] <= 1 and 0 <= out["real"]["mean"] <= 1 and len(out["fold_values"]) == 10
+    assert "generating" in res.stderr
+    again = run("eval", "--metric", "rprecision", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 30,
+                "--json", "--damsm", tiny["damsm"], "--device", "cpu")
+    assert json.loads(again.stdout)["fold_values"] == out["fold_values"]  # deterministic from the seed
+
+
+def test_eval_all_nests_metrics_and_skips_what_needs_weights(tiny, monkeypatch):
+    from t2icli.metrics import attributes
+
+    monkeypatch.setitem(attributes.RECIPE, "steps", 3)
+    res = run("eval", "--metric", "all", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20, "--json")
+    assert res.exit_code == 0, res.output + res.stderr
+    out = json.loads(res.stdout)
+    assert out["metric"] == "all" and set(out["metrics"]) == {"rprecision", "is", "fid", "attr"}
+    assert "inception-weights" in out["metrics"]["fid"]["skipped"] and "skipped" in out["metrics"]["is"]
+    assert out["metrics"]["rprecision"]["n"] == 20 and out["metrics"]["attr"]["n"] == 20
+
+
+def test_eval_fid_stats_only(tiny, tmp_path):
+    from t2icli.metrics.fid_inception import FIDInception3
+
+    weights = tmp_path / "w.pt"
+    torch.manual_seed(1)
+    torch.save(FIDInception3().state_dict(), weights)
+    res = run("eval", "--metric", "fid", "--stats-only", "--data", tiny["data"], "--inception-weights", weights, "--json")
+    assert res.exit_code == 0, res.output + res.stderr
+    out = json.loads(res.stdout)
+    assert out["stats_only"] and out["n"] == 20 and os.path.isfile(out["path"]) and out["backbone"] == "fid-inception"
+
+
+def test_eval_bad_inputs(tiny, tmp_path):
+    data, gan = tiny["data"], tiny["gan"]
+    res = run("eval", "--metric", "fid", "--model", gan, "--data", data)
+    assert res.exit_code == 1 and "--inception-weights" in res.stderr
+    res = run("eval", "--metric", "is", "--model", gan, "--data", data, "--inception-weights", tmp_path / "nope.pt")
+    assert res.exit_code == 2 and "--inception-weights" in res.stderr
+    res = run("eval", "--metric", "rprecision", "--data", data)
+    assert res.exit_code == 1 and "--model" in res.stderr
+    res = run("eval", "--metric", "rprecision", "--model", tmp_path, "--data", data)
+    assert res.exit_code == 1 and "generator export" in res.stderr
+    res = run("eval", "--metric", "rprecision", "--model", gan, "--data", data, "--stats-only")
+    assert res.exit_code == 1 and "--stats-only" in res.stderr
+    res = run("eval", "--metric", "bleu", "--model", gan, "--data", data)
+    assert res.exit_code == 2
+    res = run("eval", "--metric", "rprecision", "--model", gan, "--data", tmp_path / "absent")
+    assert res.exit_code == 2
+    # a data set without attribute truth
+    meta_path = os.path.join(data, "dataset.json")
+    import shutil
+
+    other = tmp_path / "noattr"
+    shutil.copytree(data, other)
+    with open(meta_path) as f:
+        meta = json.load(f)
+    meta.pop("attributes")
+    (other / "dataset.json").write_text(json.dumps(meta))
+    res = run("eval", "--metric", "attr", "--model", gan, "--data", other)
+    assert res.exit_code == 1 and "attribute" in res.stderr
+    # a model trained on another vocabulary
+    from t2icli.data.toybirds import prepare_toybirds
+
+    small = str(tmp_path / "small")
+    prepare_toybirds(small, size=32, n_train=3, n_test=3, captions_per_image=1, workers=1)
+    res = run("eval", "--metric", "rprecision", "--model", gan, "--data", small, "--n-samples", 10)
+    assert res.exit_code == 1 and "vocabulary" in res.stderr
