@@ -173,10 +173,16 @@ def main():
     p.add_argument("--json", action="store_true", help="print one JSON object on stdout")
     p.add_argument("--repeat", type=int, default=5, metavar="N", help="timed repeats per measurement (loop: at most 3)")
     p.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES), metavar="CASE")
+    p.add_argument("--threads", type=int, default=None, metavar="N", help="torch.set_num_threads(N) (default: torch's)")
     p.add_argument("--flush-denormal", action="store_true",
                    help="torch.set_flush_denormal(True) for every variant (the ext kernels always flush subnormals on CPU)")
     p.add_argument("--_mem", nargs=2, help=argparse.SUPPRESS)
     args = p.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["T2I_BENCH_THREADS"] = str(args.threads)  # for the memory probes
+    if os.environ.get("T2I_BENCH_THREADS"):
+        torch.set_num_threads(int(os.environ["T2I_BENCH_THREADS"]))
     if args.flush_denormal:
         torch.set_flush_denormal(True)
         os.environ["T2I_BENCH_FLUSH_DENORMAL"] = "1"  # for the memory probes

@@ -76,6 +76,8 @@ def test_small_image_encoder_shapes():
     assert f.shape == (3, 256, 8, 8) and f_bar.shape == (3, 256)
     f, _ = enc(torch.randn(2, 3, 32, 32))  # resized to its size first
     assert f.shape == (2, 256, 8, 8)
+    avg = SmallImageEncoder(out_dim=64, image_size=32, grid=8, width=8, pool="avg")
+    assert avg(torch.randn(2, 3, 32, 32))[1].shape == (2, 64)
 
 
 def test_inception_names_roundtrip_and_wrong_checkpoint(tmp_path):

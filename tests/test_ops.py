@@ -337,8 +337,7 @@ def test_torch_compile():
         torch.testing.assert_close(a.grad, b.grad)
 
 
-@pytest.mark.slow
-@pytest.mark.skipif(os.environ.get("T2I_TEST_JIT") != "1", reason="compiles csrc/ (~1-2 min on 2 cores); set T2I_TEST_JIT=1")
+@pytest.mark.slow  # compiles csrc/: 1-2 min on 2 cores
 def test_jit_build_without_prebuilt_extension(tmp_path):
     """Without t2icli._C the first op call JIT-builds csrc/ into $T2I_CACHE and uses it."""
     res = _run_py("""

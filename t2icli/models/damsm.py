@@ -38,6 +38,7 @@ class DAMSMConfig:
     dropout: float = 0.5
     small_width: int = 32
     small_grid: int = 8
+    small_pool: str = "avg"  # "avg" | "avgmax" (the trainer's default; "avg" reads exports made before it existed)
     gamma1: float = 4.0
     gamma2: float = 5.0
     gamma3: float = 10.0
@@ -69,7 +70,8 @@ class DAMSM(nn.Module):
         self.config = config
         self.text_encoder = TextEncoder(config.vocab_size, config.embedding_dim, config.hidden, config.dropout)
         if config.image_encoder == "small":
-            self.image_encoder = SmallImageEncoder(config.dim, config.image_size, config.small_grid, config.small_width)
+            self.image_encoder = SmallImageEncoder(config.dim, config.image_size, config.small_grid, config.small_width,
+                                                   pool=config.small_pool)
         elif config.image_encoder == "inception_v3":
             self.image_encoder = InceptionImageEncoder(config.dim)
         else:

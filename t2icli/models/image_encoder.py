@@ -24,11 +24,12 @@ class SmallImageEncoder(nn.Module):
     """A compact CNN for small images (toybirds, CPU), trained from scratch with the text encoder.
 
     [B, 3, S, S] -> halve the resolution until it reaches `grid` (each stage: stride-2 conv, 3x3 conv,
-    width x2) -> local f [B, D, grid, grid] by a 1x1 conv; one more stride-2 stage, average pool and
-    a linear layer -> global f_bar [B, D].
+    width x2) -> local f [B, D, grid, grid] by a 1x1 conv; one more stride-2 stage, spatial pooling
+    and a linear layer -> global f_bar [B, D]. pool="avgmax" concatenates average and max pooling:
+    a small bird anywhere in the frame is found by the max, not diluted by the background.
     """
 
-    def __init__(self, out_dim=256, image_size=64, grid=8, width=32, max_width=256):
+    def __init__(self, out_dim=256, image_size=64, grid=8, width=32, max_width=256, pool="avgmax"):
         super().__init__()
         if image_size % grid or (image_size // grid) & (image_size // grid - 1):
             raise ValueError(f"image_size {image_size} must be grid {grid} times a power of two")
@@ -39,8 +40,11 @@ class SmallImageEncoder(nn.Module):
             cin, c, size = c, min(2 * c, max_width), size // 2
         self.trunk = nn.Sequential(*layers)  # [B, cin, grid, grid]
         self.emb_features = nn.Conv2d(cin, self.out_dim, 1)  # local features, AttnGAN's name
-        self.head = nn.Sequential(_conv_bn(cin, c, 2), nn.AdaptiveAvgPool2d(1), nn.Flatten())  # [B, c]
-        self.emb_cnn_code = nn.Linear(c, self.out_dim)  # global feature, AttnGAN's name
+        if pool not in ("avg", "avgmax"):
+            raise ValueError(f"pool must be 'avg' or 'avgmax', got {pool!r}")
+        self.pool = pool
+        self.head = _conv_bn(cin, c, 2)  # [B, c, grid/2, grid/2]
+        self.emb_cnn_code = nn.Linear(c * (2 if pool == "avgmax" else 1), self.out_dim)  # global, AttnGAN's name
 
     def forward(self, x):
         """x: [B, 3, S, S] in [-1, 1]. Returns (f [B, D, grid, grid], f_bar [B, D])."""
@@ -48,7 +52,11 @@ class SmallImageEncoder(nn.Module):
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="bilinear",
                               align_corners=False, antialias=True)
         h = self.trunk(x)  # [B, C, grid, grid]
-        return self.emb_features(h), self.emb_cnn_code(self.head(h))
+        g = self.head(h)  # [B, C', grid/2, grid/2]
+        pooled = g.mean((2, 3))  # [B, C']
+        if self.pool == "avgmax":
+            pooled = torch.cat([pooled, g.amax((2, 3))], 1)  # [B, 2C']
+        return self.emb_features(h), self.emb_cnn_code(pooled)
 
 
 class InceptionImageEncoder(nn.Module):

@@ -5,7 +5,10 @@ reference in `reference.py` (one warning). `T2I_OPS=ref|ext` forces one; `backen
 which is active. The extension is built/loaded lazily, on the first op call or backend_info().
 
 Precision: the kernels run in float32 or float64. float16/bfloat16 inputs are computed in
-float32 and the results cast back to the input dtype (gradients flow through the casts).
+float32 and the results cast back to the input dtype (gradients flow through the casts). The
+CPU kernels flush subnormal intermediates (< 1e-38) to zero; results match the reference to
+float rounding. On CUDA, damsm_word_scores copies `lengths` to the host once per call (to pack
+the captions), i.e. it synchronises.
 """
 
 import torch

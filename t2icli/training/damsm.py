@@ -10,6 +10,7 @@ come from the global torch RNG whose state is checkpointed, and loader creation 
 consuming it, so resuming after N steps continues bit-for-bit like an uninterrupted run (on CPU).
 """
 
+import dataclasses
 import math
 import os
 import time
@@ -137,7 +138,8 @@ def _check_resume(ckpt, cfg, vocab, path):
         b = vocab[first] if first < len(vocab) else "<none>"
         raise RunError(f"--resume {path}: vocabulary mismatch: the checkpoint has {len(old_vocab)} words, --data has "
                        f"{len(vocab)}; first difference at index {first} ({a!r} vs {b!r}). Resume with the same --data.")
-    old = ckpt.get("model_config", {})
+    defaults = {f.name: f.default for f in dataclasses.fields(DAMSMConfig) if f.default is not dataclasses.MISSING}
+    old = {**defaults, **ckpt.get("model_config", {})}  # fields added since the checkpoint: their defaults
     diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
     if diff:
         detail = ", ".join(f"{k}: {old.get(k)!r} -> {cfg.to_dict().get(k)!r}" for k in diff)
@@ -147,7 +149,7 @@ def _check_resume(ckpt, cfg, vocab, path):
 def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder="small", inception_weights=None,
                 device="cpu", seed=0, resume=None, max_minutes=None, max_steps=None, gamma1=4.0, gamma2=5.0,
                 gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=32, grad_clip=0.25,
-                rprecision_runs=10, progress=True, num_workers=0, log_every=None):
+                rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax"):
     """Train the DAMSM text and image encoders on prepared dataset `data` into run folder `out`.
 
     Stops after `epochs` epochs, `max_steps` optimiser steps in total, or `max_minutes` of training in
@@ -174,7 +176,8 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         raise RunError(f"--batch-size {batch_size} is larger than the training split ({len(train_ds)} images)")
     vocab = list(train_ds.vocab)
     cfg = DAMSMConfig(vocab_size=len(vocab), word_limit=int(meta["word_limit"]), image_size=size,
-                      image_encoder=image_encoder, small_width=small_width, gamma1=gamma1, gamma2=gamma2, gamma3=gamma3)
+                      image_encoder=image_encoder, small_width=small_width, small_pool=small_pool,
+                      gamma1=gamma1, gamma2=gamma2, gamma3=gamma3)
     train_config = {
         "kind": "damsm", "data": os.path.abspath(os.fspath(data)), "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "image_encoder": image_encoder,
@@ -184,6 +187,12 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
     }
     run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    ckpt = None
+    if run.resume_from is not None:
+        ckpt = load_checkpoint(run.resume_from)
+        # Architecture details that have no flag come from the checkpoint (older runs predate small_pool).
+        cfg = dataclasses.replace(cfg, small_pool=ckpt.get("model_config", {}).get("small_pool", "avg"))
+        _check_resume(ckpt, cfg, vocab, run.resume_from)
 
     torch.manual_seed(seed)
     model = build_damsm(cfg).to(device)
@@ -195,9 +204,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
     step, epoch, batch_in_epoch, evaluated_at = 0, 0, 0, -1
-    if run.resume_from is not None:
-        ckpt = load_checkpoint(run.resume_from)
-        _check_resume(ckpt, cfg, vocab, run.resume_from)
+    if ckpt is not None:
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
         set_rng_state(ckpt["rng"])
