@@ -130,7 +130,8 @@ def test_damsm_loss_matches_definition_and_masks_same_class():
     f_bar, e_bar = torch.randn(M, D), torch.randn(M, D)
     classes = torch.tensor([0, 1, 0, 2, 3, 1])
     word, sent = damsm_scores(img.reshape(M, D, 3, 3), words, lengths, f_bar, e_bar, 4.0, 5.0)
-    torch.testing.assert_close(word, reference.damsm_word_scores_loop(img, words, lengths, 4.0, 5.0), atol=1e-5, rtol=1e-5)
+    loop = reference.damsm_word_scores_loop(img, words, lengths, 4.0, 5.0)
+    torch.testing.assert_close(word, loop, atol=1e-5, rtol=1e-5)
     torch.testing.assert_close(sent, F.cosine_similarity(f_bar[:, None], e_bar[None], dim=2))
     out = damsm_loss(word, sent, classes, gamma3=10.0)
     mask = same_class_mask(classes)
@@ -236,7 +237,9 @@ def test_run_checkpoints_keep_last_and_skip_corrupt(tmp_path):
 # -- trainer --------------------------------------------------------------------------------------
 def _export_state(run_dir):
     blob = torch.load(os.path.join(run_dir, "damsm.pt"), weights_only=True)
-    return {**{"t." + k: v for k, v in blob["text_encoder"].items()}, **{"i." + k: v for k, v in blob["image_encoder"].items()}}
+    state = {"t." + k: v for k, v in blob["text_encoder"].items()}
+    state.update({"i." + k: v for k, v in blob["image_encoder"].items()})
+    return state
 
 
 def test_resume_equals_uninterrupted(birds, tmp_path):

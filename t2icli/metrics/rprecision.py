@@ -83,7 +83,8 @@ def retrieval_rprecision(encoder, images, captions, n_negatives=99, runs=10, *, 
 
     encoder: DAMSM (or (text_encoder, image_encoder)); images: uint8 [n, H, W, 3] or float [n, 3, H, W]
     in [-1, 1], real or generated; captions: (tokens [n, T], lengths [n]), caption k describes image k;
-    class_ids (keyword): [n], negatives come from other classes; seed fixes the draws. Returns the dict of `rprecision_from_features`.
+    class_ids (keyword): [n], negatives come from other classes; seed fixes the draws.
+    Returns the dict of `rprecision_from_features`.
     """
     tokens, lengths = captions
     f_bar, e_bar = encode_dataset(encoder, images, tokens, lengths, batch_size)

@@ -137,7 +137,8 @@ def _check_resume(ckpt, cfg, vocab, path):
         a = old_vocab[first] if first < len(old_vocab) else "<none>"
         b = vocab[first] if first < len(vocab) else "<none>"
         raise RunError(f"--resume {path}: vocabulary mismatch: the checkpoint has {len(old_vocab)} words, --data has "
-                       f"{len(vocab)}; first difference at index {first} ({a!r} vs {b!r}). Resume with the same --data.")
+                       f"{len(vocab)}; first difference at index {first} ({a!r} vs {b!r}). "
+                       "Resume with the same --data.")
     defaults = {f.name: f.default for f in dataclasses.fields(DAMSMConfig) if f.default is not dataclasses.MISSING}
     old = {**defaults, **ckpt.get("model_config", {})}  # fields added since the checkpoint: their defaults
     diff = sorted(k for k in set(old) | set(cfg.to_dict()) if old.get(k) != cfg.to_dict().get(k))
@@ -184,7 +185,8 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         "inception_weights": None if inception_weights is None else os.path.abspath(inception_weights),
         "device": str(device), "seed": seed, "max_minutes": max_minutes, "max_steps": max_steps,
         "eval_every": eval_every, "grad_clip": grad_clip, "model": cfg.to_dict(),
-        "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
+        "dataset": {k: meta.get(k)
+                    for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
     }
     run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     ckpt = None
@@ -342,7 +344,8 @@ def _stats_record(step, epoch, lr, running, running_n, res, samples, train_secon
     rp = res["rprecision"]
     rec = {"step": step, "epoch": epoch, "lr": lr,
            "train": {k: v / running_n for k, v in running.items()} if running_n else None,
-           "test": res["losses"], "test_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
+           "test": res["losses"],
+           "test_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
            "samples_per_s": samples / train_seconds if train_seconds > 0 else None,
            "train_seconds": train_seconds, "eval_seconds": res["seconds"]}
     if final:
