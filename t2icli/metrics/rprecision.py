@@ -17,7 +17,7 @@ __all__ = ["retrieval_rprecision", "rprecision_from_features", "encode_dataset"]
 def _as_float_images(images):
     """uint8 [n, H, W, 3] (numpy or tensor, as saved) or float [n, 3, H, W] in [-1, 1] -> float [n, 3, H, W]."""
     if isinstance(images, np.ndarray):
-        images = torch.from_numpy(np.ascontiguousarray(images))
+        images = torch.from_numpy(np.array(images))  # a copy: memory-mapped arrays are read-only
     if images.dtype == torch.uint8:
         return images.permute(0, 3, 1, 2).float() / 127.5 - 1.0
     return images.float()
