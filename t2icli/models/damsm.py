@@ -36,7 +36,7 @@ class DAMSMConfig:
     embedding_dim: int = 300
     hidden: int = 128  # per LSTM direction; D = 2 * hidden
     dropout: float = 0.5
-    small_width: int = 32
+    small_width: int = 16  # first-stage channels of the small CNN (x2 per stage)
     small_grid: int = 8
     small_pool: str = "avg"  # "avg" | "avgmax" (the trainer's default; "avg" reads exports made before it existed)
     gamma1: float = 4.0

@@ -149,7 +149,7 @@ def _check_resume(ckpt, cfg, vocab, path):
 
 def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder="small", inception_weights=None,
                 device="cpu", seed=0, resume=None, max_minutes=None, max_steps=None, gamma1=4.0, gamma2=5.0,
-                gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=32, grad_clip=0.25,
+                gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=16, grad_clip=0.25,
                 rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax"):
     """Train the DAMSM text and image encoders on prepared dataset `data` into run folder `out`.
 

@@ -203,7 +203,7 @@ def open_run(out, config, resume=None, keep=3):
 
     resume: None (new run: `out` must not hold a run already), "latest" (newest checkpoint in `out`),
     or a checkpoint file / run folder path. A new run writes config.json (the resolved config, a
-    JSON-able dict); a resumed run keeps the original one and records the new config in the log.
+    JSON-able dict); a resumed run keeps the original one (the trainer checks compatibility).
     Returns a Run whose `resume_from` is the checkpoint path to load (or None). Raises RunError.
     """
     out = os.fspath(out)
@@ -220,5 +220,5 @@ def open_run(out, config, resume=None, keep=3):
     if not os.path.isfile(run.path("config.json")):
         atomic_write_bytes(run.path("config.json"), text.encode("utf-8"))
     if ckpt is not None:
-        run.log(f"resuming from {ckpt} with config {json.dumps(config, sort_keys=True)}")
+        run.log(f"resuming from {ckpt}")
     return run
