@@ -12,13 +12,13 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 if [ -n "${VIRTUAL_ENV:-}" ] || [ -n "${CONDA_PREFIX:-}" ]; then
   PY=python
 elif [ -x .venv/bin/python ]; then
-  PY=.venv/bin/python
+  PY="$(pwd)/.venv/bin/python"
 else
   PY=${PYTHON:-python3}
   if "$PY" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
     echo "t2i: $PY is externally managed; creating .venv (it sees the system's packages)" >&2
     "$PY" -m venv --system-site-packages .venv
-    PY=.venv/bin/python
+    PY="$(pwd)/.venv/bin/python"
   fi
 fi
 export PY
@@ -29,10 +29,13 @@ if ! "$PY" -c 'import torch' 2>/dev/null; then
   echo "t2i: no torch importable; installing torch==2.13.0" >&2
   pipq torch==2.13.0
 fi
+pipq ninja click rich numpy pillow nltk scipy setuptools wheel
 "$PY" -c 'import torch; print(f"t2i: using torch {torch.__version__} from {torch.__file__}")' >&2
-pipq ninja click rich numpy pillow nltk scipy setuptools wheel ${T2I_EXTRA_PIP:-}
+# Is t2i installed from THIS checkout? (Checked from / so the current folder can't fake it.)
 here_installed() {
-  "$PY" -c 'import os, sys, t2icli; sys.exit(0 if os.path.samefile(os.path.dirname(t2icli.__file__), "t2icli") else 1)' 2>/dev/null
+  local repo
+  repo=$(pwd)
+  (cd / && "$PY" -c 'import os, sys, t2icli; sys.exit(0 if os.path.samefile(os.path.dirname(t2icli.__file__), os.path.join(sys.argv[1], "t2icli")) else 1)' "$repo") 2>/dev/null
 }
 if ! here_installed || [ "${T2I_REINSTALL:-0}" = 1 ]; then
   echo "t2i: installing the package (pip install --no-build-isolation -e .; builds the C++ extension)" >&2
