@@ -2,7 +2,7 @@
 
 Install with the torch that is already in the environment:
 
-    pip install --no-build-isolation -e .
+    pip install --no-build-isolation --use-pep517 -e .
 
 The CPU kernels are always built; the CUDA kernels are added when torch sees a GPU or
 T2I_BUILD_CUDA=1 is set and a CUDA toolkit is found. If the extension cannot be built

@@ -4,7 +4,9 @@
 # current python3 unless it is externally managed (then a new ./.venv that can see the
 # system's packages). torch==2.13.0 is installed only when no torch is importable: a torch
 # the user already has is never replaced. The package is installed with
-# `pip install --no-build-isolation -e .`, so the extension is built against that torch.
+# `pip install --no-build-isolation --use-pep517 -e .`, so the extension is built against
+# that torch (without --use-pep517, pip 23 runs `setup.py develop`, which builds in an
+# isolated environment with no torch, and silently skips the extension).
 
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -38,6 +40,6 @@ here_installed() {
   (cd / && "$PY" -c 'import os, sys, t2icli; sys.exit(0 if os.path.samefile(os.path.dirname(t2icli.__file__), os.path.join(sys.argv[1], "t2icli")) else 1)' "$repo") 2>/dev/null
 }
 if ! here_installed || [ "${T2I_REINSTALL:-0}" = 1 ]; then
-  echo "t2i: installing the package (pip install --no-build-isolation -e .; builds the C++ extension)" >&2
-  pipq --no-build-isolation -e .
+  echo "t2i: installing the package (pip install --no-build-isolation --use-pep517 -e .; builds the C++ extension)" >&2
+  pipq --no-build-isolation --use-pep517 -e .
 fi
