@@ -342,21 +342,27 @@ scalar_t segment_lse(const scalar_t* r, int64_t a, int64_t b, scalar_t gamma2) {
 // P = softmax over each caption's words, leaving dS. tot: N scratch values.
 template <typename scalar_t>
 T2I_INLINE void softmax_backward_body(const scalar_t* ap, const scalar_t* pp, scalar_t* dp, const int64_t* off, int64_t M, int64_t L, int64_t N, scalar_t g1, scalar_t* tot) {
-  // over regions: dP = gamma1 * A * (dA - sum_n A dA)
-  for (int64_t l = 0; l < L; ++l) {
-    scalar_t dot = 0;
-#pragma omp simd reduction(+ : dot)
-    for (int64_t n = 0; n < N; ++n) dot += ap[l * N + n] * dp[l * N + n];
-#pragma omp simd
-    for (int64_t n = 0; n < N; ++n) dp[l * N + n] = g1 * ap[l * N + n] * (dp[l * N + n] - dot);
-  }
-  // over each caption's words, per region: dS = P * (dP - sum_w P dP)
+  // Per caption j: over regions, dP = gamma1 * A * (dA - sum_n A dA) (row by row, accumulating
+  // tot = sum_w P dP per region in the same pass); then over the caption's words, per region,
+  // dS = P * (dP - tot).
+  (void)L;
   for (int64_t j = 0; j < M; ++j) {
     const int64_t l0 = off[j], l1 = off[j + 1];
     for (int64_t n = 0; n < N; ++n) tot[n] = 0;
-    for (int64_t l = l0; l < l1; ++l)
+    for (int64_t l = l0; l < l1; ++l) {
+      const scalar_t* arow = ap + l * N;
+      const scalar_t* prow = pp + l * N;
+      scalar_t* drow = dp + l * N;
+      scalar_t dot = 0;
+#pragma omp simd reduction(+ : dot)
+      for (int64_t n = 0; n < N; ++n) dot += arow[n] * drow[n];
 #pragma omp simd
-      for (int64_t n = 0; n < N; ++n) tot[n] += pp[l * N + n] * dp[l * N + n];
+      for (int64_t n = 0; n < N; ++n) {
+        const scalar_t v = g1 * arow[n] * (drow[n] - dot);
+        drow[n] = v;
+        tot[n] += prow[n] * v;
+      }
+    }
     for (int64_t l = l0; l < l1; ++l)
 #pragma omp simd
       for (int64_t n = 0; n < N; ++n) dp[l * N + n] = pp[l * N + n] * (dp[l * N + n] - tot[n]);
@@ -466,11 +472,13 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
       at::NoGradGuard guard;
       FlushDenormals ftz;
       const int64_t L = pk.L;
-      at::Tensor p = at::empty({L, N}, img.options());    // [L, N] P
-      at::Tensor a = at::empty({L, N}, img.options());    // [L, N] alpha
-      at::Tensor da = at::empty({L, N}, img.options());   // [L, N] dA, then dP, then dS
-      at::Tensor ct = at::empty({L, D}, img.options());   // [L, D] contexts
-      at::Tensor dct = at::empty({L, D}, img.options());  // [L, D] d contexts
+      at::Tensor p = at::empty({L, N}, img.options());       // [L, N] P
+      at::Tensor ad = at::empty({2 * L, N}, img.options());  // [2L, N] rows [0, L): alpha; rows [L, 2L): dA, then dP, then dS
+      at::Tensor a = ad.narrow(0, 0, L), da = ad.narrow(0, L, L);
+      at::Tensor ct = at::empty({L, D}, img.options());      // [L, D] contexts
+      at::Tensor cw = at::empty({2 * L, D}, img.options());  // [2L, D] rows [0, L): d contexts; rows [L, 2L): WT
+      at::Tensor dct = cw.narrow(0, 0, L);
+      cw.narrow(0, L, L).copy_(pk.WT);
       std::vector<scalar_t> r(L), colbuf(2 * N);
       for (int64_t k = k0; k < k1; ++k) {
         at::Tensor gwt = gwt_part[k];  // [L, D]
@@ -482,9 +490,8 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
           cosine_backward(ct.data_ptr<scalar_t>(), wp, wn.data(), r.data(), pk.off.data(), M, D, gp + i * M, g2, dct.data_ptr<scalar_t>(), gwp);
           at::Tensor gx = grad_img[i];  // [D, N]
           at::mm_out(da, dct, x);       // dA [L, N] = dCT x
-          at::mm_out(gx, dct.t(), a);   // dx = dCT^T A
           softmax_backward(a.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, pk.L, N, g1, colbuf.data());
-          gx.addmm_(pk.WT.t(), da);  // dx += W dS
+          at::mm_out(gx, cw.t(), ad);   // dx = dCT^T A + W dS in one GEMM: [D, 2L] x [2L, N]
           gwt.addmm_(da, x.t());     // dWT += dS x^T  [L, D]
         }
       }

@@ -41,13 +41,13 @@ def tiny(tmp_path_factory):
 
     root = tmp_path_factory.mktemp("tiny")
     data = str(root / "tb")
-    prepare_toybirds(data, size=32, n_train=40, n_test=20, captions_per_image=3, workers=1)
+    prepare_toybirds(data, size=32, n_train=40, n_test=12, captions_per_image=3, workers=1)
     gan, damsm = make_tiny_models(data, str(root))
     return {"data": data, "gan": gan, "damsm": damsm, "root": root}
 
 
 def run(*args):
-    return CliRunner(mix_stderr=False).invoke(main, [str(a) for a in args])
+    return CliRunner().invoke(main, [str(a) for a in args])
 
 
 # -- FID --------------------------------------------------------------------------------------------
@@ -96,17 +96,17 @@ def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, 
     torch.manual_seed(0)
     weights = tmp_path / "fid_weights.pt"
     torch.save(FIDInception3().state_dict(), weights)
-    real = PreparedDataset(tiny["data"], "test", train=False).images_uint8  # [20, 32, 32, 3]
+    real = PreparedDataset(tiny["data"], "test", train=False).images_uint8  # [12, 32, 32, 3]
     r1 = fid_of_images(real, tiny["data"], "test", "fid-inception", str(weights), batch_size=10)
-    assert r1["backbone"] == "fid-inception" and r1["n"] == 20 and "bilinear" in r1["resize"]
+    assert r1["backbone"] == "fid-inception" and r1["n"] == 12 and "bilinear" in r1["resize"]
     assert abs(r1["value"]) < 1e-3
     assert os.path.isfile(r1["reference_stats"]) and r1["reference_stats"].startswith(os.path.join(tiny["data"], "cache"))
     # the same weights for the other backbone are another cache key
     path_tv, _ = stats_cache_path(tiny["data"], "test", dict(backbone="torchvision", resize=r1["resize"],
                                                              weights_sha256=r1["weights_sha256"]))
     assert path_tv != r1["reference_stats"]
-    r2 = fid_of_images(real[:10], tiny["data"], "test", "fid-inception", str(weights), batch_size=10)
-    assert r2["n"] == 10 and r2["value"] > 0  # a different set, read against the cached reference
+    r2 = fid_of_images(real[:6], tiny["data"], "test", "fid-inception", str(weights), batch_size=10)
+    assert r2["n"] == 6 and r2["value"] > 0  # a different set, read against the cached reference
 
 
 @pytest.mark.parametrize("content", ["missing", "garbage", "wrong"])
@@ -267,7 +267,7 @@ def test_eval_fid_stats_only(tiny, tmp_path):
     res = run("eval", "--metric", "fid", "--stats-only", "--data", tiny["data"], "--inception-weights", weights, "--json")
     assert res.exit_code == 0, res.output + res.stderr
     out = json.loads(res.stdout)
-    assert out["stats_only"] and out["n"] == 20 and os.path.isfile(out["path"]) and out["backbone"] == "fid-inception"
+    assert out["stats_only"] and out["n"] == 12 and os.path.isfile(out["path"]) and out["backbone"] == "fid-inception"
 
 
 def test_eval_bad_inputs(tiny, tmp_path):

@@ -61,6 +61,9 @@ def _summary(r):
                                                  "(cached in DATA/cache/) and print where.")
 @click.option("--splits", default=10, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="IS: number of splits.")
+@click.option("--attr-steps", default=400, show_default=True, metavar="N", type=click.IntRange(min=1),
+              help="attr: training steps of the attribute classifier (trained once per data set and value, cached "
+                   "in DATA/cache/).")
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
               help="Seed of the generated images' noise and of the R-precision negatives.")
 @click.option("--batch-size", default=50, show_default=True, metavar="B", type=click.IntRange(min=1),
@@ -68,7 +71,7 @@ def _summary(r):
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
 def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_classes, fid_backbone, stats_only,
-             splits, seed, batch_size, device, as_json):
+             splits, attr_steps, seed, batch_size, device, as_json):
     """Evaluate a generator on the test captions of its data set.
 
     \b
@@ -104,7 +107,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_c
             results = [fid_stats_only(data, fid_backbone, inception_weights, batch_size, dev, progress, err)]
         else:
             results = evaluate(metrics, model_run, data, n_samples, damsm, inception_weights, num_classes,
-                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip)
+                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip, attr_steps)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

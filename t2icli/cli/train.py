@@ -114,3 +114,10 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
     else:
         click.echo(f"R-precision (real test images, {rp['n']} images, 1 true + {rp['n_negatives']} other-class "
                    f"captions, {len(rp['runs'])} runs): {rp['mean']:.4f} ± {rp['std']:.4f}")
+
+
+# The GAN trainers live in their own module; they join this group here.
+from t2icli.cli.train_gan import attngan, stackgan2  # noqa: E402
+
+train.add_command(attngan)
+train.add_command(stackgan2)

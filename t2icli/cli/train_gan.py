@@ -28,7 +28,7 @@ def _common_options(fn):
                      help="Run folder to create (or to continue with --resume latest)."),
         click.option("--preset", default=None, type=click.Choice(_PRESET_NAMES),
                      help="A named configuration; options given explicitly override it. toybirds-cpu: 3 stages "
-                          "16/32/64 px, gf-dim 16, df-dim 8, batch 16, 1500 steps, lr 5e-4, stops after 7 minutes."),
+                          "16/32/64 px, gf-dim 8, df-dim 8, batch 16, 1500 steps, lr 5e-4, stops after 7 minutes."),
         click.option("--stages", default=3, show_default=True, metavar="S", type=click.IntRange(1, 3),
                      help="Generator stages; each doubles the side, the last equals the data's image size; the "
                           "first must be >= 16 px (64 px data: up to 3 stages, 16/32/64)."),

@@ -40,7 +40,7 @@ def uint8_batches(images, batch_size):
         batch = images[s : s + batch_size]
         if hasattr(batch, "numpy"):
             batch = batch.cpu().numpy()
-        batch = np.ascontiguousarray(batch)
+        batch = np.array(batch)  # a writable copy (memmaps are read-only)
         if batch.dtype != np.uint8 or batch.ndim != 4 or batch.shape[-1] != 3:
             raise MetricError(f"images must be uint8 [n, H, W, 3] exactly as saved, got {batch.dtype} {batch.shape}")
         yield s, batch

@@ -41,7 +41,7 @@ TrainError = RunError  # the user-facing error type of this module (names the fl
 PRESETS = {
     "toybirds-cpu": {
         "description": "3 stages (16/32/64 px) on toybirds 64 px in under 8 minutes on 2 CPU cores",
-        "stages": 3, "gf_dim": 16, "df_dim": 8, "batch_size": 16, "steps": 1500, "lr_g": 5e-4, "lr_d": 5e-4,
+        "stages": 3, "gf_dim": 8, "df_dim": 8, "batch_size": 16, "steps": 1500, "lr_g": 5e-4, "lr_d": 5e-4,
         "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 250, "max_minutes": 7.0,
         "prompts": ["a red bird with blue wings", "a yellow bird with black wings", "a blue bird with a red crown",
                     "a green bird with white wings", "a white bird with a purple crown", "a black bird with orange wings"],
