@@ -246,11 +246,9 @@ def test_eval_rprecision_json_is_one_object(tiny):
     assert json.loads(again.stdout)["fold_values"] == out["fold_values"]  # deterministic from the seed
 
 
-def test_eval_all_nests_metrics_and_skips_what_needs_weights(tiny, monkeypatch):
-    from t2icli.metrics import attributes
-
-    monkeypatch.setitem(attributes.RECIPE, "steps", 3)
-    res = run("eval", "--metric", "all", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20, "--json")
+def test_eval_all_nests_metrics_and_skips_what_needs_weights(tiny):
+    res = run("eval", "--metric", "all", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20, "--json",
+              "--attr-steps", 3)
     assert res.exit_code == 0, res.output + res.stderr
     out = json.loads(res.stdout)
     assert out["metric"] == "all" and set(out["metrics"]) == {"rprecision", "is", "fid", "attr"}
