@@ -163,3 +163,12 @@ def test_loader_batches(tmp_path):
     assert b["class_ids"].tolist() == [int(ds.class_ids[i]) for i in b["indices"]]
     resumed = list(make_loader(ds, 4, seed=0, epoch=0, start_batch=1))
     assert torch.equal(resumed[0]["images"][1], batches[1]["images"][1])
+
+
+def test_tokenize_matches_nltk_regexp_tokenizer():
+    from nltk.tokenize import RegexpTokenizer
+
+    nltk_tok = RegexpTokenizer(r"\w+")
+    for text in ["This bird has a RED crown, and a short-ish beak!", "  ", "naïve café über_bird 42x",
+                 "line\nbreak\ttab", "...", "a-b_c d'e", "Ünïcödé 鸟 bird", ""]:
+        assert tokenize(text) == nltk_tok.tokenize(text.lower())
