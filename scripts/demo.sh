@@ -29,12 +29,7 @@ echo "== 2/5 train damsm -> $dir/damsm" >&2
 t2i train damsm --data "$dir/toybirds" --out "$dir/damsm" "${damsm_args[@]}"
 
 echo "== 3/5 train attngan (preset toybirds-cpu) -> $dir/attngan" >&2
-train_attngan() {
-  # `t2i train attngan` once the train group registers it; until then the command object itself.
-  if t2i train attngan --help >/dev/null 2>&1; then t2i train attngan "$@"
-  else "$PY" -c 'import sys; from t2icli.cli.train_gan import attngan; attngan(sys.argv[1:], prog_name="t2i train attngan")' "$@"; fi
-}
-train_attngan --data "$dir/toybirds" --damsm "$dir/damsm" --out "$dir/attngan" --preset toybirds-cpu \
+t2i train attngan --data "$dir/toybirds" --damsm "$dir/damsm" --out "$dir/attngan" --preset toybirds-cpu \
   --no-progress "${gan_args[@]}"
 
 echo "== 4/5 sample with attention pictures -> $dir/samples" >&2
