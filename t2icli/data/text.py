@@ -20,7 +20,7 @@ _WORD = re.compile(r"\w+")
 
 
 def tokenize(text):
-    """Lower-case `text` and split it into word tokens ([A-Za-z0-9_]+ runs, unicode aware).
+    r"""Lower-case `text` and split it into word tokens ([A-Za-z0-9_]+ runs, unicode aware).
 
     Exactly nltk's `RegexpTokenizer(r'\w+').tokenize(text.lower())` (a test checks the two agree),
     without importing nltk, which costs seconds at every process start (`t2i sample`).
