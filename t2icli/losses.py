@@ -1,8 +1,11 @@
-"""Training losses: the DAMSM matching loss (AttnGAN, Xu et al. 2018, eq. 10-15); GAN losses come later.
+"""Training losses: the DAMSM matching loss (AttnGAN, Xu et al. 2018, eq. 10-15) and the GAN losses of the multi-stage trainers.
 
 Score matrices are [M, M] with rows = images and columns = captions. The word-level matrix comes
 from the fused kernel `t2icli.ops.damsm_word_scores`, the only hot path; the loss itself takes
 precomputed matrices.
+
+GAN part: discriminator logits are raw (no sigmoid); every adversarial term is binary cross-entropy
+with logits, the numerically stable form of AttnGAN's BCELoss(sigmoid(.)), computed in float32.
 """
 
 import torch
@@ -10,7 +13,9 @@ import torch.nn.functional as F
 
 from t2icli import ops
 
-__all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention"]
+__all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention",
+           "bce", "mismatched", "discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
+           "color_consistency_loss", "generator_damsm_loss"]
 
 
 def sentence_scores(f_bar, e_bar, eps=1e-8):
@@ -79,3 +84,85 @@ def damsm_word_attention(f, e, lengths, gamma1=4.0):
     s = torch.softmax(s.masked_fill(pad[:, :, None], float("-inf")), dim=1)  # over words
     alpha = torch.softmax(gamma1 * s, dim=2)  # over regions
     return alpha.masked_fill(pad[:, :, None], 0.0).reshape(B, T, H, W)
+
+
+# -- GAN losses (AttnGAN / StackGAN++) ---------------------------------------------------------------
+def bce(logits, target):
+    """Mean binary cross-entropy of raw logits [B] against a constant label (1.0 real, 0.0 fake)."""
+    logits = logits.float()
+    return F.binary_cross_entropy_with_logits(logits, torch.full_like(logits, float(target)))
+
+
+def mismatched(e_bar):
+    """Sentence features paired with the wrong images: row k gets caption k+1 (mod B). e_bar [B, D] -> [B, D]."""
+    return torch.roll(e_bar, shifts=-1, dims=0)
+
+
+def discriminator_loss(D, real, fake, e_bar):
+    """One stage's D loss as AttnGAN: conditional (real, text) / (fake, text) / (real, wrong text) + unconditional.
+
+    D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] sentence features.
+    loss = (BCE(real,1) + BCE_u(real,1)) / 2 + (BCE(fake,0) + BCE_u(fake,0) + BCE(wrong,0)) / 3.
+    Returns {"loss", "real", "fake", "wrong", "u_real", "u_fake"} (scalar tensors).
+    """
+    code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4] each
+    out = {
+        "real": bce(D.logits(code_real, e_bar), 1.0),
+        "fake": bce(D.logits(code_fake, e_bar), 0.0),
+        "wrong": bce(D.logits(code_real, mismatched(e_bar)), 0.0),
+        "u_real": bce(D.logits(code_real), 1.0),
+        "u_fake": bce(D.logits(code_fake), 0.0),
+    }
+    out["loss"] = (out["real"] + out["u_real"]) / 2 + (out["fake"] + out["u_fake"] + out["wrong"]) / 3
+    return out
+
+
+def generator_adv_loss(Ds, fakes, e_bar):
+    """G's adversarial loss summed over stages: BCE(cond(fake_i, text), 1) + BCE(uncond(fake_i), 1).
+
+    Ds: one discriminator per stage; fakes: [x_i [B, 3, s_i, s_i]]; e_bar: [B, D]. Returns (total, [per stage]).
+    """
+    per_stage = []
+    for D, x in zip(Ds, fakes):
+        code = D(x)
+        per_stage.append(bce(D.logits(code, e_bar), 1.0) + bce(D.logits(code), 1.0))
+    return sum(per_stage), per_stage
+
+
+def kl_loss(mu, logvar):
+    """KL(N(mu, sigma^2) || N(0, I)) of conditioning augmentation, averaged over elements as AttnGAN. [B, c] -> scalar."""
+    mu, logvar = mu.float(), logvar.float()
+    return -0.5 * torch.mean(1 + logvar - mu.pow(2) - logvar.exp())
+
+
+def pixel_stats(x):
+    """Mean [B, 3] and covariance [B, 3, 3] of each image's pixels. x: [B, 3, H, W]."""
+    x = x.float().flatten(2)  # [B, 3, N]
+    mu = x.mean(dim=2)  # [B, 3]
+    d = x - mu[:, :, None]  # [B, 3, N]
+    cov = torch.bmm(d, d.transpose(1, 2)) / x.shape[2]  # [B, 3, 3]
+    return mu, cov
+
+
+def color_consistency_loss(x_small, x_big, lambda1=1.0, lambda2=5.0):
+    """StackGAN++ colour-consistency regulariser between consecutive stages' images of the same samples.
+
+    x_small: [B, 3, s, s]; x_big: [B, 3, 2s, 2s]. lambda1 * mean ||mu_i - mu_{i-1}||^2 +
+    lambda2 * mean ||Cov_i - Cov_{i-1}||_F^2 (squared errors averaged over the batch and entries, as the original).
+    """
+    mu1, cov1 = pixel_stats(x_small)
+    mu2, cov2 = pixel_stats(x_big)
+    return lambda1 * F.mse_loss(mu2, mu1) + lambda2 * F.mse_loss(cov2, cov1)
+
+
+def generator_damsm_loss(image_encoder, images, e, e_bar, lengths, class_ids=None, gamma1=4.0, gamma2=5.0,
+                         gamma3=10.0):
+    """DAMSM word + sentence loss of generated images against their captions (AttnGAN's L_DAMSM in G's loss).
+
+    image_encoder: frozen DAMSM image encoder (eval mode; gradients reach `images` only); images: [B, 3, s, s]
+    in [-1, 1]; e: [B, D, T] words; e_bar: [B, D] sentences; lengths: [B]; class_ids: [B] or None (same-class
+    pairs are not negatives). Returns {"loss", "w1", "w2", "s1", "s2"} as t2icli.losses.damsm_loss.
+    """
+    f, f_bar = image_encoder(images)  # [B, D, h, w], [B, D]
+    word, sent = damsm_scores(f.float(), e.float(), lengths, f_bar.float(), e_bar.float(), gamma1, gamma2)  # [B, B]
+    return damsm_loss(word, sent, class_ids, gamma3)

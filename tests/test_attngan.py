@@ -7,7 +7,7 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from t2icli import gan_losses
+from t2icli import losses
 from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Generator, build_discriminators,
                                    check_stages, load_generator, stage_sizes, word_mask)
 
@@ -74,19 +74,19 @@ def test_check_stages_rules():
 # -- losses --------------------------------------------------------------------------------------
 def test_losses():
     mu, logvar = torch.zeros(4, 5), torch.zeros(4, 5)
-    assert gan_losses.kl_loss(mu, logvar).item() == pytest.approx(0.0)
-    assert gan_losses.kl_loss(mu + 1, logvar).item() == pytest.approx(0.5)
+    assert losses.kl_loss(mu, logvar).item() == pytest.approx(0.0)
+    assert losses.kl_loss(mu + 1, logvar).item() == pytest.approx(0.5)
     x = torch.rand(2, 3, 8, 8) * 2 - 1
     big = torch.nn.functional.interpolate(x, scale_factor=2, mode="nearest")  # same pixel statistics
-    assert gan_losses.color_consistency_loss(x, big).item() == pytest.approx(0.0, abs=1e-6)
-    assert gan_losses.color_consistency_loss(x, big + 0.5).item() == pytest.approx(0.25, rel=1e-4)  # lambda1 * 0.5^2
+    assert losses.color_consistency_loss(x, big).item() == pytest.approx(0.0, abs=1e-6)
+    assert losses.color_consistency_loss(x, big + 0.5).item() == pytest.approx(0.25, rel=1e-4)  # lambda1 * 0.5^2
     cfg = GeneratorConfig(image_size=16, stages=1, gf_dim=4, df_dim=2, text_dim=32)
     D = build_discriminators(cfg)[0]
     _, _, e_bar = _text(B=4)
-    d = gan_losses.discriminator_loss(D, x[:1].expand(4, -1, -1, -1).repeat_interleave(2, 2).repeat_interleave(2, 3),
+    d = losses.discriminator_loss(D, x[:1].expand(4, -1, -1, -1).repeat_interleave(2, 2).repeat_interleave(2, 3),
                                       torch.zeros(4, 3, 16, 16), e_bar)
     assert set(d) == {"loss", "real", "fake", "wrong", "u_real", "u_fake"} and torch.isfinite(d["loss"])
-    assert torch.equal(gan_losses.mismatched(e_bar)[0], e_bar[1])
+    assert torch.equal(losses.mismatched(e_bar)[0], e_bar[1])
 
 
 # -- trainers --------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ def test_non_finite_loss_stops_and_names_step(tiny, tmp_path, monkeypatch):
 
     out = str(tmp_path / "nan")
     trainer.train(tiny["data"], tiny["damsm"], out, kind="stackgan2", stages=1, steps=1, **TINY)
-    monkeypatch.setattr(trainer.gan_losses, "kl_loss", lambda mu, logvar: torch.tensor(float("nan")))
+    monkeypatch.setattr(trainer.losses, "kl_loss", lambda mu, logvar: torch.tensor(float("nan")))
     with pytest.raises(trainer.TrainError, match="non-finite loss at step 2"):
         trainer.train(tiny["data"], tiny["damsm"], out, kind="stackgan2", stages=1, steps=3, resume="latest", **TINY)
     assert [s for s, _ in list_checkpoints(out)] == [1]

@@ -24,6 +24,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from t2icli import ops
+from t2icli.fileio import atomic_torch_save
 
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
@@ -313,12 +314,7 @@ def save_generator(path, generator, text_encoder, damsm_config, vocab, kind="att
         "text_encoder": {k: v.detach().cpu() for k, v in text_encoder.state_dict().items()},
         "extra": dict(extra or {}),
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(blob, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_torch_save(blob, path)
     return path
 
 

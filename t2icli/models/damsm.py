@@ -11,6 +11,7 @@ import os
 import torch
 import torch.nn as nn
 
+from t2icli.fileio import atomic_torch_save
 from t2icli.models.image_encoder import InceptionImageEncoder, SmallImageEncoder
 from t2icli.models.text_encoder import TextEncoder
 
@@ -103,12 +104,7 @@ def save_damsm(path, text_encoder, image_encoder, config, vocab):
         "text_encoder": {k: v.detach().cpu() for k, v in text_encoder.state_dict().items()},
         "image_encoder": {k: v.detach().cpu() for k, v in image_encoder.state_dict().items()},
     }
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(blob, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
+    atomic_torch_save(blob, path)
     return path
 
 

@@ -26,7 +26,7 @@ import time
 import numpy as np
 import torch
 
-from t2icli import gan_losses
+from t2icli import losses
 from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Generator, build_discriminators,
                                    check_stages, init_weights, save_generator, stage_sizes, word_mask)
 from t2icli.training.ema import EMA
@@ -375,7 +375,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
                 d_total = 0.0
                 for D, x_real, x_fake in zip(Ds, reals, fakes):
                     with amp:
-                        d_total = d_total + gan_losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar)["loss"]
+                        d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar)["loss"]
                 opt_D.zero_grad(set_to_none=True)
                 d_total.backward()
                 opt_D.step()
@@ -383,17 +383,17 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
                 # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
                 Ds.requires_grad_(False)  # no D gradients wasted in the G step
                 with amp:
-                    g_adv, _ = gan_losses.generator_adv_loss(Ds, fakes, e_bar)
-                kl = gan_losses.kl_loss(g_out["mu"], g_out["logvar"])
+                    g_adv, _ = losses.generator_adv_loss(Ds, fakes, e_bar)
+                kl = losses.kl_loss(g_out["mu"], g_out["logvar"])
                 g_total = g_adv + kl_weight * kl
                 dam = cc = torch.zeros((), device=device)
                 if use_damsm:
                     with amp:
-                        dam = gan_losses.generator_damsm_loss(image_encoder, fakes[-1], e, e_bar, lengths, class_ids,
+                        dam = losses.generator_damsm_loss(image_encoder, fakes[-1], e, e_bar, lengths, class_ids,
                                                               dcfg.gamma1, dcfg.gamma2, dcfg.gamma3)["loss"]
                     g_total = g_total + damsm_weight * dam
                 if use_cc:
-                    cc = sum(gan_losses.color_consistency_loss(fakes[i - 1], fakes[i], cc_lambda1, cc_lambda2)
+                    cc = sum(losses.color_consistency_loss(fakes[i - 1], fakes[i], cc_lambda1, cc_lambda2)
                              for i in range(1, stages))
                     g_total = g_total + cc
                 d_val, g_val = float(d_total.detach()), float(g_total.detach())

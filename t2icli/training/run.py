@@ -17,6 +17,8 @@ import time
 
 import torch
 
+from t2icli.fileio import atomic_torch_save, atomic_write_bytes  # noqa: F401 (re-exported)
+
 __all__ = [
     "RunError", "Run", "open_run", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint",
     "list_checkpoints", "find_latest_checkpoint", "rng_state", "set_rng_state",
@@ -28,44 +30,6 @@ _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
 
 class RunError(ValueError):
     """A run folder or checkpoint problem the user must fix (the message names the path or flag)."""
-
-
-# -- atomic files ----------------------------------------------------------------------------------
-def _fsync_dir(path):
-    try:
-        fd = os.open(path, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_write_bytes(path, data):
-    """Write `data` to `path` via a temporary sibling, fsync and os.replace: readers never see half a file."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        f.write(data)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
-
-
-def atomic_torch_save(obj, path):
-    """torch.save `obj` to `path` atomically (tmp file + fsync + os.replace)."""
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}"
-    with open(tmp, "wb") as f:
-        torch.save(obj, f)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(os.path.dirname(os.path.abspath(path)))
 
 
 # -- RNG ------------------------------------------------------------------------------------------
