@@ -23,28 +23,21 @@ def _avg3_no_pad(x):
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
 
+def _max3(x):
+    """3x3 stride-1 max pool (Mixed_7c's pool branch in the TF graph)."""
+    return F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
+
+
 class FIDInceptionA(InceptionA):
     """Mixed_5b..5d with the TF average pool."""
 
-    def forward(self, x):
-        a = self.branch1x1(x)
-        b = self.branch5x5_2(self.branch5x5_1(x))
-        c = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        d = self.branch_pool(_avg3_no_pad(x))
-        return torch.cat([a, b, c, d], 1)
+    pool3 = staticmethod(_avg3_no_pad)
 
 
 class FIDInceptionC(InceptionC):
     """Mixed_6b..6e with the TF average pool."""
 
-    def forward(self, x):
-        a = self.branch1x1(x)
-        b = self.branch7x7_3(self.branch7x7_2(self.branch7x7_1(x)))
-        c = self.branch7x7dbl_1(x)
-        for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
-            c = layer(c)
-        d = self.branch_pool(_avg3_no_pad(x))
-        return torch.cat([a, b, c, d], 1)
+    pool3 = staticmethod(_avg3_no_pad)
 
 
 class FIDInceptionE(InceptionE):
@@ -54,20 +47,7 @@ class FIDInceptionE(InceptionE):
         super().__init__(cin)
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
-        self.pool = pool
-
-    def forward(self, x):
-        a = self.branch1x1(x)
-        b = self.branch3x3_1(x)
-        b = torch.cat([self.branch3x3_2a(b), self.branch3x3_2b(b)], 1)
-        c = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
-        c = torch.cat([self.branch3x3dbl_3a(c), self.branch3x3dbl_3b(c)], 1)
-        if self.pool == "max":
-            p = F.max_pool2d(x, kernel_size=3, stride=1, padding=1)
-        else:
-            p = _avg3_no_pad(x)
-        d = self.branch_pool(p)
-        return torch.cat([a, b, c, d], 1)
+        self.pool3 = _max3 if pool == "max" else _avg3_no_pad
 
 
 class FIDInception3(Inception3):

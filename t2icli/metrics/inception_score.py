@@ -41,18 +41,14 @@ def load_classifier(weights, num_classes=1000, device="cpu"):
     """
     import torch
 
-    from t2icli.models.inception import Inception3, InceptionWeightsError, load_inception_weights
+    from t2icli.models.inception import Inception3, InceptionWeightsError, load_inception_weights, read_state_dict
 
     weights = check_file(weights, "--inception-weights")
     try:
-        state = torch.load(weights, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's error here
-        raise MetricError(f"--inception-weights {weights}: cannot read as a PyTorch state dict ({exc})") from None
-    if isinstance(state, dict):
-        for key in ("state_dict", "model"):
-            if isinstance(state.get(key), dict):
-                state = state[key]
-    fc = state.get("fc.weight") if isinstance(state, dict) else None
+        state = read_state_dict(weights)
+    except InceptionWeightsError as exc:
+        raise MetricError(f"--inception-weights {exc}") from None
+    fc = state.get("fc.weight")
     if not torch.is_tensor(fc):
         raise MetricError(f"--inception-weights {weights}: not an Inception-v3 state dict (no fc.weight)")
     outputs = int(fc.shape[0])

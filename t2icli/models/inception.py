@@ -40,6 +40,8 @@ def _pool3(x):
 class InceptionA(nn.Module):
     """35x35 block: 1x1 | 1x1-5x5 | 1x1-3x3-3x3 | pool-1x1 (Mixed_5b..5d). Out 224 + pool_features."""
 
+    pool3 = staticmethod(_pool3)  # the pool branch's 3x3 pool; the FID variant swaps it
+
     def __init__(self, cin, pool_features):
         super().__init__()
         self.branch1x1 = BasicConv2d(cin, 64, kernel_size=1)
@@ -54,7 +56,7 @@ class InceptionA(nn.Module):
         a = self.branch1x1(x)
         b = self.branch5x5_2(self.branch5x5_1(x))
         c = self.branch3x3dbl_3(self.branch3x3dbl_2(self.branch3x3dbl_1(x)))
-        d = self.branch_pool(_pool3(x))
+        d = self.branch_pool(self.pool3(x))
         return torch.cat([a, b, c, d], 1)
 
 
@@ -78,6 +80,8 @@ class InceptionB(nn.Module):
 class InceptionC(nn.Module):
     """17x17 block with factorised 7x7 convolutions (Mixed_6b..6e). Out 768."""
 
+    pool3 = staticmethod(_pool3)  # the pool branch's 3x3 pool; the FID variant swaps it
+
     def __init__(self, cin, channels_7x7):
         super().__init__()
         c7 = channels_7x7
@@ -99,7 +103,7 @@ class InceptionC(nn.Module):
         c = self.branch7x7dbl_1(x)
         for layer in (self.branch7x7dbl_2, self.branch7x7dbl_3, self.branch7x7dbl_4, self.branch7x7dbl_5):
             c = layer(c)
-        d = self.branch_pool(_pool3(x))
+        d = self.branch_pool(self.pool3(x))
         return torch.cat([a, b, c, d], 1)
 
 
@@ -127,6 +131,8 @@ class InceptionD(nn.Module):
 class InceptionE(nn.Module):
     """8x8 block with split 1x3/3x1 outputs (Mixed_7b, 7c). Out 2048."""
 
+    pool3 = staticmethod(_pool3)  # the pool branch's 3x3 pool; the FID variant swaps it
+
     def __init__(self, cin):
         super().__init__()
         row, col = dict(kernel_size=(1, 3), padding=(0, 1)), dict(kernel_size=(3, 1), padding=(1, 0))
@@ -146,7 +152,7 @@ class InceptionE(nn.Module):
         b = torch.cat([self.branch3x3_2a(b), self.branch3x3_2b(b)], 1)
         c = self.branch3x3dbl_2(self.branch3x3dbl_1(x))
         c = torch.cat([self.branch3x3dbl_3a(c), self.branch3x3dbl_3b(c)], 1)
-        d = self.branch_pool(_pool3(x))
+        d = self.branch_pool(self.pool3(x))
         return torch.cat([a, b, c, d], 1)
 
 
@@ -219,13 +225,9 @@ def _describe_keys(keys, limit=8):
     return ", ".join(keys[:limit]) + more
 
 
-def load_inception_weights(model, path_or_state):
-    """Load torchvision-style Inception-v3 weights (a file path or a state dict) into `model` strictly.
-
-    Accepts a plain state dict or one nested under "state_dict"/"model". An auxiliary head that the
-    file lacks is tolerated only if `model` has none. Raises InceptionWeightsError listing the
-    missing and unexpected keys, or the first shape mismatch, if the file is not Inception-v3.
-    """
+def read_state_dict(path_or_state):
+    """A state dict of tensors from a file path (torch.load, weights_only) or a dict, unwrapping a
+    "state_dict"/"model" nesting. Raises InceptionWeightsError naming the file if it is not one."""
     state = path_or_state
     if isinstance(path_or_state, (str, os.PathLike)):
         try:
@@ -238,6 +240,17 @@ def load_inception_weights(model, path_or_state):
                 state = state[key]
     if not isinstance(state, dict) or not all(torch.is_tensor(v) for v in state.values()):
         raise InceptionWeightsError(f"{path_or_state}: not a state dict of tensors")
+    return state
+
+
+def load_inception_weights(model, path_or_state):
+    """Load torchvision-style Inception-v3 weights (a file path or a state dict) into `model` strictly.
+
+    Accepts a plain state dict or one nested under "state_dict"/"model". An auxiliary head that the
+    file lacks is tolerated only if `model` has none. Raises InceptionWeightsError listing the
+    missing and unexpected keys, or the first shape mismatch, if the file is not Inception-v3.
+    """
+    state = read_state_dict(path_or_state)
     own = model.state_dict()
     missing = set(own) - set(state)
     unexpected = set(state) - set(own)
