@@ -187,6 +187,8 @@ def test_captions_state_true_attributes(split):
             for name, value in parsed.items():
                 assert truth[name] == value, (text, name, value, truth)
             assert 2 <= len(mentioned) <= 5, (text, mentioned)
+            # The class-defining colours are always named, so a caption tells its class apart from other classes.
+            assert {"body", "wing"} <= set(mentioned), (text, mentioned)
             assert text == text.lower() and "  " not in text and not re.search(r"\ba [aeiou]", text)
             counts.append(len(mentioned))
             n_checked += 1
