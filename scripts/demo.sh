@@ -18,7 +18,7 @@ if [ $quick = 1 ]; then
   prep_args=(--n-train 400 --n-test 100 --captions-per-image 5); damsm_args=(--max-minutes 0.5 --batch-size 32)
   gan_args=(--steps 40 --max-minutes 0.5 --snapshot-every 1000); n_eval=200; n_img=2; attr_steps=100
 else
-  prep_args=(); damsm_args=(--max-minutes 3); gan_args=(); n_eval=2000; n_img=4; attr_steps=400
+  prep_args=(); damsm_args=(--max-minutes 3); gan_args=(); n_eval=2000; n_img=4; attr_steps=1500
 fi
 rm -rf "$dir/toybirds" "$dir/damsm" "$dir/attngan" "$dir/samples"
 

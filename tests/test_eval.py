@@ -212,10 +212,10 @@ def test_attribute_classifier_is_accurate_on_toybirds_32px(tmp_path):
 
     data = str(tmp_path / "tb")
     prepare_toybirds(data, size=32, n_train=1000, n_test=200, captions_per_image=2, workers=1)
-    _, info = load_or_train_classifier(data)
+    _, info = load_or_train_classifier(data, steps=250)
     assert info["real_test"]["overall"] > 0.6 and not info["cached"]
     assert info["real_test"]["per_attribute"]["background"] > 0.9
-    _, again = load_or_train_classifier(data)
+    _, again = load_or_train_classifier(data, steps=250)
     assert again["cached"] and again["real_test"] == info["real_test"]
 
 

@@ -23,7 +23,7 @@ __all__ = ["AttributeClassifier", "train_attribute_classifier", "load_or_train_c
 CACHE_NAME = "attr_classifier.pt"
 _FORMAT = "t2i-attr-classifier"
 #: The fixed training recipe (part of the cache key).
-RECIPE = {"steps": 400, "batch_size": 32, "lr": 3e-3, "width": 32, "flip": True, "version": 2}
+RECIPE = {"steps": 1500, "batch_size": 64, "lr": 3e-3, "width": 32, "flip": True, "version": 3}
 
 
 class AttributeClassifier(nn.Module):
