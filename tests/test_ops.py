@@ -199,8 +199,11 @@ def test_attention_kernel_matches_reference(device, B, C, T, N):
     gc, gb = torch.randn(c1.shape, generator=g).to(device), torch.randn(beta1.shape, generator=g).to(device)
     g1 = torch.autograd.grad((c1 * gc).sum() + (beta1 * gb).sum(), (h1, e1))
     g2 = torch.autograd.grad((c2 * gc).sum() + (beta2 * gb).sum(), (h2, e2))
+    # d/de sums N region terms in fp32 in a different order than the reference (blocked, per thread): the
+    # rounding error grows like sqrt(N) (N = 16384 gives 4e-4 on values of ~3), so scale the tolerance with it.
+    tol = 1e-4 * max(1.0, (N / 1024) ** 0.5)
     for a, b in zip(g1, g2):
-        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-4)
+        torch.testing.assert_close(a, b, rtol=tol, atol=tol)
     # without return_attn only c comes back, with the same value and gradient
     h3 = h.clone().requires_grad_(True)
     c3 = ops.word_region_attention(h3, e, mask)
