@@ -15,6 +15,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from t2icli.fileio import atomic_torch_save
 from t2icli.metrics.common import MetricError, file_sha256, sha256_of
 
 __all__ = ["AttributeClassifier", "train_attribute_classifier", "load_or_train_classifier", "predict_attributes",
@@ -175,8 +176,6 @@ def load_or_train_classifier(data, device="cpu", recipe=None, log=None, steps=No
     if log:
         log(f"attribute classifier: real {test_split} accuracy {real['overall']:.3f} (all attributes)")
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}"
-    torch.save({"format": _FORMAT, "key": key, "state": {k: v.cpu() for k, v in model.state_dict().items()},
-                "info": info}, tmp)
-    os.replace(tmp, path)
+    atomic_torch_save({"format": _FORMAT, "key": key, "state": {k: v.cpu() for k, v in model.state_dict().items()},
+                       "info": info}, path)
     return model, dict(info, path=path, cached=False)

@@ -13,11 +13,13 @@ Reference statistics of the real split are cached in DATA/cache/ keyed by sha256
 + resize + weights hash).
 """
 
+import io
 import json
 import os
 
 import numpy as np
 
+from t2icli.fileio import atomic_write_bytes
 from t2icli.metrics.common import MetricError, RESIZE, check_file, file_sha256, inception_input, sha256_of, uint8_batches
 
 __all__ = ["BACKBONES", "frechet_distance", "build_backbone", "extract_features", "feature_stats",
@@ -137,10 +139,10 @@ def reference_stats(data, split, model, info, batch_size=50, device="cpu", progr
     feats = extract_features(model, ds.images_uint8, batch_size, device, progress)
     mu, sigma = feature_stats(feats)
     os.makedirs(os.path.dirname(path), exist_ok=True)
-    tmp = f"{path}.tmp{os.getpid()}.npz"
-    np.savez(tmp, mu=mu, sigma=sigma, n=len(feats), key=key,
+    buf = io.BytesIO()
+    np.savez(buf, mu=mu, sigma=sigma, n=len(feats), key=key,
              info=json.dumps({k: info[k] for k in ("backbone", "weights_sha256", "resize")}))
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return mu, sigma, {"path": path, "key": key, "n": len(feats), "cached": False}
 
 

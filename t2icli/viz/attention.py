@@ -1,6 +1,5 @@
 """AttnGAN-style attention pictures: a caption's words in a row, under each word its attention map blended over the image."""
 
-import os
 
 import numpy as np
 
@@ -62,8 +61,6 @@ def save_attention_figure(path, rows, words, tile=64, title=None):
         for t in range(T):
             over = blend_attention(big, attn[t])
             canvas.paste(Image.fromarray(over), (label_w + (1 + t) * (tile + 2) + 2, y))
-    path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
-    return path
+    from t2icli.viz.grid import save_png
+
+    return save_png(canvas, path)

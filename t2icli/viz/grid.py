@@ -1,5 +1,6 @@
 """Image grids with a caption per row and a title per column, written atomically as PNG (generator snapshots)."""
 
+import io
 import os
 import textwrap
 
@@ -52,8 +53,15 @@ def save_image_grid(path, tiles, row_labels=None, col_labels=None, tile=None, la
             if img.size != (tile, tile):
                 img = img.resize((tile, tile), Image.NEAREST)
             canvas.paste(img, (left + pad + j * (tile + pad), y))
+    return save_png(canvas, path)
+
+
+def save_png(image, path):
+    """Write PIL `image` as a PNG at `path` atomically (temporary sibling, fsync, rename). Returns the path."""
+    from t2icli.fileio import atomic_write_bytes
+
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
     path = os.fspath(path)
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    atomic_write_bytes(path, buf.getvalue())
     return path
