@@ -1,6 +1,5 @@
 """AttnGAN-style attention pictures: a caption's words in a row, under each word its attention map blended over the image."""
 
-
 import numpy as np
 
 __all__ = ["heat_colours", "blend_attention", "save_attention_figure"]
