@@ -119,6 +119,12 @@ def test_inception_image_encoder_is_frozen_with_trainable_heads():
     assert trainable == {"emb_features.weight", "emb_cnn_code.weight", "emb_cnn_code.bias"}
     f, f_bar = enc(torch.rand(1, 3, 64, 64) * 2 - 1)
     assert f.shape == (1, 256, 17, 17) and f_bar.shape == (1, 256)
+    # Frozen weights, but gradients reach the input: AttnGAN's DAMSM term trains G through this encoder.
+    x = (torch.rand(1, 3, 64, 64) * 2 - 1).requires_grad_(True)
+    f, f_bar = enc(x)
+    (f.sum() + f_bar.sum()).backward()
+    assert x.grad is not None and x.grad.abs().sum() > 0
+    assert all(p.grad is None for p in enc.backbone.parameters())
 
 
 # -- loss -----------------------------------------------------------------------------------------

@@ -82,6 +82,8 @@ class InceptionImageEncoder(nn.Module):
     def forward(self, x):
         """x: [B, 3, S, S] in [-1, 1]. Returns (f [B, D, 17, 17], f_bar [B, D])."""
         x = F.interpolate(x, size=(299, 299), mode="bilinear", align_corners=False)
-        with torch.no_grad():
-            feats = self.backbone.features(x, logits=False)
+        # The backbone's weights are frozen (requires_grad False), but no torch.no_grad() here: AttnGAN's DAMSM
+        # term must send gradients through the backbone to the generated images. For real images (no grad) no
+        # graph is built anyway.
+        feats = self.backbone.features(x, logits=False)
         return self.emb_features(feats["mixed_6e"]), self.emb_cnn_code(feats["pool"])
