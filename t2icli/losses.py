@@ -98,10 +98,12 @@ def mismatched(e_bar):
     return torch.roll(e_bar, shifts=-1, dims=0)
 
 
-def discriminator_loss(D, real, fake, e_bar):
+def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None):
     """One stage's D loss as AttnGAN: conditional (real, text) / (fake, text) / (real, wrong text) + unconditional.
 
-    D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] sentence features.
+    D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] sentence features;
+    e_bar_wrong: [B, D] the mismatched captions (default mismatched(e_bar); a distributed trainer passes the
+    rows of the global batch's roll, so N processes pair the same captions as one).
     loss = (BCE(real,1) + BCE_u(real,1)) / 2 + (BCE(fake,0) + BCE_u(fake,0) + BCE(wrong,0)) / 3.
     Returns {"loss", "real", "fake", "wrong", "u_real", "u_fake"} (scalar tensors).
     """
@@ -109,7 +111,7 @@ def discriminator_loss(D, real, fake, e_bar):
     out = {
         "real": bce(D.logits(code_real, e_bar), 1.0),
         "fake": bce(D.logits(code_fake, e_bar), 0.0),
-        "wrong": bce(D.logits(code_real, mismatched(e_bar)), 0.0),
+        "wrong": bce(D.logits(code_real, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong), 0.0),
         "u_real": bce(D.logits(code_real), 1.0),
         "u_fake": bce(D.logits(code_fake), 0.0),
     }
@@ -156,13 +158,18 @@ def color_consistency_loss(x_small, x_big, lambda1=1.0, lambda2=5.0):
 
 
 def generator_damsm_loss(image_encoder, images, e, e_bar, lengths, class_ids=None, gamma1=4.0, gamma2=5.0,
-                         gamma3=10.0):
+                         gamma3=10.0, gather=None):
     """DAMSM word + sentence loss of generated images against their captions (AttnGAN's L_DAMSM in G's loss).
 
     image_encoder: frozen DAMSM image encoder (eval mode; gradients reach `images` only); images: [B, 3, s, s]
     in [-1, 1]; e: [B, D, T] words; e_bar: [B, D] sentences; lengths: [B]; class_ids: [B] or None (same-class
-    pairs are not negatives). Returns {"loss", "w1", "w2", "s1", "s2"} as t2icli.losses.damsm_loss.
+    pairs are not negatives). gather: None, or a function applied to every one of those tensors before scoring
+    (a distributed trainer gathers the global batch, so the negatives are those of one process).
+    Returns {"loss", "w1", "w2", "s1", "s2"} as t2icli.losses.damsm_loss.
     """
     f, f_bar = image_encoder(images)  # [B, D, h, w], [B, D]
+    if gather is not None:
+        f, f_bar, e, e_bar, lengths = (gather(t) for t in (f, f_bar, e, e_bar, torch.as_tensor(lengths)))
+        class_ids = None if class_ids is None else gather(torch.as_tensor(class_ids))
     word, sent = damsm_scores(f.float(), e.float(), lengths, f_bar.float(), e_bar.float(), gamma1, gamma2)  # [B, B]
     return damsm_loss(word, sent, class_ids, gamma3)

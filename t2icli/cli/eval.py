@@ -61,7 +61,7 @@ def _summary(r):
                                                  "(cached in DATA/cache/) and print where.")
 @click.option("--splits", default=10, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="IS: number of splits.")
-@click.option("--attr-steps", default=400, show_default=True, metavar="N", type=click.IntRange(min=1),
+@click.option("--attr-steps", default=1500, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="attr: training steps of the attribute classifier (trained once per data set and value, cached "
                    "in DATA/cache/).")
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),

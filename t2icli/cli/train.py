@@ -32,7 +32,8 @@ def _check_resume(ctx, param, value):
 @click.option("--epochs", default=600, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="Number of epochs.")
 @click.option("--batch-size", default=48, show_default=True, metavar="B", type=click.IntRange(min=2),
-              help="Batch size (the other captions of a batch are the negatives).")
+              help="Global batch size: under torchrun it is split over the processes (must be divisible by their "
+                   "number) and the negatives of a caption are the whole global batch.")
 @click.option("--lr", default=0.002, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
               help="Adam learning rate; x0.98 per epoch, not below lr/10.")
 @click.option("--image-encoder", default="small", show_default=True, type=click.Choice(["small", "inception_v3"]),
@@ -65,9 +66,17 @@ def _check_resume(ctx, param, value):
               help="Data-loading processes (0 = in the training process; best on a 2-core CPU).")
 @click.option("--threads", default=0, show_default=True, metavar="N", type=click.IntRange(min=0),
               help="CPU threads for torch (0 = torch's default, one per core). 1 is faster on a busy machine.")
+@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
+              help="bf16: autocast the image encoder's forward pass on CUDA (text encoder and loss stay fp32); "
+                   "ignored on CPU.")
+@click.option("--compile", "compile_", is_flag=True, default=False,
+              help="Wrap the image encoder in torch.compile (slow first step; faster steps on GPU).")
+@click.option("--keep", default=3, show_default=True, metavar="K", type=click.IntRange(min=1),
+              help="Keep the latest K checkpoints in RUN/checkpoints.")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar on stderr.")
 def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume, max_minutes,
-          max_steps, small_width, gamma1, gamma2, gamma3, eval_every, workers, threads, progress):
+          max_steps, small_width, gamma1, gamma2, gamma3, eval_every, workers, threads, precision, compile_, keep,
+          progress):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).
 
     Writes RUN/damsm.pt (both encoders + config + vocabulary) for `train attngan`, `sample` and
@@ -79,6 +88,8 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
       t2i train damsm --data data/toybirds --out runs/damsm --resume latest --epochs 50
       t2i train damsm --data data/cub --out runs/damsm-cub --image-encoder inception_v3 \\
           --inception-weights inception_v3_google-0cc3c7bd.pth
+      torchrun --standalone --nproc_per_node=4 -m t2icli train damsm --data data/cub --out runs/damsm-cub \\
+          --image-encoder inception_v3 --inception-weights inception_v3_google-0cc3c7bd.pth --batch-size 192
     """
     if image_encoder == "inception_v3" and inception_weights is None and resume is None:
         raise click.UsageError(
@@ -104,7 +115,9 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
                              inception_weights=inception_weights, device=device, seed=seed, resume=resume,
                              max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
                              gamma3=gamma3, eval_every=eval_every, num_workers=workers, progress=progress,
-                             small_width=small_width)
+                             small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep)
+    if not result["is_main"]:
+        return  # under torchrun only rank 0 reports
     sps = result["samples_per_s"]
     err(f"trained {result['step']} steps ({result['epoch']} epochs) in {result['train_seconds']:.0f} s"
         + (f", {sps:.0f} samples/s" if sps else "") + f"; export {result['export']}")

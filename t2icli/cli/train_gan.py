@@ -28,7 +28,7 @@ def _common_options(fn):
                      help="Run folder to create (or to continue with --resume latest)."),
         click.option("--preset", default=None, type=click.Choice(_PRESET_NAMES),
                      help="A named configuration; options given explicitly override it. toybirds-cpu: 3 stages "
-                          "16/32/64 px, gf-dim 8, df-dim 8, batch 16, 1500 steps, lr 5e-4, stops after 7 minutes."),
+                          "16/32/64 px, gf-dim 8, df-dim 8, batch 16, 2500 steps, lr 5e-4, stops after 7 minutes."),
         click.option("--stages", default=3, show_default=True, metavar="S", type=click.IntRange(1, 3),
                      help="Generator stages; each doubles the side, the last equals the data's image size; the "
                           "first must be >= 16 px (64 px data: up to 3 stages, 16/32/64)."),
@@ -39,7 +39,8 @@ def _common_options(fn):
         click.option("--max-minutes", default=None, metavar="MIN", type=click.FloatRange(min=0, min_open=True),
                      help="Stop training after this many minutes (this invocation), then evaluate and export."),
         click.option("--batch-size", default=20, show_default=True, metavar="B", type=click.IntRange(min=2),
-                     help="Batch size."),
+                     help="Global batch size: under torchrun it is split over the processes (must be divisible by "
+                          "their number)."),
         click.option("--lr-g", default=2e-4, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
                      help="Generator Adam learning rate (betas 0.5, 0.999)."),
         click.option("--lr-d", default=2e-4, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
@@ -68,6 +69,10 @@ def _common_options(fn):
                      help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."),
         click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
                      help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU."),
+        click.option("--compile", "compile", is_flag=True, default=False,
+                     help="Wrap G and every D in torch.compile (slow first step; faster steps on GPU)."),
+        click.option("--keep", "keep_checkpoints", default=3, show_default=True, metavar="K",
+                     type=click.IntRange(min=1), help="Keep the latest K checkpoints in RUN/checkpoints."),
         click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
                      help="Random seed (initialisation, data order, noise)."),
         click.option("--resume", default=None, metavar="latest|PATH", callback=_check_resume,
@@ -112,6 +117,8 @@ def _run(ctx, kind, kwargs):
 
     with user_errors(RunError, DAMSMExportError, GeneratorExportError):
         result = train(kind=kind, preset=preset, **kwargs)
+    if not result["is_main"]:
+        return  # under torchrun only rank 0 reports
     ips = result["images_per_s"]
     err(f"trained {result['step']} steps ({result['stop']}) in {result['train_seconds']:.0f} s"
         + (f", {ips:.1f} img/s" if ips else "") + f", {result['seconds']:.0f} s in all; export {result['export']}; "
@@ -144,6 +151,8 @@ def attngan(ctx, **kwargs):
       t2i train attngan --data data/toybirds --damsm runs/damsm --out runs/attngan --resume latest --steps 30000
       t2i train attngan --data data/cub --damsm runs/damsm-cub --out runs/attngan-cub --epochs 600 \\
           --device cuda --precision bf16
+      torchrun --standalone --nproc_per_node=4 -m t2icli train attngan --data data/cub --damsm runs/damsm-cub \\
+          --out runs/attngan-cub --batch-size 80 --device cuda --precision bf16 --compile
     """
     _run(ctx, "attngan", kwargs)
 

@@ -19,6 +19,7 @@ input twice gives byte-identical files (no timestamps, sorted JSON keys).
 
 import json
 import os
+import re
 import shutil
 
 import numpy as np
@@ -57,11 +58,42 @@ def load_meta(path):
             f"{path}: dataset format version {version!r}, this t2i reads version {FORMAT_VERSION}; "
             "prepare it again with this version's `t2i prep`"
         )
-    for split in meta["splits"]:
+    splits = meta.get("splits")
+    if not isinstance(splits, dict) or "train" not in splits:
+        raise DataError(f"{meta_path}: no 'splits' with a train split; prepare the dataset again")
+    for split, counts in splits.items():
         for name in ("images.npy", "classes.npy", "tokens.npy", "caption_starts.npy", "image_captions.npy"):
-            if not os.path.isfile(os.path.join(path, split, name)):
+            file = os.path.join(path, split, name)
+            if not os.path.isfile(file):
                 raise DataError(f"{path}: incomplete dataset, {split}/{name} is missing; prepare it again")
+            shape = _check_npy(file)
+            if name == "images.npy" and isinstance(counts, dict) and shape[:1] != (counts.get("images"),):
+                raise DataError(f"{file}: holds {shape[0] if shape else 0} images, {META_FILE} says "
+                                f"{counts.get('images')}; the dataset is damaged, prepare it again")
     return meta
+
+
+def _check_npy(file):
+    """Shape of the .npy array in `file` after checking its header and that its size is complete (no data read).
+
+    Raises DataError naming the file if it is not a .npy file or is truncated (an interrupted copy, a full disk).
+    """
+    try:
+        with open(file, "rb") as f:
+            version = np.lib.format.read_magic(f)
+            if version == (1, 0):
+                shape, _, dtype = np.lib.format.read_array_header_1_0(f)
+            else:
+                shape, _, dtype = np.lib.format.read_array_header_2_0(f)
+            start = f.tell()
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{file}: not a readable .npy array ({exc}); prepare the dataset again") from None
+    expected = start + int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    size = os.path.getsize(file)
+    if size != expected:
+        raise DataError(f"{file}: {'truncated' if size < expected else 'corrupt'} ({size} bytes, its header "
+                        f"promises {expected}); prepare the dataset again")
+    return tuple(shape)
 
 
 def is_prepared(path):
@@ -129,6 +161,7 @@ class DatasetWriter:
         self.extra = dict(extra or {})
         parent = os.path.dirname(self.out)
         os.makedirs(parent, exist_ok=True)
+        _remove_stale_temp_folders(parent, os.path.basename(self.out))
         self.tmp = os.path.join(parent, f".{os.path.basename(self.out)}.tmp-{os.getpid()}")
         if os.path.exists(self.tmp):
             shutil.rmtree(self.tmp)
@@ -199,6 +232,28 @@ class DatasetWriter:
             shutil.rmtree(old, ignore_errors=True)
         self.done = True
         return meta
+
+
+def _remove_stale_temp_folders(parent, name):
+    """Clean up after a prep of `parent/name` that was killed (its process is gone).
+
+    Its `.NAME.tmp-<pid>` folder is deleted. A `.NAME.tmp-<pid>.old` folder is the previous dataset,
+    moved aside just before the swap: if the kill came between the two renames (`NAME` is missing), it
+    is renamed back to `NAME`, otherwise deleted. So a killed prep never costs the old dataset.
+    """
+    from t2icli.fileio import pid_alive
+
+    pattern = re.compile(r"^\." + re.escape(name) + r"\.tmp-(\d+)(\.old)?$")
+    out = os.path.join(parent, name)
+    for entry in sorted(os.listdir(parent), key=lambda e: not e.endswith(".old")):  # .old ones first
+        m = pattern.match(entry)
+        if m is None or pid_alive(int(m.group(1))):
+            continue
+        path = os.path.join(parent, entry)
+        if m.group(2) and not os.path.exists(out) and os.path.isfile(os.path.join(path, META_FILE)):
+            os.rename(path, out)
+        else:
+            shutil.rmtree(path, ignore_errors=True)
 
 
 class _SplitWriter:

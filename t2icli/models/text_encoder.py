@@ -12,6 +12,10 @@ class TextEncoder(nn.Module):
     tokens [B, T] (0 = padding) -> e [B, D, T] word features (both directions concatenated, zero at
     padding) and e_bar [B, D] sentence feature (final hidden states of both directions), D = 2*hidden.
     Dropout is applied to the word embeddings, as in the original.
+
+    Batch-size agnostic, so it runs under DistributedDataParallel on any rank's slice of the batch: the LSTM gets
+    no initial state (the original's init_hidden(batch_size) is what broke under DataParallel's scatter) and the
+    packed sequences need not be sorted (enforce_sorted=False; h_n comes back in the input order).
     """
 
     def __init__(self, vocab_size, embedding_dim=300, hidden=128, dropout=0.5):

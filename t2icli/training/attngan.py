@@ -14,11 +14,21 @@ Determinism: data order/augmentation are functions of (seed, epoch, index); z an
 global torch RNG, checkpointed; snapshots and R-precision use private generators. So resuming continues
 exactly like an uninterrupted run (on CPU; bit-for-bit up to non-deterministic CUDA kernels).
 
-Precision: "bf16" autocasts G's and the Ds' forward passes on CUDA (losses in fp32); on CPU it is ignored
-(logged) because CPU bf16 convolutions are slower than fp32 here.
+Determinism: the global torch RNG is reseeded every step from (seed, rank, step), and the per-sample noise
+(z, CA's eps) of the whole global batch comes from a generator seeded with (seed, step).
+
+Distributed (torchrun, see training/distributed.py): `batch_size` is the global batch; rank r trains on rows
+[r::world] with the same z/eps those rows get in one process; BatchNorm in G and the Ds is synchronised (global-batch
+statistics), the mismatched captions of D's "wrong" term are the global batch's roll, and the DAMSM term gathers
+the features of every rank, so N processes compute the losses of one process at the same global batch (to float
+rounding). Gradients are averaged with distributed.sync_grads after each backward (not DDP: D is called several
+times and through .logits, and its requires_grad is toggled). Only rank 0 snapshots, evaluates and writes.
+
+Precision: "bf16" autocasts G's and the Ds' forward passes on CUDA (losses, KL, penalties and EMA in fp32); on CPU
+it is ignored (logged) because CPU bf16 convolutions are slower than fp32 here. `compile` wraps G and every D in
+torch.compile (the t2i::* custom ops have fake kernels, so they trace).
 """
 
-import contextlib
 import math
 import os
 import time
@@ -29,6 +39,7 @@ import torch
 from t2icli import losses
 from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Generator, build_discriminators,
                                    check_stages, init_weights, save_generator, stage_sizes, word_mask)
+from t2icli.training import distributed
 from t2icli.training.ema import EMA
 from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
 
@@ -41,8 +52,8 @@ TrainError = RunError  # the user-facing error type of this module (names the fl
 PRESETS = {
     "toybirds-cpu": {
         "description": "3 stages (16/32/64 px) on toybirds 64 px in under 8 minutes on 2 CPU cores",
-        "stages": 3, "gf_dim": 8, "df_dim": 8, "batch_size": 16, "steps": 1500, "lr_g": 5e-4, "lr_d": 5e-4,
-        "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 250, "max_minutes": 7.0,
+        "stages": 3, "gf_dim": 8, "df_dim": 8, "batch_size": 16, "steps": 2500, "lr_g": 5e-4, "lr_d": 5e-4,
+        "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 500, "max_minutes": 7.0,
         "prompts": ["a red bird with blue wings", "a yellow bird with black wings", "a blue bird with a red crown",
                     "a green bird with white wings", "a white bird with a purple crown", "a black bird with orange wings"],
     },
@@ -57,11 +68,7 @@ def _check_positive(**values):
             raise TrainError(f"--{name.replace('_', '-')} must be > 0, got {v}")
 
 
-def _autocast(device, precision):
-    """The one precision idiom: bf16 autocast for forward passes on CUDA, nothing otherwise."""
-    if precision == "bf16" and torch.device(device).type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
+_autocast = distributed.autocast  # the one precision idiom lives in training/distributed.py
 
 
 @torch.no_grad()
@@ -130,6 +137,72 @@ def encode_prompts(ds, prompts):
     return torch.stack(rows), torch.tensor(lengths), texts
 
 
+def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens, lengths, class_ids, z,
+               eps, *, amp=None, kl_weight=1.0, damsm_weight=0.0, damsm_config=None, cc=None, check=None):
+    """One AttnGAN / StackGAN++ step on this rank's rows of the global batch: D step, then G step.
+
+    G_fwd / D_fwd: what to call (G and the list of Ds, or their torch.compile wrappers); G / Ds: the modules
+    (parameters, requires_grad); reals: S x [b, 3, s_i, s_i]; tokens [b, T]; lengths, class_ids [b]; z [b, z_dim];
+    eps [b, cond_dim]; amp: autocast context of the forward passes (None = fp32); damsm_weight > 0 adds the DAMSM
+    term (image_encoder + damsm_config's gammas, features gathered over ranks); cc: (lambda1, lambda2) adds
+    StackGAN++'s colour consistency. Gradients are averaged over ranks before each optimiser step. check(vals) is
+    called with the losses before G's backward (to stop on a non-finite loss).
+    Returns {"d", "g", "g_adv", "kl", "damsm", "cc"}: floats, averaged over ranks (= the one-process values).
+    """
+    amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
+    device = tokens.device
+    with torch.no_grad():
+        e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
+    mask = word_mask(tokens)  # [b, T] True = padding
+    e_bar_wrong = None  # one process: mismatched(e_bar); N processes: this rank's rows of the global batch's roll
+    if distributed.current().world > 1:
+        e_bar_wrong = distributed.local_rows(losses.mismatched(distributed.all_gather(e_bar)))  # [b, D]
+    with amp:
+        g_out = G_fwd(z, e_bar, e, mask, eps=eps)
+    fakes = g_out["images"]  # S x [b, 3, s_i, s_i]
+
+    # (1) discriminators: (real, text) / (fake, text) / (real, wrong text) + unconditional.
+    Ds.requires_grad_(True)
+    d_total = 0.0
+    for D, x_real, x_fake in zip(D_fwd, reals, fakes):
+        with amp:
+            d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar, e_bar_wrong)["loss"]
+    opt_D.zero_grad(set_to_none=True)
+    d_total.backward()
+    distributed.sync_grads(Ds.parameters())
+    opt_D.step()
+
+    # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
+    Ds.requires_grad_(False)  # no D gradients wasted in the G step
+    with amp:
+        g_adv, _ = losses.generator_adv_loss(D_fwd, fakes, e_bar)
+    kl = losses.kl_loss(g_out["mu"], g_out["logvar"])
+    g_total = g_adv + kl_weight * kl
+    dam = cc_loss = torch.zeros((), device=device)
+    if damsm_weight > 0:
+        def gather(t):  # the DAMSM negatives are the whole global batch, as in one process
+            t = t.to(device)
+            return distributed.all_gather_with_grad(t) if t.requires_grad else distributed.all_gather(t)
+
+        with amp:
+            dam = losses.generator_damsm_loss(image_encoder, fakes[-1], e, e_bar, lengths, class_ids,
+                                              damsm_config.gamma1, damsm_config.gamma2, damsm_config.gamma3,
+                                              gather=gather if distributed.current().world > 1 else None)["loss"]
+        g_total = g_total + damsm_weight * dam
+    if cc is not None:
+        cc_loss = sum(losses.color_consistency_loss(fakes[i - 1], fakes[i], *cc) for i in range(1, len(fakes)))
+        g_total = g_total + cc_loss
+    stats = torch.stack([t.detach().float().reshape(()) for t in (d_total, g_total, g_adv, kl, dam, cc_loss)])
+    vals = dict(zip(("d", "g", "g_adv", "kl", "damsm", "cc"), distributed.all_mean(stats).tolist()))
+    if check is not None:
+        check(vals)
+    opt_G.zero_grad(set_to_none=True)
+    g_total.backward()
+    distributed.sync_grads(G.parameters())
+    opt_G.step()
+    return vals
+
+
 def _fixed_captions(ds, n):
     """The first n captions of the deterministic split ds: (tokens [n, T], lengths [n], class_ids [n], texts)."""
     items = [ds[i] for i in range(min(max(int(n), 1), len(ds)))]
@@ -145,7 +218,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
           cc_lambda1=1.0, cc_lambda2=5.0, ema=True, ema_beta=0.999, device="cpu", precision="fp32", seed=0,
           resume=None, snapshot_every=1000, checkpoint_every=None, max_minutes=None, n_prompts=8,
           snapshot_rprecision=300, final_rprecision=None, rprecision_runs=10, keep_checkpoints=3, progress=True,
-          num_workers=0, log_every=None, preset=None, prompts=None):
+          num_workers=0, log_every=None, preset=None, prompts=None, compile=False):
     """Train an AttnGAN (kind="attngan") or StackGAN++ (kind="stackgan2") into run folder `out`.
 
     data: prepared dataset folder; damsm: DAMSM run folder (or damsm.pt) whose frozen text encoder gives e and
@@ -153,10 +226,37 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     optimiser steps in total, or `epochs` epochs (default 600 if neither), or `max_minutes` of training in this
     invocation; then evaluates, checkpoints and writes RUN/generator.pt (the EMA generator when ema).
     prompts: extra caption strings drawn (first) in every snapshot grid, besides the first `n_prompts` test captions.
+    batch_size is the global batch (split over the processes of a torchrun job); compile: torch.compile G and the Ds.
     resume: None, "latest" or a checkpoint/run path. Returns {"run_dir", "export", "step", "epoch", "stop",
-    "images_per_s", "train_seconds", "seconds", "rprecision": dict or None, "snapshot": path, "attention": path}.
+    "images_per_s", "train_seconds", "seconds", "rprecision": dict or None, "snapshot": path, "attention": path,
+    "is_main", "world"} (rprecision/snapshot/attention are None on ranks other than 0).
     Raises t2icli.data.DataError (bad data), TrainError (bad option, DAMSM/vocabulary mismatch, resume, NaN).
     """
+    args = {k: v for k, v in locals().items()}
+    try:
+        env = distributed.init(device)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    try:
+        distributed.check_batch_size(batch_size)
+    except ValueError as exc:
+        distributed.cleanup()  # every rank fails here alike
+        raise TrainError(str(exc)) from None
+    args["device"] = env.device
+    ok = False
+    try:
+        result = _train(env, **args)
+        ok = True
+        return result
+    finally:
+        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+
+
+def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr_g, lr_d, damsm_weight, gf_dim, df_dim,
+           z_dim, cond_dim, kl_weight, color_consistency, cc_lambda1, cc_lambda2, ema, ema_beta, device, precision,
+           seed, resume, snapshot_every, checkpoint_every, max_minutes, n_prompts, snapshot_rprecision,
+           final_rprecision, rprecision_runs, keep_checkpoints, progress, num_workers, log_every, preset, prompts,
+           compile):
     from t2icli.data import PreparedDataset, load_meta, make_loader
     from t2icli.models.damsm import DAMSMExportError, load_damsm
 
@@ -214,19 +314,22 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
         "batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "damsm_weight": damsm_weight if kind == "attngan" else 0.0,
         "kl_weight": kl_weight, "color_consistency": bool(use_cc), "cc_lambda1": cc_lambda1, "cc_lambda2": cc_lambda2,
         "ema": bool(ema), "ema_beta": ema_beta, "device": str(device), "precision": precision, "seed": seed,
+        "compile": bool(compile), "world_size": env.world,
         "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every, "max_minutes": max_minutes,
         "prompts": list(prompts or []), "n_prompts": n_prompts,
         "model": gcfg.to_dict(), "sizes": sizes, "damsm_config": dcfg.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
+    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    progress = progress and env.is_main
     if precision == "bf16" and torch.device(device).type != "cuda":
         run.log("--precision bf16 is ignored on CPU: training in fp32")
 
     # -- models -------------------------------------------------------------------------------------
     torch.manual_seed(seed)
-    G = init_weights(Generator(gcfg)).to(device)
-    Ds = init_weights(build_discriminators(gcfg)).to(device)
+    G = distributed.sync_batchnorm(init_weights(Generator(gcfg))).to(device)  # global-batch BN under torchrun
+    Ds = distributed.sync_batchnorm(init_weights(build_discriminators(gcfg))).to(device)
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(Ds.parameters(), lr=lr_d, betas=(0.5, 0.999))  # per-parameter: same as one Adam per D
     G_ema = EMA(G, ema_beta) if ema else None
@@ -253,7 +356,11 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     n_d = sum(p.numel() for p in Ds.parameters())
     run.log(f"{kind}: {stages} stages {sizes} px, G {n_g / 1e6:.2f}M / Ds {n_d / 1e6:.2f}M parameters, "
             f"{len(train_ds)} train / {len(test_ds)} {test_split} images, batch {batch_size}, {total} steps, "
-            f"device {device}")
+            f"device {device}" + (f", {env.world} processes x {batch_size // env.world} ({env.backend})"
+                                  if env.world > 1 else ""))
+    G_fwd, D_fwd = G, list(Ds)  # what the step calls; G and Ds themselves give state dicts and parameters
+    if compile:
+        G_fwd, D_fwd = torch.compile(G), [torch.compile(D) for D in Ds]
 
     # -- fixed prompts and noise for snapshots (private RNG: never touches the training stream) ---------------
     p_tokens, p_lengths, _, p_texts = _fixed_captions(test_ds, n_prompts)
@@ -303,6 +410,8 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
         return {"grid": grid, "attention": attn_path, "rprecision": rp, "seconds": time.perf_counter() - t0}
 
     def checkpoint():
+        if not env.is_main:
+            return None
         state = {"step": step, "epoch": epoch, "batch": batch_in_epoch, "kind": kind, "model_config": gcfg.to_dict(),
                  "vocab": vocab, "G": G.state_dict(), "Ds": Ds.state_dict(), "opt_G": opt_G.state_dict(),
                  "opt_D": opt_D.state_dict(), "rng": rng_state(), "train_config": train_config}
@@ -340,17 +449,18 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     train_seconds, images_seen, stop = 0.0, 0, None
     running = {k: 0.0 for k in LOG_KEYS}
     running_n = 0
-    amp = _autocast(device, precision)
+    amp = distributed.autocast(device, precision)
     last = None
     try:
-        if step == 0:
+        if step == 0 and env.is_main:
             record_snapshot(snapshot())
         while stop is None:
             if step >= total:
                 stop = "steps" if steps is not None else "epochs"
                 break
             loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed, epoch=epoch,
-                                 start_batch=batch_in_epoch, num_workers=num_workers)
+                                 start_batch=batch_in_epoch, num_workers=num_workers, rank=env.rank,
+                                 world=env.world)
             rng = torch.get_rng_state()
             batches = iter(loader)  # DataLoader draws a base seed from the global RNG; keep the noise stream intact
             torch.set_rng_state(rng)
@@ -358,60 +468,31 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
             Ds.train()
             t0 = time.perf_counter()
             for batch in batches:
-                reals = [x.to(device, non_blocking=True) for x in batch["images"]]  # S x [B, 3, s_i, s_i]
-                tokens = batch["tokens"].to(device)  # [B, T]
-                lengths, class_ids = batch["lengths"], batch["class_ids"]
-                B = tokens.shape[0]
-                with torch.no_grad():
-                    e, e_bar = text_encoder(tokens, lengths)  # [B, D, T] words, [B, D] sentence (frozen)
-                mask = word_mask(tokens)  # [B, T] True = padding
-                z = torch.randn(B, z_dim, device=device)  # z ~ N(0, I)
-                with amp:
-                    g_out = G(z, e_bar, e, mask)
-                fakes = g_out["images"]  # S x [B, 3, s_i, s_i]
+                reals = [x.to(device, non_blocking=True) for x in batch["images"]]  # S x [b, 3, s_i, s_i] (b = B/world)
+                tokens = batch["tokens"].to(device)  # [b, T]
+                B = tokens.shape[0] * env.world  # the global batch
+                torch.manual_seed(distributed.seed_for(seed, env.rank, step))  # anything rank-private: f(seed, rank, step)
+                gen = torch.Generator().manual_seed(distributed.seed_for(seed, None, step))
+                z = distributed.local_rows(torch.randn(B, z_dim, generator=gen)).to(device)  # [b, z_dim] z ~ N(0, I)
+                eps = distributed.local_rows(torch.randn(B, cond_dim, generator=gen)).to(device)  # [b, cond_dim]
 
-                # (1) discriminators: (real, text) / (fake, text) / (real, wrong text) + unconditional.
-                Ds.requires_grad_(True)
-                d_total = 0.0
-                for D, x_real, x_fake in zip(Ds, reals, fakes):
-                    with amp:
-                        d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar)["loss"]
-                opt_D.zero_grad(set_to_none=True)
-                d_total.backward()
-                opt_D.step()
+                def check(vals):
+                    if not (math.isfinite(vals["d"]) and math.isfinite(vals["g"])):
+                        raise TrainError(f"non-finite loss at step {step + 1} (D {vals['d']}, G {vals['g']}); stopped "
+                                         f"without saving: the last checkpoint in {run.path('checkpoints')} is intact. "
+                                         f"Try lower --lr-g/--lr-d.")
 
-                # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
-                Ds.requires_grad_(False)  # no D gradients wasted in the G step
-                with amp:
-                    g_adv, _ = losses.generator_adv_loss(Ds, fakes, e_bar)
-                kl = losses.kl_loss(g_out["mu"], g_out["logvar"])
-                g_total = g_adv + kl_weight * kl
-                dam = cc = torch.zeros((), device=device)
-                if use_damsm:
-                    with amp:
-                        dam = losses.generator_damsm_loss(image_encoder, fakes[-1], e, e_bar, lengths, class_ids,
-                                                              dcfg.gamma1, dcfg.gamma2, dcfg.gamma3)["loss"]
-                    g_total = g_total + damsm_weight * dam
-                if use_cc:
-                    cc = sum(losses.color_consistency_loss(fakes[i - 1], fakes[i], cc_lambda1, cc_lambda2)
-                             for i in range(1, stages))
-                    g_total = g_total + cc
-                d_val, g_val = float(d_total.detach()), float(g_total.detach())
-                if not (math.isfinite(d_val) and math.isfinite(g_val)):
-                    raise TrainError(f"non-finite loss at step {step + 1} (D {d_val}, G {g_val}); stopped without "
-                                     f"saving: the last checkpoint in {run.path('checkpoints')} is intact. "
-                                     f"Try lower --lr-g/--lr-d.")
-                opt_G.zero_grad(set_to_none=True)
-                g_total.backward()
-                opt_G.step()
+                vals = train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens,
+                                  batch["lengths"], batch["class_ids"], z, eps, amp=amp, kl_weight=kl_weight,
+                                  damsm_weight=damsm_weight if use_damsm else 0.0, damsm_config=dcfg,
+                                  cc=(cc_lambda1, cc_lambda2) if use_cc else None, check=check)
+                d_val, g_val = vals["d"], vals["g"]
                 if G_ema is not None:
                     G_ema.update(G)
 
                 step += 1
                 batch_in_epoch += 1
                 images_seen += B
-                vals = {"d": d_val, "g": g_val, "g_adv": float(g_adv.detach()), "kl": float(kl.detach()),
-                        "damsm": float(dam.detach()), "cc": float(cc.detach())}
                 for k in LOG_KEYS:
                     running[k] += vals[k]
                 running_n += 1
@@ -433,11 +514,11 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
                     running, running_n = {k: 0.0 for k in LOG_KEYS}, 0
                 if step >= total:
                     stop = "steps" if steps is not None else "epochs"
-                elif deadline is not None and now >= deadline:
+                elif deadline is not None and distributed.any_rank(now >= deadline):  # every rank stops together
                     stop = "time"
                 if batch_in_epoch >= per_epoch:
                     epoch, batch_in_epoch = epoch + 1, 0
-                if stop is None and step % snapshot_every == 0:
+                if stop is None and step % snapshot_every == 0 and env.is_main:
                     train_seconds += time.perf_counter() - t0
                     record_snapshot(snapshot())
                     t0 = time.perf_counter()
@@ -448,19 +529,24 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
             train_seconds += time.perf_counter() - t0
         run.log(f"stopping ({stop}) at step {step}, epoch {epoch}")
         checkpoint()
-        snap = snapshot(final=True)
-        record_snapshot(snap, {"final": True, "train_seconds": train_seconds, "last": last,
-                               "images_per_s": images_seen / train_seconds if train_seconds > 0 else None})
+        snap = {"rprecision": None, "grid": None, "attention": None}
+        if env.is_main:
+            snap = snapshot(final=True)
+            record_snapshot(snap, {"final": True, "train_seconds": train_seconds, "last": last,
+                                   "images_per_s": images_seen / train_seconds if train_seconds > 0 else None})
     finally:
         if bar is not None:
             bar.stop()
             run.console = None
-    export = save_generator(run.path("generator.pt"), sampler(), text_encoder, dcfg, vocab, kind=kind,
-                            damsm_run=os.path.abspath(os.fspath(damsm)),
-                            extra={"data": os.path.abspath(os.fspath(data)), "step": step, "ema": bool(ema)})
-    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all, "
-            f"{time.process_time() - cpu_start:.0f} s of process CPU time)")
+    export = run.path("generator.pt")
+    if env.is_main:
+        save_generator(export, sampler(), text_encoder, dcfg, vocab, kind=kind,
+                       damsm_run=os.path.abspath(os.fspath(damsm)),
+                       extra={"data": os.path.abspath(os.fspath(data)), "step": step, "ema": bool(ema)})
+        run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all, "
+                f"{time.process_time() - cpu_start:.0f} s of process CPU time)")
     return {"run_dir": run.dir, "export": export, "step": step, "epoch": epoch, "stop": stop,
             "images_per_s": images_seen / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
-            "seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start, "rprecision": snap["rprecision"], "snapshot": snap["grid"],
-            "attention": snap["attention"]}
+            "seconds": time.perf_counter() - t_start, "cpu_seconds": time.process_time() - cpu_start,
+            "rprecision": snap["rprecision"], "snapshot": snap["grid"], "attention": snap["attention"],
+            "is_main": env.is_main, "world": env.world}

@@ -5,11 +5,20 @@ training/run.py), evaluates the test split after every `eval_every` epochs (loss
 R-precision, word-attention maps of fixed test images), and writes the inference export RUN/damsm.pt
 that `train attngan`, `sample` and `eval` load with `t2icli.models.damsm.load_damsm`.
 
-Determinism: the data order/augmentation is a pure function of (seed, epoch, index), dropout draws
-come from the global torch RNG whose state is checkpointed, and loader creation is kept from
-consuming it, so resuming after N steps continues bit-for-bit like an uninterrupted run (on CPU).
+Determinism: the data order/augmentation is a pure function of (seed, epoch, index) and the global torch RNG
+(dropout) is reseeded every step from (seed, rank, step), so resuming after N steps continues bit-for-bit like
+an uninterrupted run (on CPU).
+
+Distributed (torchrun, see training/distributed.py): `batch_size` is the global batch; each rank encodes its rows
+(both encoders wrapped in DDP), the features of every rank are gathered with gradient and every rank computes the
+DAMSM loss of the whole global batch, so the in-batch negatives — and the loss — are those of one process at the
+same batch (BatchNorm synchronised; dropout masks differ, being per rank). Only rank 0 evaluates and writes.
+
+Precision: "bf16" autocasts the image encoder's forward pass on CUDA; the text encoder (LSTM), the scores and the
+loss stay fp32. `compile` wraps the image encoder in torch.compile (the LSTM's packed sequences would break it).
 """
 
+import contextlib
 import dataclasses
 import math
 import os
@@ -22,9 +31,10 @@ from t2icli import losses
 from t2icli.metrics.rprecision import rprecision_from_features
 from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
 from t2icli.models.inception import InceptionWeightsError, load_inception_weights
+from t2icli.training import distributed
 from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
 
-__all__ = ["train_damsm", "evaluate_damsm", "small_image_size", "save_attention_png"]
+__all__ = ["train_damsm", "evaluate_damsm", "small_image_size", "save_attention_png", "train_loss"]
 
 LOSS_KEYS = ("loss", "w1", "w2", "s1", "s2")
 
@@ -47,6 +57,26 @@ def _lr_at(lr, epoch):
 def _batch_to(batch, device):
     images = batch["images"][0].to(device, non_blocking=True)  # [B, 3, S, S]
     return images, batch["tokens"].to(device), batch["lengths"], batch["class_ids"]
+
+
+def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None):
+    """The DAMSM loss of one training step over the GLOBAL batch, computed identically on every rank.
+
+    text_encoder / image_encoder: the encoders (or their DDP / compiled wrappers); images [b, 3, S, S], tokens
+    [b, T], lengths [b], class_ids [b]: this rank's rows. Features are gathered from every rank with gradient
+    (distributed.all_gather_with_grad) before the all-pairs scores, so the negatives are the whole global batch.
+    amp: the autocast context of the image encoder (None = fp32). Returns the loss dict of losses.damsm_loss.
+    """
+    device = images.device
+    with amp if amp is not None else contextlib.nullcontext():
+        f, f_bar = image_encoder(images)  # [b, D, H', W'], [b, D]
+    e, e_bar = text_encoder(tokens, lengths)  # [b, D, T], [b, D]
+    gather = distributed.all_gather_with_grad
+    f, f_bar, e, e_bar = gather(f.float()), gather(f_bar.float()), gather(e), gather(e_bar)  # [B, ...] global
+    lengths = distributed.all_gather(torch.as_tensor(lengths).to(device))  # [B]
+    class_ids = distributed.all_gather(torch.as_tensor(class_ids).to(device))  # [B]
+    word, sent = losses.damsm_scores(f, e, lengths, f_bar, e_bar, cfg.gamma1, cfg.gamma2)  # [B, B] each
+    return losses.damsm_loss(word, sent, class_ids, cfg.gamma3)
 
 
 def _forward_loss(model, images, tokens, lengths, class_ids, cfg):
@@ -103,6 +133,8 @@ def save_attention_png(path, images, words, alphas, tile=None):
     """
     from PIL import Image, ImageDraw
 
+    from t2icli.viz.grid import save_png
+
     K, S = len(images), images.shape[1]
     tile = tile or max(64, S)
     cols = 1 + max(len(w) for w in words)
@@ -124,9 +156,7 @@ def save_attention_png(path, images, words, alphas, tile=None):
             x = (t + 1) * tile
             canvas.paste(Image.fromarray(mix.clip(0, 255).astype(np.uint8)), (x, y + text_h))
             draw.text((x + 2, y + 1), word[: max(1, tile // 6)], fill=(0, 0, 0))
-    tmp = f"{path}.tmp{os.getpid()}.png"
-    canvas.save(tmp)
-    os.replace(tmp, path)
+    save_png(canvas, path)
 
 
 def _check_resume(ckpt, cfg, vocab, path):
@@ -150,16 +180,52 @@ def _check_resume(ckpt, cfg, vocab, path):
 def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder="small", inception_weights=None,
                 device="cpu", seed=0, resume=None, max_minutes=None, max_steps=None, gamma1=4.0, gamma2=5.0,
                 gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=16, grad_clip=0.25,
-                rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax"):
+                rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax",
+                precision="fp32", compile=False, dropout=0.5):
     """Train the DAMSM text and image encoders on prepared dataset `data` into run folder `out`.
 
     Stops after `epochs` epochs, `max_steps` optimiser steps in total, or `max_minutes` of training in
     this invocation, whichever comes first; then evaluates the test split, checkpoints, and writes
     RUN/damsm.pt. resume: None, "latest" or a checkpoint/run path (see training.run.open_run).
+    batch_size is the global batch (split over the processes of a torchrun job); precision "fp32" | "bf16"
+    (CUDA autocast of the image encoder); compile: torch.compile the image encoder; dropout: of the word embeddings.
     Returns {"run_dir", "export", "step", "epoch", "samples_per_s", "train_seconds", "test": {...},
-    "rprecision": {"mean", "std", "runs", "n_negatives", "n"} or None}.
+    "rprecision": {"mean", "std", "runs", "n_negatives", "n"} or None, "is_main", "world"} ("test" and
+    "rprecision" are None on ranks other than 0).
     Raises t2icli.data.DataError (bad data), RunError (run/resume/weights/NaN problems).
     """
+    if precision not in ("fp32", "bf16"):
+        raise RunError(f"--precision {precision!r}: choose fp32 or bf16")
+    try:
+        env = distributed.init(device)
+    except ValueError as exc:
+        raise RunError(str(exc)) from None
+    try:
+        distributed.check_batch_size(batch_size)
+    except ValueError as exc:
+        distributed.cleanup()  # every rank fails here alike
+        raise RunError(str(exc)) from None
+    device = env.device
+    ok = False
+    try:
+        result = _train_damsm(env, data, out, epochs=epochs, batch_size=batch_size, lr=lr, image_encoder=image_encoder,
+                            inception_weights=inception_weights, device=device, seed=seed, resume=resume,
+                            max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
+                            gamma3=gamma3, eval_every=eval_every, n_attention=n_attention,
+                            keep_checkpoints=keep_checkpoints, small_width=small_width, grad_clip=grad_clip,
+                            rprecision_runs=rprecision_runs, progress=progress, num_workers=num_workers,
+                            log_every=log_every, small_pool=small_pool, precision=precision, compile=compile,
+                            dropout=dropout)
+        ok = True
+        return result
+    finally:
+        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+
+
+def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume,
+                 max_minutes, max_steps, gamma1, gamma2, gamma3, eval_every, n_attention, keep_checkpoints,
+                 small_width, grad_clip, rprecision_runs, progress, num_workers, log_every, small_pool, precision,
+                 compile, dropout):
     from t2icli.data import PreparedDataset, load_meta, make_loader
 
     meta = load_meta(data)
@@ -178,17 +244,22 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     vocab = list(train_ds.vocab)
     cfg = DAMSMConfig(vocab_size=len(vocab), word_limit=int(meta["word_limit"]), image_size=size,
                       image_encoder=image_encoder, small_width=small_width, small_pool=small_pool,
-                      gamma1=gamma1, gamma2=gamma2, gamma3=gamma3)
+                      gamma1=gamma1, gamma2=gamma2, gamma3=gamma3, dropout=dropout)
     train_config = {
         "kind": "damsm", "data": os.path.abspath(os.fspath(data)), "epochs": epochs, "batch_size": batch_size,
         "lr": lr, "image_encoder": image_encoder,
         "inception_weights": None if inception_weights is None else os.path.abspath(inception_weights),
         "device": str(device), "seed": seed, "max_minutes": max_minutes, "max_steps": max_steps,
-        "eval_every": eval_every, "grad_clip": grad_clip, "model": cfg.to_dict(),
+        "eval_every": eval_every, "grad_clip": grad_clip, "model": cfg.to_dict(), "precision": precision,
+        "compile": bool(compile), "world_size": env.world,
         "dataset": {k: meta.get(k)
                     for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
     }
-    run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
+    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    progress = progress and env.is_main
+    if precision == "bf16" and torch.device(device).type != "cuda":
+        run.log("--precision bf16 is ignored on CPU: training in fp32")
     ckpt = None
     if run.resume_from is not None:
         ckpt = load_checkpoint(run.resume_from)
@@ -197,12 +268,17 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         _check_resume(ckpt, cfg, vocab, run.resume_from)
 
     torch.manual_seed(seed)
-    model = build_damsm(cfg).to(device)
+    model = distributed.sync_batchnorm(build_damsm(cfg)).to(device)  # global-batch BN statistics under torchrun
     if image_encoder == "inception_v3" and run.resume_from is None:
         try:
             load_inception_weights(model.image_encoder.backbone, inception_weights)
         except InceptionWeightsError as exc:
             raise RunError(f"--inception-weights {inception_weights}: {exc}") from None
+    text_fwd = distributed.wrap(model.text_encoder)  # DDP (world > 1): gradients averaged during backward
+    image_fwd = distributed.wrap(model.image_encoder)
+    if compile:
+        image_fwd = torch.compile(image_fwd)
+    amp = distributed.autocast(device, precision)
     params = [p for p in model.parameters() if p.requires_grad]
     opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
     step, epoch, batch_in_epoch, evaluated_at = 0, 0, 0, -1
@@ -215,7 +291,8 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         run.log(f"resumed at step {step} (epoch {epoch}, batch {batch_in_epoch})")
     n_params = sum(p.numel() for p in params)
     run.log(f"DAMSM {image_encoder}: {n_params / 1e6:.2f}M trainable parameters, D={cfg.dim}, image {size}px, "
-            f"{len(train_ds)} train / {len(test_ds)} {test_split} images, vocab {len(vocab)}, device {device}")
+            f"{len(train_ds)} train / {len(test_ds)} {test_split} images, vocab {len(vocab)}, device {device}"
+            + (f", {env.world} processes x {batch_size // env.world} ({env.backend})" if env.world > 1 else ""))
 
     per_epoch = len(train_ds) // batch_size
     total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
@@ -223,6 +300,8 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     log_every = log_every or max(1, per_epoch // 4)
 
     def checkpoint():
+        if not env.is_main:
+            return None
         if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
             raise RunError(f"weights are not finite at step {step} (epoch {epoch}); stopped without saving "
                            f"(the last checkpoint in {run.path('checkpoints')} is intact). Try a lower --lr.")
@@ -271,15 +350,16 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
             for g in opt.param_groups:
                 g["lr"] = _lr_at(lr, epoch)
             loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed, epoch=epoch,
-                                 start_batch=batch_in_epoch, num_workers=num_workers)
+                                 start_batch=batch_in_epoch, num_workers=num_workers, rank=env.rank, world=env.world)
             rng = torch.get_rng_state()
             batches = iter(loader)  # DataLoader draws a base seed from the global RNG; keep dropout's stream intact
             torch.set_rng_state(rng)
             model.train()
             t0 = time.perf_counter()
             for batch in batches:
-                images, tokens, lengths, class_ids = _batch_to(batch, device)
-                out, _ = _forward_loss(model, images, tokens, lengths, class_ids, cfg)
+                images, tokens, lengths, class_ids = _batch_to(batch, device)  # this rank's rows
+                torch.manual_seed(distributed.seed_for(seed, env.rank, step))  # dropout: f(seed, rank, step)
+                out = train_loss(text_fwd, image_fwd, images, tokens, lengths, class_ids, cfg, amp)  # global loss
                 loss_value = out["loss"].item()
                 if not math.isfinite(loss_value):
                     raise RunError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); stopped without saving "
@@ -290,7 +370,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                 opt.step()
                 step += 1
                 batch_in_epoch += 1
-                samples += len(class_ids)
+                samples += len(class_ids) * env.world
                 for k in LOSS_KEYS:
                     running[k] += out[k].item()
                 running_n += 1
@@ -304,7 +384,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                     run.log(f"step {step} epoch {epoch} loss {loss_value:.4f}")
                 if max_steps is not None and step >= max_steps:
                     stop = "steps"
-                elif deadline is not None and now >= deadline:
+                elif deadline is not None and distributed.any_rank(now >= deadline):  # every rank stops together
                     stop = "time"
                 if stop:
                     break
@@ -312,7 +392,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
             if batch_in_epoch >= per_epoch:  # epoch complete
                 epoch += 1
                 batch_in_epoch = 0
-                if epoch % eval_every == 0 and epoch < epochs and stop is None:
+                if epoch % eval_every == 0 and epoch < epochs and stop is None and env.is_main:
                     res = evaluate()
                     rec = _stats_record(step, epoch, _lr_at(lr, epoch - 1), running, running_n, res, samples,
                                         train_seconds)
@@ -322,22 +402,27 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                 if stop is None:
                     checkpoint()
         run.log(f"stopping ({stop}) at step {step}, epoch {epoch}")
-        res = evaluate(final=True)
-        rec = _stats_record(step, epoch, _lr_at(lr, max(epoch - 1, 0)), running, running_n, res, samples,
-                            train_seconds, final=True)
-        run.append_stats(rec)
-        run.log(_describe(rec))
-        checkpoint()
-        result_test = res
+        if env.is_main:
+            res = evaluate(final=True)
+            rec = _stats_record(step, epoch, _lr_at(lr, max(epoch - 1, 0)), running, running_n, res, samples,
+                                train_seconds, final=True)
+            run.append_stats(rec)
+            run.log(_describe(rec))
+            checkpoint()
+            result_test = res
     finally:
         if bar is not None:
             bar.stop()
             run.console = None
-    export = save_damsm(run.path("damsm.pt"), model.text_encoder, model.image_encoder, cfg, vocab)
-    run.log(f"wrote {export}")
+    export = run.path("damsm.pt")
+    if env.is_main:
+        save_damsm(export, model.text_encoder, model.image_encoder, cfg, vocab)
+        run.log(f"wrote {export}")
     return {"run_dir": run.dir, "export": export, "step": step, "epoch": epoch, "stop": stop,
             "samples_per_s": samples / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
-            "test": result_test["losses"], "rprecision": result_test["rprecision"]}
+            "test": result_test["losses"] if result_test else None,
+            "rprecision": result_test["rprecision"] if result_test else None,
+            "is_main": env.is_main, "world": env.world}
 
 
 def _stats_record(step, epoch, lr, running, running_n, res, samples, train_seconds, final=False):

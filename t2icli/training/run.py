@@ -7,6 +7,15 @@
 
 A checkpoint is a dict of tensors, numbers, strings, lists and dicts only (models' and optimizers'
 state dicts, step/epoch, RNG states), so `torch.load(weights_only=True)` reads it: no pickled code.
+
+Durability (docs/RELIABILITY.md): a checkpoint is written to `ckpt-<step>.pt.tmp<pid>`, fsynced,
+renamed into place and the folder fsynced (t2icli.fileio), so a kill -9 or power cut at any moment
+leaves only complete checkpoints under their real names. Temporary files of a killed writer are
+never read and are deleted when the run folder is next opened; `--resume latest` takes the newest
+checkpoint that loads, skipping (with a warning) any that do not. A failed write (full disk) is a
+RunError naming the file; the previous checkpoints are untouched. Resuming drops the stats.jsonl
+records written after the resumed checkpoint (the interrupted tail is trained again), so the
+file never holds a step twice.
 """
 
 import json
@@ -17,7 +26,7 @@ import time
 
 import torch
 
-from t2icli.fileio import atomic_torch_save, atomic_write_bytes  # noqa: F401 (re-exported)
+from t2icli.fileio import atomic_torch_save, atomic_write_bytes, remove_stale_temp_files  # noqa: F401 (re-exported)
 
 __all__ = [
     "RunError", "Run", "open_run", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint",
@@ -62,8 +71,35 @@ def list_checkpoints(run_dir):
     return sorted(found)
 
 
+# The checkpoint open_run() verified, handed over once to the trainer's load_checkpoint of the same file
+# (so resuming reads a checkpoint once, yet a bad one is refused before the run folder is touched).
+_VERIFIED = {}  # {"path": abspath, "key": (size, mtime_ns), "state": dict}
+
+
+def _file_key(path):
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _verify_checkpoint(path):
+    """load_checkpoint(path) now (raises RunError), keeping the result for the trainer's next load of it."""
+    state = load_checkpoint(path)
+    _VERIFIED.clear()
+    _VERIFIED.update(path=os.path.abspath(path), key=_file_key(path), state=state)
+    return path
+
+
 def load_checkpoint(path, map_location="cpu"):
     """Read a checkpoint written by Run.save_checkpoint (weights_only). Raises RunError if unreadable."""
+    path = os.fspath(path)
+    if _VERIFIED.get("path") == os.path.abspath(path) and map_location == "cpu":
+        hit = _VERIFIED.copy()
+        _VERIFIED.clear()
+        try:
+            if hit["key"] == _file_key(path):
+                return hit["state"]
+        except OSError:
+            pass
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
     except FileNotFoundError:
@@ -76,10 +112,12 @@ def load_checkpoint(path, map_location="cpu"):
 
 
 def find_latest_checkpoint(run_dir):
-    """Path of the newest checkpoint in RUN/checkpoints that loads, or None if there is none."""
+    """Path of the newest checkpoint in RUN/checkpoints that loads, or None if there is none.
+
+    Checkpoints that do not load (truncated, foreign) are skipped with a warning on stderr."""
     for _, path in reversed(list_checkpoints(run_dir)):
         try:
-            load_checkpoint(path)
+            _verify_checkpoint(path)
         except RunError as exc:
             print(f"warning: skipping {exc}", file=sys.stderr)
             continue
@@ -103,7 +141,10 @@ def _resolve_resume(out, resume):
         return path
     if not os.path.isfile(resume):
         raise RunError(f"--resume {resume}: no such checkpoint file or run folder")
-    return resume
+    try:
+        return _verify_checkpoint(resume)  # refused before --out is created or touched
+    except RunError as exc:
+        raise RunError(f"--resume {exc}") from None
 
 
 # -- the run --------------------------------------------------------------------------------------
@@ -113,9 +154,17 @@ class Run:
     def __init__(self, run_dir, resume_from=None, keep=3, console=None):
         self.dir = os.fspath(run_dir)
         self.resume_from = resume_from
+        if int(keep) < 1:
+            raise RunError(f"--keep {keep}: must be >= 1 (the number of newest checkpoints kept)")
         self.keep = int(keep)
         self.console = console  # a rich Console on stderr while a progress bar is live
-        os.makedirs(os.path.join(self.dir, CKPT_DIR), exist_ok=True)
+        try:
+            os.makedirs(os.path.join(self.dir, CKPT_DIR), exist_ok=True)
+        except OSError as exc:
+            raise RunError(f"--out {self.dir}: cannot create the run folder ({exc.strerror or exc})") from None
+        # Temporary files of a writer killed mid-write (kill -9, power cut): never complete, never read.
+        self.removed_temp_files = (remove_stale_temp_files(self.path(CKPT_DIR))
+                                   + remove_stale_temp_files(self.dir))
 
     def path(self, *parts):
         """A path inside the run folder."""
@@ -147,9 +196,20 @@ class Run:
             return []
 
     def save_checkpoint(self, state, step):
-        """Write `state` (must hold "step") atomically as checkpoints/ckpt-<step>.pt; keep the newest K."""
+        """Write `state` (must hold "step") atomically as checkpoints/ckpt-<step>.pt; keep the newest K.
+
+        Raises RunError naming the file if it cannot be written (e.g. a full disk): no partial file is
+        left and the previous checkpoints are untouched (older ones are pruned only after a success).
+        """
         path = self.path(CKPT_DIR, f"ckpt-{int(step):08d}.pt")
-        atomic_torch_save(state, path)
+        try:
+            atomic_torch_save(state, path)
+        except OSError as exc:
+            kept = [os.path.basename(p) for _, p in list_checkpoints(self.dir)]
+            raise RunError(f"could not write checkpoint {path} at step {int(step)}: {exc.strerror or exc} "
+                           f"(errno {exc.errno}); nothing partial was left, the previous checkpoints are intact "
+                           f"({', '.join(kept) if kept else 'none yet'}). Free space, then continue with "
+                           f"--resume latest.") from None
         for _, old in list_checkpoints(self.dir)[: -self.keep]:
             try:
                 os.remove(old)
@@ -182,7 +242,43 @@ def open_run(out, config, resume=None, keep=3):
     run = Run(out, resume_from=ckpt, keep=keep)
     text = json.dumps(config, sort_keys=True, indent=2) + "\n"
     if not os.path.isfile(run.path("config.json")):
-        atomic_write_bytes(run.path("config.json"), text.encode("utf-8"))
+        try:
+            atomic_write_bytes(run.path("config.json"), text.encode("utf-8"))
+        except OSError as exc:
+            raise RunError(f"--out {out}: cannot write config.json ({exc.strerror or exc})") from None
+    for path in run.removed_temp_files:
+        run.log(f"removed {path}: the temporary file of an interrupted write")
     if ckpt is not None:
         run.log(f"resuming from {ckpt}")
+        m = _CKPT_RE.match(os.path.basename(ckpt))
+        if m is not None:
+            dropped = _trim_stats(run, int(m.group(1)))
+            if dropped:
+                run.log(f"dropped {dropped} stats.jsonl records after step {int(m.group(1))} "
+                        "(written by the interrupted run after its last checkpoint; they are trained again)")
     return run
+
+
+def _trim_stats(run, step):
+    """Rewrite stats.jsonl without the records of steps after `step`. Returns how many were dropped."""
+    path = run.path("stats.jsonl")
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except FileNotFoundError:
+        return 0
+    keep = []
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue  # a line torn by the kill
+        if isinstance(rec, dict) and isinstance(rec.get("step"), int) and rec["step"] > step:
+            continue
+        keep.append(line if line.endswith("\n") else line + "\n")
+    dropped = len([ln for ln in lines if ln.strip()]) - len(keep)
+    if dropped:
+        atomic_write_bytes(path, "".join(keep).encode("utf-8"))
+    return dropped
