@@ -11,7 +11,7 @@ import re
 import numpy as np
 import torch
 
-__all__ = ["SampleError", "encode_captions", "output_paths", "sample", "interpolate", "STAGES"]
+__all__ = ["SampleError", "encode_captions", "output_paths", "sample", "interpolate", "sample_style", "STAGES"]
 
 STAGES = ("last", "all")
 MAX_ATTN_IMAGES = 4  # rows of an attention picture: the first images of the caption, one row per attention stage
@@ -21,19 +21,37 @@ class SampleError(ValueError):
     """A caption or option `t2i sample` cannot use (the message names it)."""
 
 
+def _short(text, limit=60):
+    """`text` with whitespace collapsed, cut to `limit` characters (+ "...") for messages and labels."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit] + "..."
+
+
 def encode_captions(model, captions, warn=None):
-    """Token ids of each caption: list of (ids list[int], words list[str]). Raises SampleError for an empty caption
-    or one with no known word; calls warn(message) naming the out-of-vocabulary words of the others."""
+    """Token ids of each caption: list of (ids list[int], words list[str]). Raises SampleError for an empty caption,
+    one with no words (only punctuation) or no known word; calls warn(message) naming the out-of-vocabulary words
+    of the others. A caption with more known words than the model's word limit (its DAMSM's, e.g. 18) keeps the
+    first word-limit words, with a warning: the text encoder was never trained on longer captions."""
+    limit = int((getattr(model, "config", None) or {}).get("damsm_config", {}).get("word_limit") or 0)
     out = []
     for text in captions:
         if not str(text).strip():
             raise SampleError("an empty caption: give some words, e.g. \"a small red bird\"")
         ids, oov = model.encode(text)
+        if not ids and not oov:
+            raise SampleError(f"caption {_short(text)!r} has no words (only punctuation or symbols): "
+                              "give some words, e.g. \"a small red bird\"")
         if not ids:
-            raise SampleError(f"caption {text!r}: none of its words is in the model's vocabulary "
+            raise SampleError(f"caption {_short(text)!r}: none of its words is in the model's vocabulary "
                               f"({len(model.vocab)} words)")
         if oov and warn:
-            warn(f"warning: caption {text!r}: not in the vocabulary, ignored: {', '.join(oov)}")
+            shown = ", ".join(oov[:20]) + (f", ... ({len(oov)} in all)" if len(oov) > 20 else "")
+            warn(f"warning: caption {_short(text)!r}: not in the vocabulary, ignored: {shown}")
+        if limit and len(ids) > limit:
+            if warn:
+                warn(f"warning: caption {_short(text)!r}: {len(ids)} known words, the model reads at most {limit}; "
+                     f"using the first {limit}")
+            ids = ids[:limit]
         out.append((ids, model.decode(ids)))
     return out
 
@@ -62,7 +80,18 @@ def _tokens(ids):
     return torch.tensor([ids], dtype=torch.int64), torch.tensor([len(ids)])
 
 
+def _check_text(model):
+    """SampleError unless the model can embed caption text (a char-CNN-RNN-trained baseline cannot)."""
+    from t2icli.metrics.common import MetricError
+
+    try:
+        model.check_captions()
+    except MetricError as exc:
+        raise SampleError(str(exc)) from None
+
+
 def _check_stage(model, stage, save_attn):
+    _check_text(model)
     if stage not in STAGES:
         raise SampleError(f"--stage {stage!r}: choose from {', '.join(STAGES)}")
     if save_attn and not model.attention:
@@ -94,9 +123,9 @@ def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, war
         stage_imgs = [to_uint8(x) for x in res["images"]]  # S x uint8 [n, s, s, 3]
         if stage == "all":
             rows = [[im for im in imgs] for imgs in stage_imgs]
-            labels = [f"{text} ({s} px)" for s in model.sizes]
+            labels = [f"{_short(text, 200)} ({s} px)" for s in model.sizes]
         else:
-            rows, labels = [[im for im in stage_imgs[-1]]], [text]
+            rows, labels = [[im for im in stage_imgs[-1]]], [_short(text, 200)]
         save_image_grid(png, rows, row_labels=labels, col_labels=[f"#{k}" for k in range(n)],
                         tile=max(64, model.sizes[-1]))
         attn_png = None
@@ -108,7 +137,7 @@ def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, war
                     attn_rows.append((f"image #{k}\nstage {i}\n{s}px regions", stage_imgs[i][k],
                                       beta[k, : len(ids)].reshape(len(ids), s, s).numpy()))
             attn_png = save_attention_figure(_attn_path(png), attn_rows, words, tile=max(64, model.sizes[-1]),
-                                             title=text)
+                                             title=_short(text, 200))
         results.append({"caption": text, "words": words, "png": png, "attention": attn_png})
     return results
 
@@ -128,6 +157,7 @@ def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=Non
 
     if steps < 2:
         raise SampleError(f"--steps {steps}: needs >= 2")
+    _check_text(model)
     (ids_a, _), (ids_b, _) = encode_captions(model, [caption_a, caption_b], warn)
     T = max(len(ids_a), len(ids_b))
     tok = torch.zeros(2, T, dtype=torch.int64)
@@ -135,7 +165,7 @@ def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=Non
     tok[1, : len(ids_b)] = torch.tensor(ids_b)
     e, e_bar = model.text_features(tok, torch.tensor([len(ids_a), len(ids_b)]))  # [2, D, T], [2, D]
     pad = (tok == 0).to(e.device)  # [2, T] True = padding
-    z, eps = noise(seed, range(n), model.G.config.z_dim, model.G.config.cond_dim)  # [n, .]
+    z, eps = noise(seed, range(n), model.z_dim, model.cond_dim)  # [n, .]
     cols = []
     for t in np.linspace(0.0, 1.0, steps):
         t = float(t)
@@ -151,6 +181,58 @@ def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=Non
     else:
         os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
     rows = [[cols[j][k] for j in range(steps)] for k in range(n)]
-    save_image_grid(png, rows, row_labels=[f"#{k}: {caption_a} -> {caption_b}" for k in range(n)],
+    save_image_grid(png, rows, row_labels=[f"#{k}: {_short(caption_a, 100)} -> {_short(caption_b, 100)}" for k in range(n)],
                     col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)], tile=max(64, model.sizes[-1]))
     return {"png": png, "steps": int(steps), "captions": [caption_a, caption_b], "images": np.stack(cols)}
+
+
+def read_style_image(path, size):
+    """IMAGE file -> uint8 [1, size, size, 3] (RGB, resized with PIL's antialiased bicubic). SampleError if unreadable."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im = im.convert("RGB").resize((int(size), int(size)), Image.BICUBIC)
+            return np.asarray(im, dtype=np.uint8)[None]
+    except (OSError, UnidentifiedImageError) as exc:
+        raise SampleError(f"--style-from {path}: not a readable image ({exc})") from None
+
+
+@torch.no_grad()
+def sample_style(model, captions, style_image, out, seed=0, stage="last", warn=None):
+    """Style transfer of GAN-INT-CLS (section 4.4): z = S(IMAGE), then x = G(z, t) for each caption: the caption's
+    content in the pose/background of IMAGE. Writes one PNG per caption (paths as `sample`): the style image, then
+    the generated image (stage="all": one row per stage). model: a GeneratorModel with a style encoder.
+
+    Returns [{"caption", "words", "png", "attention": None}]. Raises SampleError before generating.
+    """
+    from t2icli.metrics.common import MetricError
+    from t2icli.metrics.generate import to_uint8
+    from t2icli.viz.grid import save_image_grid
+
+    _check_stage(model, stage, False)
+    if model.style_encoder is None:
+        raise SampleError(f"--style-from: this {model.kind} model has no style encoder (only GAN-INT-CLS models "
+                          "trained with --train-style-encoder have one)")
+    encoded = encode_captions(model, captions, warn)
+    style = read_style_image(style_image, model.sizes[-1])  # [1, S, S, 3]
+    try:
+        z = model.style_z(style)  # [1, z_dim]
+    except MetricError as exc:
+        raise SampleError(str(exc)) from None
+    paths = output_paths(out, captions)
+    results = []
+    for text, (ids, words), png in zip(captions, encoded, paths):
+        os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
+        tok, length = _tokens(ids)
+        res = model.generate(tok, length, np.arange(1), seed=seed, z=z)
+        imgs = [to_uint8(x)[0] for x in res["images"]]  # stages x [s, s, 3]
+        if stage == "all":
+            rows = [[style[0], im] for im in imgs]
+            labels = [f"{_short(text, 200)} ({s} px)" for s in model.sizes]
+        else:
+            rows, labels = [[style[0], imgs[-1]]], [_short(text, 200)]
+        save_image_grid(png, rows, row_labels=labels, col_labels=["style", "generated"],
+                        tile=max(64, model.sizes[-1]))
+        results.append({"caption": text, "words": words, "png": png, "attention": None})
+    return results

@@ -42,7 +42,7 @@ def _summary(r):
               help="Which metric; all = every one that applies (IS/FID need --inception-weights, attr needs "
                    "attribute truth; the others are reported as skipped).")
 @click.option("--model", "model_run", metavar="RUN", type=click.Path(exists=True),
-              help="Generator run folder (or its generator.pt), from `t2i train attngan|stackgan2`.")
+              help="Generator run folder (or its generator.pt), from `t2i train attngan|stackgan2|stackgan|gancls`.")
 @click.option("--data", required=True, metavar="DIR", type=click.Path(exists=True, file_okay=False),
               help="Prepared dataset folder the model was trained on; its test captions drive generation.")
 @click.option("--n-samples", default=30000, show_default=True, metavar="N", type=click.IntRange(min=1),

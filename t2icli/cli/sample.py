@@ -12,7 +12,7 @@ _T0 = time.perf_counter()  # module import time ~ command start: reported as the
 @click.command()
 @click.argument("captions", nargs=-1, metavar="CAPTION [CAPTION ...]")
 @click.option("--model", "model_run", required=True, metavar="RUN", type=click.Path(exists=True),
-              help="Generator run folder (or its generator.pt) from `t2i train attngan|stackgan2`.")
+              help="Generator run folder (or its generator.pt) from `t2i train attngan|stackgan2|stackgan|gancls`.")
 @click.option("--out", required=True, metavar="PATH", type=click.Path(),
               help="out.png for one caption (out-00.png, out-01.png, ... for several), or a folder: "
                    "<k>-<words>.png per caption.")
@@ -29,13 +29,20 @@ _T0 = time.perf_counter()  # module import time ~ command start: reported as the
                    "features at fixed noise (GAN-INT-CLS 5.4); --n rows, --steps columns.")
 @click.option("--steps", default=8, show_default=True, metavar="K", type=click.IntRange(min=2),
               help="Columns of --interpolate.")
+@click.option("--style-from", "style_from", default=None, metavar="IMAGE",
+              type=click.Path(exists=True, dir_okay=False),
+              help="GAN-INT-CLS style transfer: draw each caption's content in the pose and background of IMAGE "
+                   "(z = S(IMAGE), needs a gancls model trained with --train-style-encoder); one image per caption, "
+                   "beside IMAGE.")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--verbose", is_flag=True, help="Print the time from start to the last PNG on stderr.")
-def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, steps, device, verbose):
+def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, steps, style_from, device, verbose):
     """Generate images from captions with a trained generator.
 
     Words not in the model's vocabulary are dropped with a warning on stderr; an empty
-    caption, or one with no known word, is an error (exit 2). The written paths go to stdout.
+    caption, one of only punctuation, or one with no known word is an error (exit 2). A caption
+    longer than the model's word limit (18 for birds) keeps its first words, with a warning.
+    The written paths go to stdout.
 
     \b
     Examples:
@@ -43,19 +50,36 @@ def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, ste
       t2i sample "a small red bird" "a large blue bird with a long beak" --model runs/attngan --out pics/ --save-attn
       t2i sample "a yellow bird with black wings" --model runs/attngan --out stages.png --stage all --n 4
       t2i sample --interpolate "a small red bird" "a large blue bird" --steps 8 --n 2 --model runs/attngan --out line.png
+      t2i sample "a yellow bird with black wings" --style-from photo.png --model runs/gancls --out styled.png
     """
     if interpolate and captions:
         raise click.UsageError("give CAPTIONs or --interpolate CAPTION_A CAPTION_B, not both")
     if not interpolate and not captions:
         raise click.UsageError("give at least one CAPTION (or --interpolate CAPTION_A CAPTION_B)")
+    if style_from is not None:
+        from click.core import ParameterSource
+
+        ctx = click.get_current_context()
+        given = [f for f, name in (("--interpolate", "interpolate"), ("--save-attn", "save_attn"), ("--n", "n"))
+                 if ctx.get_parameter_source(name) not in (ParameterSource.DEFAULT, None)]
+        if given:
+            raise click.UsageError(f"--style-from draws one image per caption (z comes from IMAGE); it does not go "
+                                   f"with {', '.join(given)}")
+    from t2icli.data.text import tokenize
+
     for text in (interpolate or captions):
         if not text.strip():
             raise click.BadParameter("an empty caption: give some words, e.g. \"a small red bird\"",
                                      param_hint="CAPTION")
+        if not tokenize(text):  # checked before the model is loaded
+            shown = text if len(text) <= 60 else text[:60] + "..."
+            raise click.BadParameter(f"{shown!r} has no words (only punctuation or symbols): give some words, "
+                                     "e.g. \"a small red bird\"", param_hint="CAPTION")
     dev = resolve_device(device)
     from t2icli.metrics.common import MetricError
     from t2icli.metrics.generate import load_model
     from t2icli.sample import SampleError, encode_captions, interpolate as interpolate_fn, sample as sample_fn
+    from t2icli.sample import sample_style
 
     with user_errors(MetricError):
         model = load_model(model_run, dev)
@@ -68,6 +92,9 @@ def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, ste
         if interpolate:
             res = interpolate_fn(model, interpolate[0], interpolate[1], out, steps=steps, n=n, seed=seed)
             click.echo(res["png"])
+        elif style_from is not None:
+            for r in sample_style(model, list(captions), style_from, out, seed=seed, stage=stage):
+                click.echo(r["png"])
         else:
             for r in sample_fn(model, list(captions), out, n=n, seed=seed, stage=stage, save_attn=save_attn):
                 click.echo(r["png"])

@@ -129,8 +129,9 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
                    f"captions, {len(rp['runs'])} runs): {rp['mean']:.4f} ± {rp['std']:.4f}")
 
 
-# The GAN trainers live in their own module; they join this group here.
+# The GAN trainers live in their own modules; they join this group here.
+from t2icli.cli.train_baselines import gancls, stackgan  # noqa: E402
 from t2icli.cli.train_gan import attngan, stackgan2  # noqa: E402
 
-train.add_command(attngan)
-train.add_command(stackgan2)
+for _command in (attngan, stackgan2, stackgan, gancls):
+    train.add_command(_command)

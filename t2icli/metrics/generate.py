@@ -34,11 +34,14 @@ def noise(seed, indices, z_dim, cond_dim):
 class GeneratorModel:
     """A trained generator export with its text encoder and vocabulary (from `load_model`).
 
-    Attributes: G, text_encoder, config (dict: GeneratorConfig + kind, damsm_run, sizes, ...), vocab, kind,
-    sizes (side of every stage), attention (bool), device.
+    Attributes: G, text_encoder, config (dict: model config + kind, damsm_run, sizes, ...), vocab, kind,
+    sizes (side of every stage), attention (bool), device, z_dim, cond_dim (per-image noise sizes; cond_dim 0 for
+    GAN-INT-CLS), style_encoder (GAN-INT-CLS trained with --train-style-encoder, else None), text_source ("damsm":
+    captions are embedded by the DAMSM text encoder; "char-cnn-rnn": G was trained on precomputed embeddings).
+    Every kind's G has the signature G(z, e_bar, e, mask, eps=, return_attn=) -> {"images": [...], ...}.
     """
 
-    def __init__(self, G, text_encoder, config, vocab, device):
+    def __init__(self, G, text_encoder, config, vocab, device, style_encoder=None):
         from t2icli.data.text import Vocab
 
         self.G, self.text_encoder, self.config, self.vocab = G, text_encoder, config, list(vocab)
@@ -46,7 +49,27 @@ class GeneratorModel:
         self.sizes = list(config["sizes"])
         self.attention = bool(config.get("attention", False))
         self.device = device
+        self.z_dim = int(G.config.z_dim)
+        self.cond_dim = int(getattr(G.config, "cond_dim", 0))
+        self.style_encoder = style_encoder
+        self.text_source = config.get("text_source", "damsm")
         self._vocab = Vocab(self.vocab)
+
+    def check_captions(self):
+        """Raise MetricError unless this model can turn caption text into its conditioning features."""
+        if self.text_source != "damsm":
+            raise MetricError(f"this {self.kind} model was trained on precomputed {self.text_source} sentence "
+                              "embeddings (--text-embeddings); t2i has no encoder to embed new captions for it. Train "
+                              "it on the DAMSM text features (without --text-embeddings) to sample or evaluate.")
+
+    @torch.no_grad()
+    def style_z(self, images):
+        """z [n, z_dim] of uint8 images [n, S, S, 3] (the model's final size) by the style encoder S(x) -> z."""
+        if self.style_encoder is None:
+            raise MetricError(f"--style-from: this {self.kind} model has no style encoder (train a gancls model with "
+                              "--train-style-encoder)")
+        x = torch.from_numpy(np.array(images, dtype=np.uint8)).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [n, 3, S, S]
+        return self.style_encoder(x.to(self.device)).float().cpu()
 
     def encode(self, text):
         """(token ids: list[int], out-of-vocabulary words: list[str]) of a caption."""
@@ -71,15 +94,19 @@ class GeneratorModel:
         return [x.float().cpu() for x in out["images"]], attn
 
     @torch.no_grad()
-    def generate(self, tokens, lengths, indices, seed=0, return_attn=False, batch_size=50):
-        """Images of every stage for captions tokens [n, T] / lengths [n]; image j uses noise (seed, indices[j]).
+    def generate(self, tokens, lengths, indices, seed=0, return_attn=False, batch_size=50, z=None):
+        """Images of every stage for captions tokens [n, T] / lengths [n]; image j uses noise (seed, indices[j]),
+        or z [n, z_dim] when given (the conditioning noise eps still comes from (seed, indices[j])).
 
         Returns {"images": [x_i [n, 3, s_i, s_i] float CPU in [-1, 1]], "attn": [beta_i [n, T, s_{i-1}^2]]}.
+        Raises MetricError for a model that cannot embed captions (see check_captions).
         """
         from t2icli.models.attngan import word_mask
 
+        self.check_captions()
         tokens, lengths = torch.as_tensor(tokens), torch.as_tensor(lengths)
-        z, eps = noise(seed, indices, self.G.config.z_dim, self.G.config.cond_dim)
+        z_seed, eps = noise(seed, indices, self.z_dim, self.cond_dim)
+        z = z_seed if z is None else torch.as_tensor(z, dtype=torch.float32)
         imgs, attns = [], []
         for s in range(0, len(tokens), batch_size):
             tok = tokens[s : s + batch_size]
@@ -96,10 +123,17 @@ class GeneratorModel:
 
 
 def load_model(run, device="cpu"):
-    """Load RUN/generator.pt (or the file) as a GeneratorModel. Raises MetricError naming --model if it can't."""
+    """Load RUN/generator.pt (or the file) of any kind (attngan, stackgan2, stackgan, gancls) as a GeneratorModel.
+    Raises MetricError naming --model if it can't."""
     from t2icli.models.attngan import GeneratorExportError, load_generator
+    from t2icli.models.gancls import load_baseline, read_export
 
     try:
+        blob = read_export(run)
+        if blob.get("kind") in ("gancls", "stackgan"):
+            G, text_encoder, config, vocab, style = load_baseline(run, device, blob=blob)
+            return GeneratorModel(G, text_encoder, config, vocab, device, style_encoder=style)
+        del blob
         G, text_encoder, config, vocab = load_generator(run, device)
     except GeneratorExportError as exc:
         raise MetricError(f"--model: {exc}") from None

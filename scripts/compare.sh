@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# The comparison table of the papers, reproduced on toybirds with one equal CPU budget per model:
+#   gancls, stackgan (v1), stackgan2, attngan with 2 stages, attngan with 3 stages, attngan with --damsm-weight 0.
+# Steps: prep toybirds -> ONE DAMSM shared by every model -> train every model x seed for the same number of
+# minutes, 1 torch thread each, T2I_COMPARE_JOBS at a time -> `t2i eval` rprecision and attr (--json) of each ->
+# a Markdown table (scripts/compare_table.py) with mean ± std over seeds, the real-image ceilings, the budget,
+# seeds, commands, machine and date.
+#
+#   bash scripts/compare.sh                    the full run (~60 min on 2 cores with the defaults) -> docs/RESULTS.md
+#   T2I_COMPARE_OUT=/tmp/cmp T2I_COMPARE_MINUTES=0.2 T2I_COMPARE_N_TRAIN=200 T2I_COMPARE_N_TEST=50 \
+#     T2I_COMPARE_DAMSM_MINUTES=0.2 T2I_COMPARE_N_EVAL=100 T2I_COMPARE_ATTR_STEPS=50 bash scripts/compare.sh
+#                                              a smoke test; writes /tmp/cmp/RESULTS.md (not docs/)
+#
+# Environment (defaults in brackets):
+#   T2I_COMPARE_MINUTES [7]        training minutes per model and seed (1 thread each: = CPU-minutes)
+#   T2I_COMPARE_SEEDS ["0 1"]      seeds (mean ± std over them)
+#   T2I_COMPARE_JOBS [2]           trainings run in parallel (keep <= physical cores for an equal budget)
+#   T2I_COMPARE_MODELS [all six]   a subset, e.g. "gancls attngan3"
+#   T2I_COMPARE_OUT [compare]      work folder (data, runs, logs, eval JSON); if set, RESULTS.md is written there
+#   T2I_COMPARE_RESULTS            the table's path [docs/RESULTS.md, or $T2I_COMPARE_OUT/RESULTS.md when that is set]
+#   T2I_COMPARE_N_TRAIN [8000] T2I_COMPARE_N_TEST [1000] T2I_COMPARE_CAPTIONS [10]   toybirds counts (64 px)
+#   T2I_COMPARE_DAMSM_MINUTES [3]  the shared DAMSM's training minutes (both cores)
+#   T2I_COMPARE_N_EVAL [2000]      generated images per evaluation
+#   T2I_COMPARE_ATTR_STEPS [1500]  attribute-classifier training steps (trained once, cached in the data folder)
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+
+minutes=${T2I_COMPARE_MINUTES:-7}
+seeds=${T2I_COMPARE_SEEDS:-"0 1"}
+njobs=${T2I_COMPARE_JOBS:-2}
+models=${T2I_COMPARE_MODELS:-"gancls stackgan stackgan2 attngan2 attngan3 attngan3-nodamsm"}
+if [ -n "${T2I_COMPARE_OUT:-}" ]; then
+  out=$T2I_COMPARE_OUT; results=${T2I_COMPARE_RESULTS:-$out/RESULTS.md}
+else
+  out=compare; results=${T2I_COMPARE_RESULTS:-docs/RESULTS.md}
+fi
+n_train=${T2I_COMPARE_N_TRAIN:-8000}; n_test=${T2I_COMPARE_N_TEST:-1000}; caps=${T2I_COMPARE_CAPTIONS:-10}
+damsm_minutes=${T2I_COMPARE_DAMSM_MINUTES:-3}
+n_eval=${T2I_COMPARE_N_EVAL:-2000}; attr_steps=${T2I_COMPARE_ATTR_STEPS:-1500}
+
+mkdir -p "$out/runs" "$out/logs" "$out/eval"
+: > "$out/commands.txt"
+started=$(date -u +%Y-%m-%dT%H:%M:%SZ)
+t2i() { "$PY" -m t2icli "$@"; }
+record() { printf '%s\n' "$*" >> "$out/commands.txt"; }  # the exact commands, for the table
+
+# -- 1. data and the shared DAMSM ----------------------------------------------------------------------
+data="$out/toybirds"
+if [ ! -f "$data/dataset.json" ]; then
+  record "t2i prep toybirds --out $data --n-train $n_train --n-test $n_test --captions-per-image $caps"
+  echo "== prep toybirds ($n_train train / $n_test test) -> $data" >&2
+  t2i prep toybirds --out "$data" --n-train "$n_train" --n-test "$n_test" --captions-per-image "$caps" > "$out/logs/prep.log"
+fi
+damsm="$out/damsm"
+if [ ! -f "$damsm/damsm.pt" ]; then
+  rm -rf "$damsm"
+  record "t2i train damsm --data $data --out $damsm --max-minutes $damsm_minutes --no-progress"
+  echo "== train the shared DAMSM ($damsm_minutes min) -> $damsm" >&2
+  t2i train damsm --data "$data" --out "$damsm" --max-minutes "$damsm_minutes" --no-progress \
+    > "$out/logs/damsm.log" 2>&1
+fi
+
+# -- 2. every model x seed, one equal budget each ------------------------------------------------------
+BIG=1000000  # steps: the time budget stops every run; snapshots only at step 0 and the end (equal overhead)
+common=(--data "$data" --damsm "$damsm" --max-minutes "$minutes" --snapshot-every $BIG --no-progress)
+train_args() {  # model -> the t2i arguments (seed, out and the budget are added by the caller)
+  local m=$1
+  case $m in
+    gancls)   echo train gancls --preset toybirds-cpu --steps $BIG --threads 1 ;;
+    stackgan) echo train stackgan --preset toybirds-cpu --stage1-steps $BIG --stage2-steps $BIG --threads 1 ;;
+    stackgan2) echo train stackgan2 --preset toybirds-cpu --steps $BIG ;;
+    attngan2) echo train attngan --preset toybirds-cpu --stages 2 --steps $BIG ;;
+    attngan3) echo train attngan --preset toybirds-cpu --stages 3 --steps $BIG ;;
+    attngan3-nodamsm) echo train attngan --preset toybirds-cpu --stages 3 --damsm-weight 0 --steps $BIG ;;
+    *) echo "unknown model $m" >&2; return 1 ;;
+  esac
+}
+for m in $models; do train_args "$m" 0 > /dev/null || exit 2; done
+
+pids=()
+for s in $seeds; do
+  for m in $models; do
+    run="$out/runs/$m-s$s"
+    if [ -f "$run/generator.pt" ]; then echo "== $m seed $s: done already ($run)" >&2; continue; fi
+    rm -rf "$run"
+    # shellcheck disable=SC2207
+    args=($(train_args "$m" "$s"))
+    record "OMP_NUM_THREADS=1 t2i ${args[*]} ${common[*]} --seed $s --out $run"
+    while [ "$(jobs -rp | wc -l)" -ge "$njobs" ]; do wait -n || true; done
+    echo "== train $m seed $s ($minutes min, 1 thread) -> $run" >&2
+    ( OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 t2i "${args[@]}" "${common[@]}" --seed "$s" --out "$run" \
+        > "$out/logs/$m-s$s.log" 2>&1 || echo "!! $m seed $s failed: see $out/logs/$m-s$s.log" >&2 ) &
+    pids+=($!)
+  done
+done
+for p in "${pids[@]}"; do wait "$p" || true; done
+
+# -- 3. evaluation (sequential, both cores) ------------------------------------------------------------
+record "t2i eval --metric rprecision --model RUN --data $data --n-samples $n_eval --json"
+record "t2i eval --metric attr --model RUN --data $data --n-samples $n_eval --attr-steps $attr_steps --json"
+for s in $seeds; do
+  for m in $models; do
+    run="$out/runs/$m-s$s"
+    [ -f "$run/generator.pt" ] || { echo "!! $m seed $s: no export, not evaluated" >&2; continue; }
+    echo "== eval $m seed $s" >&2
+    t2i eval --metric rprecision --model "$run" --data "$data" --n-samples "$n_eval" --json \
+      > "$out/eval/$m-s$s-rprecision.json" 2>> "$out/logs/eval.log" || echo "!! eval rprecision $m $s failed" >&2
+    t2i eval --metric attr --model "$run" --data "$data" --n-samples "$n_eval" --attr-steps "$attr_steps" --json \
+      > "$out/eval/$m-s$s-attr.json" 2>> "$out/logs/eval.log" || echo "!! eval attr $m $s failed" >&2
+  done
+done
+
+# -- 4. the table -----------------------------------------------------------------------------------------
+mkdir -p "$(dirname "$results")"
+"$PY" scripts/compare_table.py --out "$out" --results "$results" --minutes "$minutes" --seeds "$seeds" \
+  --jobs "$njobs" --models "$models" --started "$started" --n-eval "$n_eval" --damsm-minutes "$damsm_minutes"
+echo "== wrote $results" >&2

@@ -1,0 +1,225 @@
+"""Write the comparison table of scripts/compare.sh (Markdown) from its work folder: eval JSON, run stats, commands.
+
+    python scripts/compare_table.py --out compare --results docs/RESULTS.md --minutes 7 --seeds "0 1" ...
+
+Reads OUT/eval/<model>-s<seed>-{rprecision,attr}.json (from `t2i eval --json`), OUT/runs/<model>-s<seed>/stats.jsonl
+and config.json (steps reached, training seconds) and OUT/commands.txt; prints nothing on stdout but the path.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+
+MODELS = {  # name -> (label, what it tests)
+    "gancls": ("GAN-INT-CLS", "DCGAN, matching-aware D + manifold interpolation, 64 px"),
+    "stackgan": ("StackGAN (v1)", "Stage-I 16 px, then Stage-II 64 px with Stage-I frozen"),
+    "stackgan2": ("StackGAN++", "3-stage tree, no attention, colour consistency"),
+    "attngan2": ("AttnGAN, 2 stages", "32/64 px, 1 attention stage"),
+    "attngan3": ("AttnGAN, 3 stages", "16/32/64 px, 2 attention stages"),
+    "attngan3-nodamsm": ("AttnGAN, 3 stages, no DAMSM loss", "--damsm-weight 0"),
+}
+
+
+def load_json(path):
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
+
+
+def run_info(run):
+    """(config dict, final stats record) of a run folder (None where missing)."""
+    cfg = load_json(os.path.join(run, "config.json"))
+    final = None
+    try:
+        with open(os.path.join(run, "stats.jsonl"), encoding="utf-8") as f:
+            for line in f:
+                rec = json.loads(line)
+                if rec.get("final"):
+                    final = rec
+    except OSError:
+        pass
+    return cfg, final
+
+
+def mean_std(values):
+    """'m ± s' over seeds (sample std; '± 0 (1 seed)' for one value), or 'n/a'."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a", None, None
+    m = statistics.mean(vals)
+    s = statistics.stdev(vals) if len(vals) > 1 else 0.0
+    text = f"{m:.3f} ± {s:.3f}" if len(vals) > 1 else f"{m:.3f} (1 seed)"
+    return text, m, s
+
+
+def stages_of(name, cfg):
+    if name == "gancls":
+        return "1 (64)"
+    if name == "stackgan":
+        return "2 (16→64, sequential)"
+    sizes = (cfg or {}).get("sizes")
+    return f"{len(sizes)} ({'/'.join(str(s) for s in sizes)})" if sizes else "?"
+
+
+def verdict(a, b, metric):
+    """Does model a beat model b on `metric`? Compares the seed means against the seeds' spread."""
+    (ma, sa, na), (mb, sb, nb) = a, b
+    if ma is None or mb is None:
+        return "not measured"
+    d = ma - mb
+    spread = sa + sb
+    few = " (one seed: no spread to compare with)" if min(na, nb) < 2 else ""
+    if d > spread:
+        word = "holds"
+    elif d < -spread:
+        word = "reversed"
+    else:
+        word = "not separated (difference within the seeds' spread)"
+    return f"{word}: {metric} {ma:.3f} vs {mb:.3f} (difference {d:+.3f}, spreads ±{sa:.3f} / ±{sb:.3f}){few}"
+
+
+def machine():
+    cpu = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    try:
+        import torch
+
+        tv = torch.__version__
+    except ImportError:
+        tv = "?"
+    return f"{cpu}, {os.cpu_count()} logical CPUs, Python {platform.python_version()}, torch {tv}, {platform.system()}"
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--results", required=True)
+    ap.add_argument("--minutes", type=float, required=True)
+    ap.add_argument("--seeds", required=True)
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--models", default=" ".join(MODELS))
+    ap.add_argument("--started", default="")
+    ap.add_argument("--n-eval", type=int, default=0)
+    ap.add_argument("--damsm-minutes", type=float, default=0)
+    a = ap.parse_args()
+    seeds = a.seeds.split()
+    models = a.models.split()
+
+    rows, summary = [], {}
+    real_rp, real_attr, negatives = [], [], set()
+    for name in models:
+        label, note = MODELS.get(name, (name, ""))
+        rps, attrs, steps, secs, cfg = [], [], [], [], None
+        for s in seeds:
+            run = os.path.join(a.out, "runs", f"{name}-s{s}")
+            c, final = run_info(run)
+            cfg = cfg or c
+            rp = load_json(os.path.join(a.out, "eval", f"{name}-s{s}-rprecision.json"))
+            at = load_json(os.path.join(a.out, "eval", f"{name}-s{s}-attr.json"))
+            rps.append(rp["mean"] if rp else None)
+            attrs.append(at["accuracy"] if at else None)
+            if rp:
+                negatives.add(rp.get("negatives"))
+            if rp and rp.get("real"):
+                real_rp.append(rp["real"]["mean"])
+            if at and at.get("real"):
+                real_attr.append(at["real"]["accuracy"])
+            if final:
+                steps.append(int(final["step"]))
+                if final.get("train_seconds") is not None:
+                    secs.append(float(final["train_seconds"]))
+        rp_text, rp_m, rp_s = mean_std(rps)
+        at_text, at_m, at_s = mean_std(attrs)
+        n_ok = sum(v is not None for v in rps)
+        summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs))}
+        weight = (cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
+        step_text = " / ".join(str(x) for x in steps) if steps else "n/a"
+        sec_text = f"{statistics.mean(secs) / 60:.1f}" if secs else "n/a"
+        rows.append(f"| {label} | {stages_of(name, cfg)} | {weight:g} | {step_text} | {sec_text} | {rp_text} | "
+                    f"{at_text} | {note} |")
+
+    def cmp(x, y, metric="rp"):
+        if x not in summary or y not in summary:
+            return "not run"
+        return verdict(summary[x][metric], summary[y][metric], "R-precision" if metric == "rp" else "attr accuracy")
+
+    claims = []
+    for title, x, y in (("Attention helps (AttnGAN 3 stages > StackGAN++)", "attngan3", "stackgan2"),
+                        ("Attention alone (AttnGAN 3 stages without DAMSM loss > StackGAN++)", "attngan3-nodamsm",
+                         "stackgan2"),
+                        ("More attention stages help (AttnGAN 3 stages > 2 stages)", "attngan3", "attngan2"),
+                        ("The DAMSM term helps (AttnGAN 3 stages, weight 5 > weight 0)", "attngan3", "attngan3-nodamsm")):
+        claims.append(f"- **{title}** — {cmp(x, y)}; {cmp(x, y, 'attr')}.")
+    for name in models:
+        if name != "gancls" and "gancls" in summary:
+            claims.append(f"- **{MODELS.get(name, (name,))[0]} beats GAN-INT-CLS** — {cmp(name, 'gancls')}; "
+                          f"{cmp(name, 'gancls', 'attr')}.")
+
+    commands = []
+    try:
+        with open(os.path.join(a.out, "commands.txt"), encoding="utf-8") as f:
+            commands = [line.rstrip("\n") for line in f if line.strip()]
+    except OSError:
+        pass
+    now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+    real_rp_text = f"{statistics.mean(real_rp):.3f}" if real_rp else "n/a"
+    real_attr_text = f"{statistics.mean(real_attr):.3f}" if real_attr else "n/a"
+    meta = load_json(os.path.join(a.out, "toybirds", "dataset.json")) or {}
+    counts = {k: {"images": v.get("images"), "captions": v.get("captions")}
+              for k, v in (meta.get("splits") or {}).items()}
+    lines = [
+        "# Results: the papers' comparison on toybirds, one equal CPU budget per model",
+        "",
+        f"Measured by `bash scripts/compare.sh` (started {a.started or '?'}, table written {now}).",
+        "",
+        f"- **Budget**: {a.minutes:g} minutes of training per model and seed, one torch thread each "
+        f"({a.jobs} runs in parallel), i.e. {a.minutes:g} CPU-minutes per model per seed; snapshots only at step 0 and "
+        f"at the end; the final evaluation is not counted. Every model uses its `--preset toybirds-cpu` widths, batch "
+        f"and learning rates; the time limit, not a step count, ends every run.",
+        f"- **Seeds**: {' '.join(seeds)} (mean ± sample std over seeds).",
+        f"- **Data**: toybirds 64 px ({json.dumps(counts) if counts else 'see commands'}); one DAMSM trained "
+        f"{a.damsm_minutes:g} minutes, shared by every model (text features, DAMSM loss and the R-precision scorer).",
+        f"- **Metrics**: `t2i eval --metric rprecision` (DM-GAN protocol: true caption vs "
+        f"{'/'.join(str(n) for n in sorted(negatives, key=str)) or '99'} other-class captions, "
+        f"10 folds) and `--metric attr` (accuracy of the attributes each caption mentions), {a.n_eval} generated images "
+        f"each, from the test captions.",
+        f"- **Machine**: {machine()}.",
+        "",
+        "| model | stages (px) | DAMSM loss weight | steps reached (per seed) | train min | R-precision | attr accuracy | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        *rows,
+        f"| real test images (ceiling) | | | | | {real_rp_text} | {real_attr_text} | same captions, same scorers |",
+        "",
+        "## The papers' claims, tested",
+        "",
+        "A claim *holds* when the difference of the seed means exceeds the sum of the two seed spreads; *reversed* "
+        "when it does so the other way; otherwise the budget and seeds cannot separate the two.",
+        "",
+        *claims,
+        "",
+        "## Commands",
+        "",
+        "```",
+        *commands,
+        "```",
+        "",
+    ]
+    with open(a.results, "w", encoding="utf-8") as f:
+        f.write("\n".join(lines))
+    print(a.results)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,263 @@
+"""GAN-INT-CLS (Reed et al. 2016, "Generative Adversarial Text to Image Synthesis"): DCGAN G and D with text, style encoder.
+
+    t_hat = LeakyReLU(FC(t))                      the sentence feature t [text_dim] compressed to proj_dim (128)
+    x = G(z, t) = DCGAN([z ; t_hat] as 1x1)       1 -> 4 (transposed conv), x2 resize-convs -> image_size, tanh
+    D(x, t) = conv4x4(BN(conv1x1([phi(x) ; t_hat tiled 4x4])))   phi(x): strided convs down to [8ndf, 4, 4]
+    S(x) -> z                                     the style encoder of section 4.4 (same conv stack as D)
+
+The module also holds the export format the two baselines share (`save_baseline` / `load_baseline`): one file
+RUN/generator.pt, loadable with `torch.load(weights_only=True)`, in the generator-export format of
+models/attngan.py ({"format": "t2i-generator", "version": 1, "kind", "config", "vocab", "generator",
+"text_encoder", "damsm_config", "damsm_run", "extra"}) plus "style_encoder" (a state dict or None) and
+"text_source" ("damsm": the DAMSM sentence feature conditions G; "char-cnn-rnn": precomputed embeddings did).
+"""
+
+import dataclasses
+import math
+import os
+
+import torch
+import torch.nn as nn
+
+from t2icli.fileio import atomic_torch_save
+from t2icli.models.attngan import EXPORT_NAME, GeneratorExportError
+
+__all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size",
+           "save_baseline", "load_baseline", "read_export", "TEXT_SOURCES"]
+
+_FORMAT, _VERSION = "t2i-generator", 1
+TEXT_SOURCES = ("damsm", "char-cnn-rnn")
+
+
+def check_size(image_size, smallest=8, flag="image size"):
+    """Raise GeneratorExportError unless image_size is a power of two >= `smallest`."""
+    s = int(image_size)
+    if s < smallest or s & (s - 1):
+        raise GeneratorExportError(f"{flag} {s} px: this model needs a power of two >= {smallest}")
+    return s
+
+
+def down_stack(size, ndf, cin=3):
+    """DCGAN encoder: stride-2 4x4 convs from [cin, size, size] to [C, 4, 4], widths ndf * 2^k (at most 8ndf), BN
+    after all but the first, LeakyReLU(0.2). Returns (nn.Sequential, C)."""
+    layers = []
+    for k in range(int(math.log2(size // 4))):
+        cout = ndf * 2 ** min(k, 3)
+        layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=False))
+        if k > 0:
+            layers.append(nn.BatchNorm2d(cout))
+        layers.append(nn.LeakyReLU(0.2, inplace=True))
+        cin = cout
+    return nn.Sequential(*layers), cin
+
+
+@dataclasses.dataclass
+class GanClsConfig:
+    """Everything needed to rebuild a GAN-INT-CLS generator (and its D's width)."""
+
+    image_size: int = 64
+    gf_dim: int = 64  # ngf: the 4x4 block has (image_size / 8) * ngf channels (8ngf at 64 px), halved per x2
+    df_dim: int = 64  # ndf
+    z_dim: int = 100
+    text_dim: int = 256  # t: DAMSM sentence feature (256) or char-CNN-RNN embedding (1024)
+    proj_dim: int = 128  # t_hat
+    cond_dim: int = 0  # no conditioning augmentation: the per-image eps noise is empty
+
+    @property
+    def sizes(self):
+        return [int(self.image_size)]
+
+    @property
+    def stages(self):
+        return 1
+
+    def validate(self):
+        check_size(self.image_size)
+        for name in ("gf_dim", "df_dim", "z_dim", "text_dim", "proj_dim"):
+            if int(getattr(self, name)) < 1:
+                raise GeneratorExportError(f"{name} must be >= 1, got {getattr(self, name)}")
+        return self
+
+    def to_dict(self):
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise GeneratorExportError(f"unknown GAN-INT-CLS config keys {sorted(unknown)} (export from a newer t2i?)")
+        return cls(**d)
+
+
+class TextProjection(nn.Sequential):
+    """t [B, text_dim] -> t_hat [B, proj_dim]: FC + LeakyReLU(0.2) (the paper's compression to 128)."""
+
+    def __init__(self, text_dim, proj_dim):
+        super().__init__(nn.Linear(text_dim, proj_dim), nn.LeakyReLU(0.2, inplace=True))
+
+
+class GanClsGenerator(nn.Module):
+    """x = G(z, t): DCGAN generator conditioned on the compressed sentence feature.
+
+    forward has the multi-stage generator's signature, so the same sampling and evaluation code drives it:
+    (z [B, z_dim], e_bar = t [B, text_dim], e, mask, eps, return_attn) -> {"images": [x [B, 3, S, S]]}; e, mask and
+    eps are ignored (no words, no conditioning augmentation).
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        if isinstance(config, dict):
+            config = GanClsConfig.from_dict(config)
+        self.config = cfg = config.validate()
+        n_up = int(math.log2(cfg.image_size // 4))  # 4 -> image_size
+        widths = [cfg.gf_dim * 2 ** (n_up - 1 - k) for k in range(n_up)]  # 64 px: [8ngf, 4ngf, 2ngf, ngf]
+        self.proj = TextProjection(cfg.text_dim, cfg.proj_dim)
+        layers = [nn.ConvTranspose2d(cfg.z_dim + cfg.proj_dim, widths[0], 4, 1, 0, bias=False),  # 1x1 -> 4x4
+                  nn.BatchNorm2d(widths[0]), nn.ReLU(True)]
+        # x2 steps as resize-convolutions (nearest x2 + 3x3 conv) rather than DCGAN's stride-2 transposed convs:
+        # measured on toybirds 64 px (ngf 16, 600 steps), the transposed-conv G stayed at grey noise while D
+        # rejected its checkerboard texture; the resize-conv G learns colours and shapes in the same budget.
+        for cin, cout in zip(widths, widths[1:]):
+            layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False),
+                       nn.BatchNorm2d(cout), nn.ReLU(True)]
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(widths[-1], 3, 3, 1, 1), nn.Tanh()]
+        self.net = nn.Sequential(*layers)
+
+    def forward(self, z, e_bar, e=None, mask=None, eps=None, return_attn=False):
+        x = torch.cat([z, self.proj(e_bar)], dim=1)[:, :, None, None]  # [B, z_dim + proj_dim, 1, 1]
+        out = {"images": [self.net(x)]}  # [B, 3, S, S] in [-1, 1]
+        if return_attn:
+            out["attn"] = []
+        return out
+
+
+class CondDiscriminator(nn.Module):
+    """Matching-aware D: (x [B, 3, S, S], t [B, text_dim]) -> logit [B].
+
+    phi(x) [B, C, 4, 4] joined with the text (projected to proj_dim by FC + LeakyReLU, or used as it is when
+    proj_dim is None) replicated over the 4x4 grid, then a `joint_kernel` conv + BN + LeakyReLU and a 4x4 conv.
+    GAN-INT-CLS: 1x1 joint conv after the 128-d projection; StackGAN: 3x3 joint conv on the CA mean mu.
+    """
+
+    def __init__(self, size, df_dim, text_dim, proj_dim=128, joint_kernel=1):
+        super().__init__()
+        self.encode, code = down_stack(size, df_dim)
+        self.proj = TextProjection(text_dim, proj_dim) if proj_dim else nn.Identity()
+        tdim = proj_dim or text_dim
+        self.joint = nn.Sequential(nn.Conv2d(code + tdim, code, joint_kernel, 1, joint_kernel // 2, bias=False),
+                                   nn.BatchNorm2d(code), nn.LeakyReLU(0.2, inplace=True))
+        self.out = nn.Conv2d(code, 1, 4, 1, 0)
+
+    def forward(self, x):
+        """x [B, 3, S, S] -> image code [B, C, 4, 4] (compute once, score against several texts)."""
+        return self.encode(x)
+
+    def logits(self, code, t):
+        """code [B, C, 4, 4], t [B, text_dim] -> raw logit [B] of 'real image matching this text'."""
+        t = self.proj(t)[:, :, None, None].expand(-1, -1, code.shape[2], code.shape[3])  # [B, tdim, 4, 4]
+        return self.out(self.joint(torch.cat([code, t.to(code.dtype)], dim=1))).view(-1)
+
+
+class StyleEncoder(nn.Module):
+    """S(x) -> z (section 4.4): the DCGAN encoder then a 4x4 conv to z_dim. x [B, 3, S, S] -> [B, z_dim]."""
+
+    def __init__(self, size, df_dim, z_dim):
+        super().__init__()
+        self.encode, code = down_stack(size, df_dim)
+        self.out = nn.Conv2d(code, z_dim, 4, 1, 0)
+
+    def forward(self, x):
+        return self.out(self.encode(x)).flatten(1)
+
+
+def init_dcgan(module):
+    """DCGAN's init: conv weights ~ N(0, 0.02), BN weight ~ N(1, 0.02), zero biases; linear layers orthogonal."""
+    for m in module.modules():
+        if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d)):
+            nn.init.normal_(m.weight, 0.0, 0.02)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, nn.Linear):
+            nn.init.orthogonal_(m.weight, 1.0)
+            if m.bias is not None:
+                nn.init.zeros_(m.bias)
+        elif isinstance(m, (nn.BatchNorm2d, nn.BatchNorm1d)):
+            nn.init.normal_(m.weight, 1.0, 0.02)
+            nn.init.zeros_(m.bias)
+    return module
+
+
+# -- export (shared by GAN-INT-CLS and StackGAN) ----------------------------------------------------------
+def save_baseline(path, kind, generator, text_encoder, damsm_config, vocab, damsm_run=None, style_encoder=None,
+                  text_source="damsm", extra=None):
+    """Write a baseline's self-contained inference export atomically (`path`: file or run folder)."""
+    path = os.fspath(path)
+    if os.path.isdir(path):
+        path = os.path.join(path, EXPORT_NAME)
+    if text_source not in TEXT_SOURCES:
+        raise ValueError(f"text_source {text_source!r}: choose from {TEXT_SOURCES}")
+
+    def sd(m):
+        return {k: v.detach().cpu() for k, v in m.state_dict().items()}
+
+    dcfg = damsm_config.to_dict() if hasattr(damsm_config, "to_dict") else dict(damsm_config)
+    blob = {"format": _FORMAT, "version": _VERSION, "kind": str(kind), "config": generator.config.to_dict(),
+            "vocab": list(vocab), "damsm_config": dcfg, "damsm_run": None if damsm_run is None else str(damsm_run),
+            "generator": sd(generator), "text_encoder": sd(text_encoder), "text_source": text_source,
+            "style_encoder": None if style_encoder is None else sd(style_encoder), "extra": dict(extra or {})}
+    atomic_torch_save(blob, path)
+    return path
+
+
+def read_export(path):
+    """The raw export dict of RUN/generator.pt (or the file). Raises GeneratorExportError naming the path."""
+    path = os.fspath(path)
+    file = os.path.join(path, EXPORT_NAME) if os.path.isdir(path) else path
+    if not os.path.isfile(file):
+        raise GeneratorExportError(f"{path}: no generator export ({EXPORT_NAME}); train one with `t2i train ...`")
+    try:
+        blob = torch.load(file, map_location="cpu", weights_only=True)
+    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
+        raise GeneratorExportError(f"{file}: unreadable generator export ({exc})") from None
+    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
+        raise GeneratorExportError(f"{file}: not a t2i generator export")
+    if blob.get("version") != _VERSION:
+        raise GeneratorExportError(f"{file}: generator export version {blob.get('version')}, this t2i reads {_VERSION}")
+    return blob
+
+
+def load_baseline(path, device="cpu", blob=None):
+    """Load a gancls or stackgan export. Returns (G, text_encoder, config dict, vocab, style_encoder or None), eval
+    mode, gradients off; config = the model config + "kind", "sizes", "stages", "attention" (False),
+    "damsm_config", "damsm_run", "text_source", "style_encoder" (bool) and the export's "extra" entries."""
+    from t2icli.models.damsm import DAMSMConfig
+    from t2icli.models.text_encoder import TextEncoder
+
+    blob = read_export(path) if blob is None else blob
+    kind = blob.get("kind")
+    style = None
+    if kind == "gancls":
+        G = GanClsGenerator(GanClsConfig.from_dict(blob["config"]))
+        if blob.get("style_encoder") is not None:
+            style = StyleEncoder(G.config.image_size, G.config.df_dim, G.config.z_dim)
+            style.load_state_dict(blob["style_encoder"])
+            style.to(device).eval().requires_grad_(False)
+    elif kind == "stackgan":
+        from t2icli.models.stackgan import StackGAN, StackGANConfig
+
+        G = StackGAN(StackGANConfig.from_dict(blob["config"]))
+    else:
+        raise GeneratorExportError(f"{path}: a {kind!r} export is not a gancls/stackgan model")
+    G.load_state_dict(blob["generator"])
+    dcfg = DAMSMConfig.from_dict(blob["damsm_config"])
+    text_encoder = TextEncoder(dcfg.vocab_size, dcfg.embedding_dim, dcfg.hidden, dcfg.dropout)
+    text_encoder.load_state_dict(blob["text_encoder"])
+    G.to(device).eval().requires_grad_(False)
+    text_encoder.to(device).eval().requires_grad_(False)
+    cfg = G.config.to_dict()
+    config = dict(cfg, kind=kind, sizes=list(G.config.sizes), stages=G.config.stages, attention=False,
+                  damsm_config=dcfg.to_dict(), damsm_run=blob.get("damsm_run"),
+                  text_source=blob.get("text_source", "damsm"), style_encoder=style is not None,
+                  **{k: v for k, v in blob.get("extra", {}).items() if k not in cfg})
+    return G, text_encoder, config, list(blob["vocab"]), style
