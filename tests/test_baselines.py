@@ -236,6 +236,40 @@ def test_gancls_and_stackgan_on_text_embeddings(tiny, tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+def test_eval_with_test_split_text_embeddings(tiny, models, tmp_path):
+    """`t2i eval --text-embeddings` conditions a char-CNN-RNN model on the test split's embeddings (caption k of
+    image i -> row (i, k mod E), as in training) and scores the images against the captions with the DAMSM encoders."""
+    from t2icli.metrics.generate import generate_from_test_captions, load_model, to_uint8
+    from t2icli.training.stackgan import train
+
+    _write_embeddings(tmp_path / "train.pickle", 40)
+    emb = _write_embeddings(tmp_path / "test.pickle", 20, seed=1)
+    run_dir = str(tmp_path / "s")
+    train(tiny["data"], tiny["damsm"], run_dir, stage1_steps=1, stage2_steps=1, cond_dim=8, res_blocks=1,
+          text_embeddings=str(tmp_path / "train.pickle"), **dict(TINY, final_rprecision=0))
+    r = run("eval", "--metric", "rprecision", "--model", run_dir, "--data", tiny["data"], "--n-samples", 30,
+            "--text-embeddings", tmp_path / "test.pickle", "--json", "--device", "cpu")
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout)
+    assert out["kind"] == "stackgan" and out["n"] == 30 and 0 <= out["mean"] <= 1 and "real" in out
+    assert out["text_embeddings"] == str(tmp_path / "test.pickle")
+    model = load_model(run_dir)
+    images, caps, ds = generate_from_test_captions(model, tiny["data"], 30, seed=0, batch_size=7,
+                                                   text_embeddings=str(tmp_path / "test.pickle"))
+    j = 25  # caption row 25 of 40: image 12's second caption -> embedding row (12, 1)
+    i, k = int(caps["images"][j]), int(caps["rows"][j] - ds.image_captions[caps["images"][j]])
+    assert (i, k) == (12, 1)
+    x = model.generate_embedded(torch.from_numpy(emb[i, k])[None], [j], seed=0)["images"][-1]
+    assert np.array_equal(to_uint8(x)[0], images[j])
+    # A DAMSM-conditioned model refuses the flag; a file of another split's size is named with both counts.
+    r = run("eval", "--model", models["stackgan"], "--data", tiny["data"], "--n-samples", 4,
+            "--text-embeddings", tmp_path / "test.pickle")
+    assert r.exit_code == 1 and "trained on the DAMSM sentence features" in r.output
+    r = run("eval", "--model", run_dir, "--data", tiny["data"], "--n-samples", 4,
+            "--text-embeddings", tmp_path / "train.pickle")
+    assert r.exit_code == 1 and "--text-embeddings" in r.output and "40" in r.output and "20" in r.output
+
+
 # -- StackGAN -------------------------------------------------------------------------------------------
 def test_stackgan_shapes():
     from t2icli.models.stackgan import StackGAN, StackGANConfig, build_discriminators

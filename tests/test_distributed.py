@@ -1,4 +1,5 @@
-"""Distributed training on CPU (gloo, 2 processes): the helpers, and DAMSM / AttnGAN runs that match 1-process runs.
+"""Distributed training on CPU (gloo, 2 processes): the helpers, and DAMSM / AttnGAN / GAN-INT-CLS / StackGAN runs
+that match 1-process runs.
 
 The 2-process runs must compute the losses of a 1-process run at the same GLOBAL batch: the sampler gives rank r
 the rows [r::2], BatchNorm is synchronised, DAMSM features are gathered (in-batch negatives of the whole batch),
@@ -238,6 +239,55 @@ def test_attngan_torchrun_matches_one_process(tiny, tmp_path):
                         "-m", "t2icli", *base, "--out", str(tmp_path / "bad"), *GAN_ARGS, "--batch-size", "5"],
                        capture_output=True, text=True, env=env, timeout=300)
     assert p.returncode != 0 and "--batch-size 5 is the global batch and must be divisible" in p.stderr
+
+
+# -- GAN-INT-CLS and StackGAN v1 through torchrun --------------------------------------------------------
+BASELINE_ARGS = ["--batch-size", "8", "--gf-dim", "4", "--df-dim", "4", "--z-dim", "8", "--snapshot-every", "1000",
+                 "--keep", "1", "--no-progress", "--device", "cpu"]
+BASELINES = {  # kind: (extra flags, last step, losses logged, state-dict entries of the checkpoint)
+    "gancls": (["--steps", "3", "--train-style-encoder"], 3, ("d", "g", "g_adv", "g_int", "style"),
+               ("G", "D", "S", "G_ema")),
+    "stackgan": (["--stage1-steps", "2", "--stage2-steps", "2", "--cond-dim", "8", "--res-blocks", "1"], 4,
+                 ("d", "g", "g_adv", "kl"), ("G", "Ds", "G_ema")),
+}
+
+
+def test_baselines_torchrun_match_one_process(tiny, tmp_path):
+    """`t2i train gancls` (+ style encoder) and `t2i train stackgan` (2 Stage-I + 2 Stage-II steps) under torchrun
+    with 2 processes log the losses of a 1-process run at the same global batch and end with its weights."""
+    from click.testing import CliRunner
+
+    from t2icli.cli import main
+    from t2icli.training.run import find_latest_checkpoint, list_checkpoints, load_checkpoint
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    for kind, (extra, last, keys, parts) in BASELINES.items():
+        one, two = str(tmp_path / f"{kind}1"), str(tmp_path / f"{kind}2")
+        base = ["train", kind, "--data", tiny["data"], "--damsm", tiny["damsm"], *BASELINE_ARGS, *extra]
+        r = CliRunner().invoke(main, base + ["--out", one])
+        assert r.exit_code == 0, r.output
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                            "-m", "t2icli", *base, "--out", two], capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        assert p.stdout.count("R-precision (generated images") == 1, kind  # only rank 0 reports
+        assert p.stderr.count(f"stopping (steps) at step {last}") == 1, kind  # and logs
+        s1 = [r for r in _stats(one) if "train" in r]
+        s2 = [r for r in _stats(two) if "train" in r]
+        assert [r["step"] for r in s1] == [r["step"] for r in s2] == list(range(1, last + 1)), kind
+        for r1, r2 in zip(s1, s2):
+            assert r1.get("phase") == r2.get("phase")
+            for k in keys:
+                assert r2["train"][k] == pytest.approx(r1["train"][k], rel=1e-4, abs=1e-5), (kind, r1["step"], k)
+        a = load_checkpoint(find_latest_checkpoint(one))
+        b = load_checkpoint(find_latest_checkpoint(two))
+        for key in parts:
+            for name, t in a[key].items():
+                # Adam's ~lr-sized steps bound the drift of a weight whose gradient is ~0 (see the AttnGAN test).
+                torch.testing.assert_close(b[key][name].float(), t.float(), rtol=1e-3, atol=1e-3,
+                                           msg=f"{kind} {key}.{name}")
+        assert [s for s, _ in list_checkpoints(two)] == [last]  # --keep 1
+        with open(os.path.join(two, "config.json")) as f:
+            assert json.load(f)["world_size"] == 2
 
 
 @pytest.mark.slow

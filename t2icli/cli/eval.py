@@ -49,6 +49,10 @@ def _summary(r):
               help="Images to generate, cycling over the test captions (30000 as DM-GAN; less for toy data).")
 @click.option("--damsm", metavar="RUN", type=click.Path(exists=True), default=None,
               help="DAMSM run whose encoders score R-precision.  [default: the one stored with the model]")
+@click.option("--text-embeddings", metavar="PATH", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="For a gancls/stackgan model trained with --text-embeddings: the TEST split's "
+                   "char-CNN-RNN-embeddings.pickle (matched to the test images as in training); generation uses "
+                   "these embeddings of the test captions instead of encoding them.")
 @click.option("--inception-weights", metavar="PATH", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Inception-v3 weights file (torchvision layout) for IS and FID; none can be downloaded here.")
 @click.option("--num-classes", default=1000, show_default=True, metavar="K", type=click.IntRange(min=2),
@@ -70,8 +74,8 @@ def _summary(r):
               help="Images per forward pass.")
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
-def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_classes, fid_backbone, stats_only,
-             splits, attr_steps, seed, batch_size, device, as_json):
+def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, inception_weights, num_classes, fid_backbone,
+             stats_only, splits, attr_steps, seed, batch_size, device, as_json):
     """Evaluate a generator on the test captions of its data set.
 
     \b
@@ -89,11 +93,15 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_c
       t2i eval --metric fid --stats-only --data data/cub --inception-weights pt_inception-2015-12-05.pth
       t2i eval --metric is --model runs/attngan --data data/cub --inception-weights cub_inception.pth --num-classes 50
       t2i eval --metric all --model runs/attngan --data data/toybirds --n-samples 1000 --json
+      t2i eval --model runs/stackgan-cub --data data/cub \\
+          --text-embeddings Data/birds/test/char-CNN-RNN-embeddings.pickle
     """
     from t2icli.metrics.common import MetricError
     from t2icli.metrics.evaluate import METRICS, check_request, evaluate, fid_stats_only
 
     metrics = list(METRICS) if metric == "all" else [metric]
+    if text_embeddings is not None and stats_only:
+        raise click.UsageError("--text-embeddings goes with a --model to evaluate, not with --stats-only")
     with user_errors(MetricError):
         skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
     dev = resolve_device(device)
@@ -107,7 +115,8 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, inception_weights, num_c
             results = [fid_stats_only(data, fid_backbone, inception_weights, batch_size, dev, progress, err)]
         else:
             results = evaluate(metrics, model_run, data, n_samples, damsm, inception_weights, num_classes,
-                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip, attr_steps)
+                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip, attr_steps,
+                               text_embeddings)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

@@ -25,13 +25,15 @@ def _options(width_defaults, preset_help):
                      help="StackGAN's char-CNN-RNN-embeddings.pickle of the training split (per image E x 1024, in "
                           "the order of the filenames.pickle beside it, or of the split's images): condition on the "
                           "papers' original embeddings instead of the DAMSM sentence features. Such a model cannot "
-                          "embed new captions, so `t2i sample`/`t2i eval` refuse it."),
+                          "embed new captions: `t2i sample` refuses it, `t2i eval` needs the test split's embeddings "
+                          "(its --text-embeddings)."),
         click.option("--preset", default=None, type=click.Choice(_PRESET_NAMES),
                      help="A named configuration; options given explicitly override it. " + preset_help),
         click.option("--max-minutes", default=None, metavar="MIN", type=click.FloatRange(min=0, min_open=True),
                      help="Stop training after this many minutes (this invocation), then evaluate and export."),
         click.option("--batch-size", default=batch, show_default=True, metavar="B", type=click.IntRange(min=2),
-                     help="Batch size (its roll gives the mismatched captions)."),
+                     help="Global batch size (its roll gives the mismatched captions): under torchrun it is split "
+                          "over the processes (must be divisible by their number)."),
         click.option("--lr-g", default=2e-4, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
                      help="Generator Adam learning rate (betas 0.5, 0.999)."),
         click.option("--lr-d", default=2e-4, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
@@ -56,6 +58,10 @@ def _options(width_defaults, preset_help):
                      help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         click.option("--device", default="auto", show_default=True, metavar="DEV",
                      help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ..."),
+        click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
+                     help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU."),
+        click.option("--compile", "compile", is_flag=True, default=False,
+                     help="Wrap G and D (StackGAN: both Ds) in torch.compile (slow first step; faster steps on GPU)."),
         click.option("--threads", default=0, show_default=True, metavar="N", type=click.IntRange(min=0),
                      help="CPU threads for torch (0 = torch's default, one per core). 1 is faster on a busy machine."),
         click.option("--keep", "keep_checkpoints", default=3, show_default=True, metavar="K",
@@ -123,6 +129,8 @@ def _run(ctx, kind, kwargs):
         from t2icli.training.stackgan import train
     with user_errors(RunError, DAMSMExportError, GeneratorExportError):
         result = train(preset=preset, **kwargs)
+    if not result["is_main"]:
+        return  # under torchrun only rank 0 reports
     ips = result["images_per_s"]
     err(f"trained {result['step']} steps ({result['stop']}) in {result['train_seconds']:.0f} s"
         + (f", {ips:.1f} img/s" if ips else "") + f", {result['seconds']:.0f} s in all; export {result['export']}; "
@@ -166,6 +174,8 @@ def gancls(ctx, **kwargs):
       t2i train gancls --data data/toybirds --damsm runs/damsm --out runs/gancls --steps 20000 --train-style-encoder
       t2i train gancls --data data/cub --damsm runs/damsm-cub --out runs/gancls-cub --epochs 600 \\
           --text-embeddings Data/birds/train/char-CNN-RNN-embeddings.pickle
+      torchrun --standalone --nproc_per_node=2 -m t2icli train gancls --data data/cub --damsm runs/damsm-cub \\
+          --out runs/gancls-cub --batch-size 128 --device cuda --precision bf16
     """
     _run(ctx, "gancls", kwargs)
 
@@ -197,5 +207,7 @@ def stackgan(ctx, **kwargs):
       t2i train stackgan --data data/toybirds --damsm runs/damsm --out runs/stackgan --preset toybirds-cpu
       t2i train stackgan --data data/cub --damsm runs/damsm-cub --out runs/stackgan-cub \\
           --stage1-steps 60000 --stage2-steps 60000 --device cuda
+      torchrun --standalone --nproc_per_node=4 -m t2icli train stackgan --data data/cub --damsm runs/damsm-cub \\
+          --out runs/stackgan-cub --batch-size 64 --device cuda --precision bf16 --compile
     """
     _run(ctx, "stackgan", kwargs)

@@ -59,8 +59,19 @@ class GeneratorModel:
         """Raise MetricError unless this model can turn caption text into its conditioning features."""
         if self.text_source != "damsm":
             raise MetricError(f"this {self.kind} model was trained on precomputed {self.text_source} sentence "
-                              "embeddings (--text-embeddings); t2i has no encoder to embed new captions for it. Train "
-                              "it on the DAMSM text features (without --text-embeddings) to sample or evaluate.")
+                              "embeddings (--text-embeddings); t2i has no encoder to embed new captions for it. "
+                              "Evaluate it with `t2i eval --text-embeddings` (the test split's embeddings file), or "
+                              "train it on the DAMSM text features (without --text-embeddings) to sample.")
+
+    def check_embeddings(self, emb):
+        """Raise MetricError unless precomputed sentence embeddings emb [n, E, D] can condition this model."""
+        if self.text_source == "damsm":
+            raise MetricError(f"--text-embeddings: this {self.kind} model was trained on the DAMSM sentence features; "
+                              "evaluate it without --text-embeddings")
+        dim = int(getattr(self.G.config, "text_dim", -1))
+        if emb.ndim != 3 or emb.shape[2] != dim:
+            raise MetricError(f"--text-embeddings: embeddings of shape {tuple(emb.shape)}, but the model was trained "
+                              f"on {dim}-d ones (expected [images, captions, {dim}])")
 
     @torch.no_grad()
     def style_z(self, images):
@@ -92,6 +103,20 @@ class GeneratorModel:
         out = self.G(z.to(d), e_bar.to(d), e.to(d), mask.to(d), eps=eps.to(d), return_attn=return_attn)
         attn = [b.float().cpu() for b in out.get("attn", [])] if return_attn else []
         return [x.float().cpu() for x in out["images"]], attn
+
+    @torch.no_grad()
+    def generate_embedded(self, t, indices, seed=0, batch_size=50):
+        """Images of every stage for precomputed sentence embeddings t [n, D] (a model trained on --text-embeddings);
+        image j uses noise (seed, indices[j]) as `generate`. Returns {"images": [x_i [n, 3, s_i, s_i] float CPU]}."""
+        t = torch.as_tensor(t, dtype=torch.float32)
+        z, eps = noise(seed, indices, self.z_dim, self.cond_dim)
+        d = self.device
+        imgs = []
+        for s in range(0, len(t), batch_size):  # baselines' G ignores word features and mask
+            out = self.G(z[s : s + batch_size].to(d), t[s : s + batch_size].to(d), None, None,
+                         eps=eps[s : s + batch_size].to(d))
+            imgs.append([x.float().cpu() for x in out["images"]])
+        return {"images": [torch.cat([b[i] for b in imgs]) for i in range(len(imgs[0]))] if imgs else []}
 
     @torch.no_grad()
     def generate(self, tokens, lengths, indices, seed=0, return_attn=False, batch_size=50, z=None):
@@ -164,11 +189,14 @@ def test_captions(ds, n_samples, seed=0):
     return {"tokens": tokens, "lengths": lengths, "rows": rows, "images": image_of_row[rows]}
 
 
-def generate_from_test_captions(model, data, n_samples, seed=0, split="test", batch_size=50, progress=None):
+def generate_from_test_captions(model, data, n_samples, seed=0, split="test", batch_size=50, progress=None,
+                                text_embeddings=None):
     """Final-stage uint8 images [n, S, S, 3] generated from the test captions (cycled up to n_samples).
 
-    Image j comes from caption j mod n_captions with noise (seed, j). Returns (images uint8 numpy, captions dict of
-    `test_captions`, ds). Raises MetricError if the model's vocabulary is not the data's.
+    Image j comes from caption j mod n_captions with noise (seed, j). text_embeddings: the split's char-CNN-RNN
+    embeddings file (a model trained on --text-embeddings): caption k of image i is then conditioned on row
+    (i, k mod E) of it, as in training, instead of being encoded. Returns (images uint8 numpy, captions dict of
+    `test_captions`, ds). Raises MetricError if the model's vocabulary is not the data's, DataError for a bad file.
     """
     from t2icli.data import PreparedDataset, load_meta
 
@@ -180,10 +208,21 @@ def generate_from_test_captions(model, data, n_samples, seed=0, split="test", ba
         raise MetricError(f"--model was trained on a different vocabulary ({len(model.vocab)} words) than --data "
                           f"{os.fspath(data)} ({len(ds.vocab)} words)")
     caps = test_captions(ds, n_samples, seed)
+    t = None
+    if text_embeddings is not None:
+        from t2icli.data.embeddings import embeddings_for_split
+
+        emb = embeddings_for_split(text_embeddings, data, split)  # [n_images, E, D]
+        model.check_embeddings(emb)
+        k = caps["rows"] - np.asarray(ds.image_captions)[caps["images"]]  # caption k of its image
+        t = torch.from_numpy(emb[caps["images"], k % emb.shape[1]])  # [n, D]
     out = []
     for s in range(0, len(caps["rows"]), batch_size):
         idx = np.arange(s, min(s + batch_size, len(caps["rows"])))
-        x = model.generate(caps["tokens"][idx], caps["lengths"][idx], idx, seed=seed, batch_size=batch_size)
+        if t is not None:
+            x = model.generate_embedded(t[idx], idx, seed=seed, batch_size=batch_size)
+        else:
+            x = model.generate(caps["tokens"][idx], caps["lengths"][idx], idx, seed=seed, batch_size=batch_size)
         out.append(to_uint8(x["images"][-1]))
         if progress:
             progress(int(idx[-1]) + 1, len(caps["rows"]))

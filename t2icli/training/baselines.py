@@ -8,8 +8,15 @@ embedding of the same caption (row k of the image's E embeddings, k mod E).
 `Loop` runs optimiser steps over epochs of the deterministic loader with the run-folder contract of the AttnGAN
 trainer (training/attngan.py): stats.jsonl every log_every steps, fakes<step>.png + quick R-precision every
 snapshot_every, checkpoints, a rich progress bar on stderr, --max-minutes, a TrainError on a non-finite loss.
-Determinism as there: the global torch RNG is reseeded every step from (seed, step) and the per-sample noise of a
-step comes from a generator seeded with (seed, step), so a resumed run continues exactly (single process only).
+Determinism as there: the global torch RNG is reseeded every step from (seed, rank, step) and the per-sample noise
+of a step is drawn for the whole global batch from a generator seeded with (seed, step), so a resumed run continues
+exactly.
+
+Distributed (torchrun, see training/distributed.py), as the AttnGAN trainer: `batch_size` is the global batch and
+rank r trains on its rows [r::world] (the loader's), with the noise those rows get in one process (`global_noise`);
+the trainers synchronise BatchNorm, pair the global batch's mismatched captions (`mismatched`), average gradients
+with distributed.sync_grads and losses with distributed.all_mean, so N processes compute the losses of one process
+at the same global batch. The loop stops all ranks together; only rank 0 snapshots, logs and writes.
 """
 
 import dataclasses
@@ -22,7 +29,8 @@ import torch
 from t2icli.training import distributed
 from t2icli.training.attngan import TrainError, _fixed_captions, encode_prompts, generated_rprecision
 
-__all__ = ["Context", "setup", "Loop", "check_positive"]
+__all__ = ["Context", "setup", "Loop", "check_positive", "global_noise", "mismatched", "step_stats", "start",
+           "compiled", "sync_step"]
 
 
 def check_positive(**values):
@@ -105,6 +113,68 @@ def setup(data, damsm, device, seed, resolutions, text_embeddings=None, log=None
                    text_source=source, text_dim=text_dim, embeddings=emb)
 
 
+def start(train_fn, device, batch_size, precision, args):
+    """Run train_fn(env, **args) inside distributed.init/cleanup (the AttnGAN trainer's wrapper): joins the torchrun
+    job if any, checks that the global batch splits over the ranks and that the device and precision exist.
+    Raises TrainError naming the flag."""
+    if precision not in ("fp32", "bf16"):
+        raise TrainError(f"--precision {precision!r}: choose fp32 or bf16")
+    if torch.device(device).type != "cpu" and not torch.cuda.is_available():
+        raise TrainError(f"--device {device}: no CUDA device is available")
+    try:
+        env = distributed.init(device)
+    except ValueError as exc:
+        raise TrainError(str(exc)) from None
+    try:
+        distributed.check_batch_size(batch_size)
+    except ValueError as exc:
+        distributed.cleanup()  # every rank fails here alike
+        raise TrainError(str(exc)) from None
+    args["device"] = env.device
+    ok = False
+    try:
+        result = train_fn(env, **args)
+        ok = True
+        return result
+    finally:
+        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+
+
+def global_noise(gen, b, *dims):
+    """This rank's rows of noise drawn for the whole global batch (b * world rows), one tensor per dim in dims, in
+    the order given: [b, d] each, on the CPU. One process draws exactly these tensors."""
+    B = b * distributed.current().world
+    return [distributed.local_rows(torch.randn(B, d, generator=gen)) for d in dims]
+
+
+def mismatched(t):
+    """The wrong captions of this rank's rows: rows of the global batch's roll (losses.mismatched in one process).
+    t [b, D] -> [b, D]."""
+    from t2icli import losses
+
+    if distributed.current().world == 1:
+        return losses.mismatched(t)
+    return distributed.local_rows(losses.mismatched(distributed.all_gather(t)))
+
+
+def step_stats(losses_by_name):
+    """{name: scalar tensor} of this rank -> {name: float} averaged over ranks (one all-reduce)."""
+    names = list(losses_by_name)
+    stats = torch.stack([losses_by_name[k].detach().float().reshape(()) for k in names])
+    return dict(zip(names, distributed.all_mean(stats).tolist()))
+
+
+def compiled(module, on):
+    """torch.compile(module) when `on` (what the step calls; keep the module for parameters and state dicts)."""
+    return torch.compile(module) if on else module
+
+
+def sync_step(opt):
+    """Average the gradients of an optimiser's parameters over ranks, then step it."""
+    distributed.sync_grads([p for group in opt.param_groups for p in group["params"]])
+    opt.step()
+
+
 class eval_mode:
     """Context: `net` and all its submodules in eval mode, each module's own train/eval flag restored after (a
     frozen Stage-I inside a training StackGAN stays frozen)."""
@@ -162,7 +232,8 @@ class Loop:
         self.per_epoch = len(ctx.train_ds) // self.batch_size
         self.train_seconds, self.images_seen = 0.0, 0
         self.t_start, self.cpu_start = time.perf_counter(), time.process_time()
-        self.progress = progress
+        self.env = distributed.current()
+        self.progress = progress and self.env.is_main
         self.bar = self.task = None
         self.last = None
 
@@ -202,18 +273,20 @@ class Loop:
 
     def run_until(self, until, step_fn, deadline=None, snapshot=None, checkpoint=None, label=""):
         """Train until step == `until` or time.perf_counter() >= deadline. step_fn(batch, gen) -> {key: float}, where
-        gen is the step's noise generator. Snapshots and checkpoints every N steps (not at the stopping step).
-        Returns "steps" or "time"."""
+        gen is the step's noise generator (the same on every rank: draw for the global batch, see global_noise).
+        Snapshots (rank 0) and checkpoints every N steps (not at the stopping step); every rank stops at the same
+        step. Returns "steps" or "time"."""
         from t2icli.data import make_loader
 
-        device = self.ctx.device
+        device, env = self.ctx.device, self.env
         running = {k: 0.0 for k in self.keys}
         running_n = 0
         if self.step >= until:
             return "steps"
         while True:
             loader = make_loader(self.ctx.train_ds, self.batch_size, shuffle=True, drop_last=True, seed=self.seed,
-                                 epoch=self.epoch, start_batch=self.batch_in_epoch, num_workers=self.num_workers)
+                                 epoch=self.epoch, start_batch=self.batch_in_epoch, num_workers=self.num_workers,
+                                 rank=env.rank, world=env.world)
             rng = torch.get_rng_state()
             batches = iter(loader)  # DataLoader draws a base seed from the global RNG; keep the stream intact
             torch.set_rng_state(rng)
@@ -221,12 +294,12 @@ class Loop:
             stop = None
             for batch in batches:
                 batch["images"] = [x.to(device) for x in batch["images"]]
-                torch.manual_seed(distributed.seed_for(self.seed, 0, self.step))
+                torch.manual_seed(distributed.seed_for(self.seed, env.rank, self.step))  # rank-private randomness
                 gen = torch.Generator().manual_seed(distributed.seed_for(self.seed, None, self.step))
                 vals = step_fn(batch, gen)
                 self.step += 1
                 self.batch_in_epoch += 1
-                self.images_seen += len(batch["tokens"])
+                self.images_seen += len(batch["tokens"]) * env.world  # the global batch
                 self.last = vals
                 for k in self.keys:
                     running[k] += vals[k]
@@ -250,11 +323,11 @@ class Loop:
                     running, running_n = {k: 0.0 for k in self.keys}, 0
                 if self.step >= until:
                     stop = "steps"
-                elif deadline is not None and now >= deadline:
+                elif deadline is not None and distributed.any_rank(now >= deadline):  # every rank stops together
                     stop = "time"
                 if self.batch_in_epoch >= self.per_epoch:
                     self.epoch, self.batch_in_epoch = self.epoch + 1, 0
-                if stop is None and snapshot is not None and self.step % self.snapshot_every == 0:
+                if stop is None and snapshot is not None and self.step % self.snapshot_every == 0 and env.is_main:
                     self.train_seconds += time.perf_counter() - t0
                     snapshot()
                     t0 = time.perf_counter()
@@ -284,7 +357,7 @@ class Loop:
                 "images_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else None,
                 "train_seconds": self.train_seconds, "seconds": time.perf_counter() - self.t_start,
                 "cpu_seconds": time.process_time() - self.cpu_start, "rprecision": rp, "snapshot": grid,
-                "attention": None, "is_main": True, "world": 1}
+                "attention": None, "is_main": self.env.is_main, "world": self.env.world}
 
 
 def fixed_noise(seed, n, z_dim, cond_dim):

@@ -8,6 +8,11 @@ Text features: the frozen DAMSM text encoder's e_bar, or StackGAN's char-CNN-RNN
 
 Run folder as the AttnGAN trainer's (training/run.py): config.json, log.txt, stats.jsonl, checkpoints/ (G, D, S,
 optimisers, EMA, step, RNG), fakes<step>.png at fixed noise and prompts, and RUN/generator.pt (models/gancls.py).
+
+Distributed (torchrun) as the AttnGAN trainer (see training/baselines.py): the global batch is split over the ranks,
+BatchNorm in G, D and S is synchronised, t_w is the global batch's roll and z, z' are drawn for the global batch, so
+N processes compute the losses of one. Precision "bf16" autocasts the forward passes on CUDA (losses and EMA in fp32;
+ignored on CPU); `compile` wraps G and D in torch.compile.
 """
 
 import os
@@ -20,8 +25,10 @@ from t2icli import losses
 from t2icli.models.attngan import GeneratorExportError
 from t2icli.models.gancls import (CondDiscriminator, GanClsConfig, GanClsGenerator, StyleEncoder, init_dcgan,
                                   save_baseline)
+from t2icli.training import distributed
 from t2icli.training.attngan import TrainError
-from t2icli.training.baselines import Loop, check_positive, fixed_noise, quick_rprecision, setup, snapshot_images
+from t2icli.training.baselines import (Loop, check_positive, compiled, fixed_noise, global_noise, mismatched,
+                                       quick_rprecision, setup, snapshot_images, start, step_stats, sync_step)
 from t2icli.training.ema import EMA
 from t2icli.training.run import load_checkpoint, open_run, rng_state, set_rng_state
 
@@ -42,64 +49,82 @@ PRESETS = {
 }
 
 
-def train_step(G, D, S, opt_G, opt_D, opt_S, reals, t, z, z_int, interp_beta=0.5, interp=True, check=None):
-    """One GAN-INT-CLS step: D step, then G step, then (S given) a style-encoder step.
+def train_step(G, D, S, opt_G, opt_D, opt_S, reals, t, z, z_int, interp_beta=0.5, interp=True, check=None, *,
+               G_fwd=None, D_fwd=None, amp=None):
+    """One GAN-INT-CLS step on this rank's rows of the global batch: D step, then G step, then (S given) a
+    style-encoder step. Gradients are averaged over ranks before each optimiser step.
 
     reals [b, 3, s, s]; t [b, text_dim]; z, z_int [b, z_dim] (z_int: the interpolated captions' noise).
-    check(vals) is called with D's loss before D's backward and with all losses before G's.
-    Returns {"d", "g", "g_adv", "g_int", "style"} as floats.
+    G_fwd / D_fwd: what to call for G / D (their torch.compile wrappers; default the modules); amp: autocast context
+    of the forward passes (None = fp32). check(vals) is called with D's loss before D's backward and with all
+    losses before G's. Returns {"d", "g", "g_adv", "g_int", "style"}: floats averaged over ranks.
     """
-    t_w = losses.mismatched(t)  # [b, text_dim] row k: caption of image k+1
-    fake = G(z, t)["images"][0]  # [b, 3, s, s]
+    G_fwd = G if G_fwd is None else G_fwd
+    D_fwd = D if D_fwd is None else D_fwd
+    amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
+    t_w = mismatched(t)  # [b, text_dim] row k: caption of image k+1 (of the global batch)
+    with amp:
+        fake = G_fwd(z, t)["images"][0]  # [b, 3, s, s]
     # (1) D: (real, right) -> 1, (real, wrong) -> 0, (fake, right) -> 0.
     D.requires_grad_(True)
-    code_real, code_fake = D(reals), D(fake.detach())  # [b, C, 4, 4] each
-    d_loss = losses.bce(D.logits(code_real, t), 1.0) + 0.5 * (losses.bce(D.logits(code_real, t_w), 0.0)
-                                                              + losses.bce(D.logits(code_fake, t), 0.0))
+    with amp:
+        code_real, code_fake = D_fwd(reals), D_fwd(fake.detach())  # [b, C, 4, 4] each
+        d_loss = losses.bce(D_fwd.logits(code_real, t), 1.0) + 0.5 * (
+            losses.bce(D_fwd.logits(code_real, t_w), 0.0) + losses.bce(D_fwd.logits(code_fake, t), 0.0))
     if check is not None:
-        check({"d": d_loss.item()})
+        check(step_stats({"d": d_loss}))
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
-    opt_D.step()
+    sync_step(opt_D)
     # (2) G against the updated D: fool it on the right text and on interpolated text (D is not trained on
     # interpolations: no real image matches them).
     D.requires_grad_(False)
-    g_adv = losses.bce(D.logits(D(fake), t), 1.0)
     g_int = torch.zeros((), device=reals.device)
-    if interp:
-        t_int = interp_beta * t + (1.0 - interp_beta) * t_w  # [b, text_dim]
-        g_int = losses.bce(D.logits(D(G(z_int, t_int)["images"][0]), t_int), 1.0)
+    with amp:
+        g_adv = losses.bce(D_fwd.logits(D_fwd(fake), t), 1.0)
+        if interp:
+            t_int = interp_beta * t + (1.0 - interp_beta) * t_w  # [b, text_dim]
+            g_int = losses.bce(D_fwd.logits(D_fwd(G_fwd(z_int, t_int)["images"][0]), t_int), 1.0)
+        s_out = S(fake.detach()) if S is not None else None  # [b, z_dim]
     g_loss = g_adv + g_int
-    s_loss = F.mse_loss(S(fake.detach()), z) if S is not None else torch.zeros((), device=reals.device)
-    vals = {"d": d_loss.item(), "g": g_loss.item(), "g_adv": g_adv.item(), "g_int": g_int.item(),
-            "style": s_loss.item()}
+    s_loss = F.mse_loss(s_out.float(), z) if S is not None else torch.zeros((), device=reals.device)
+    vals = step_stats({"d": d_loss, "g": g_loss, "g_adv": g_adv, "g_int": g_int, "style": s_loss})
     if check is not None:
         check(vals)
     opt_G.zero_grad(set_to_none=True)
     g_loss.backward()
-    opt_G.step()
+    sync_step(opt_G)
     if S is not None:
         opt_S.zero_grad(set_to_none=True)
         s_loss.backward()
-        opt_S.step()
+        sync_step(opt_S)
     D.requires_grad_(True)
     return vals
 
 
 def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4, lr_d=2e-4, lr_s=2e-4, gf_dim=64,
           df_dim=64, z_dim=100, proj_dim=128, interp=True, interp_beta=0.5, train_style_encoder=False,
-          text_embeddings=None, ema=True, ema_beta=0.999, device="cpu", seed=0, resume=None, snapshot_every=1000,
-          checkpoint_every=None, max_minutes=None, n_prompts=8, snapshot_rprecision=300, final_rprecision=None,
-          rprecision_runs=10, keep_checkpoints=3, progress=True, num_workers=0, log_every=None, preset=None,
-          prompts=None):
+          text_embeddings=None, ema=True, ema_beta=0.999, device="cpu", precision="fp32", compile=False, seed=0,
+          resume=None, snapshot_every=1000, checkpoint_every=None, max_minutes=None, n_prompts=8,
+          snapshot_rprecision=300, final_rprecision=None, rprecision_runs=10, keep_checkpoints=3, progress=True,
+          num_workers=0, log_every=None, preset=None, prompts=None):
     """Train GAN-INT-CLS into run folder `out` on prepared dataset `data`, conditioned on the DAMSM run `damsm`'s
     sentence features (or, with text_embeddings, on StackGAN's char-CNN-RNN embeddings of the training split).
 
     Stops after `steps` optimiser steps in total, `epochs` epochs (default 600 if neither) or `max_minutes` of this
     invocation; then checkpoints, measures the generated-image R-precision on `final_rprecision` test captions
     (DAMSM conditioning only) and writes RUN/generator.pt (the EMA generator when ema, + the style encoder).
+    batch_size is the global batch (split over the processes of a torchrun job); precision "fp32" | "bf16" (autocast
+    on CUDA); compile: torch.compile G and D; keep_checkpoints: how many checkpoints to keep.
     Returns the dict of training/attngan.train. Raises TrainError (bad option, resume, NaN), DataError.
     """
+    return start(_train, device, batch_size, precision, dict(locals()))
+
+
+def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s, gf_dim, df_dim, z_dim, proj_dim,
+           interp, interp_beta, train_style_encoder, text_embeddings, ema, ema_beta, device, precision, compile, seed,
+           resume, snapshot_every, checkpoint_every, max_minutes, n_prompts, snapshot_rprecision, final_rprecision,
+           rprecision_runs, keep_checkpoints, progress, num_workers, log_every, preset, prompts):
     from t2icli.data import load_meta
 
     t_start = time.perf_counter()
@@ -117,8 +142,6 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
     if text_embeddings is not None and prompts:
         raise TrainError("--prompt needs the DAMSM text encoder; with --text-embeddings the snapshots show the "
                          "first training images' captions")
-    if torch.device(device).type != "cpu" and not torch.cuda.is_available():
-        raise TrainError(f"--device {device}: no CUDA device is available")
     meta = load_meta(data)
     try:
         GanClsConfig(image_size=int(meta["image_size"])).validate()
@@ -144,20 +167,26 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
         "interp_beta": interp_beta, "train_style_encoder": bool(train_style_encoder),
         "text_embeddings": None if text_embeddings is None else os.path.abspath(os.fspath(text_embeddings)),
         "text_source": ctx.text_source, "ema": bool(ema), "ema_beta": ema_beta, "device": str(device), "seed": seed,
+        "precision": precision, "compile": bool(compile), "world_size": env.world,
         "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every, "max_minutes": max_minutes,
         "prompts": list(prompts or []), "n_prompts": n_prompts, "model": cfg.to_dict(), "sizes": cfg.sizes,
         "damsm_config": ctx.damsm_config.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
+    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
     for line in pending:
         run.log(line)
+    if precision == "bf16" and torch.device(device).type != "cuda":
+        run.log("--precision bf16 is ignored on CPU: training in fp32")
 
     # -- models ------------------------------------------------------------------------------------
     torch.manual_seed(seed)
-    G = init_dcgan(GanClsGenerator(cfg)).to(device)
-    D = init_dcgan(CondDiscriminator(cfg.image_size, df_dim, cfg.text_dim, proj_dim, joint_kernel=1)).to(device)
-    S = init_dcgan(StyleEncoder(cfg.image_size, df_dim, z_dim)).to(device) if train_style_encoder else None
+    sync_bn = distributed.sync_batchnorm  # global-batch BN under torchrun (identity in one process)
+    G = sync_bn(init_dcgan(GanClsGenerator(cfg))).to(device)
+    D = sync_bn(init_dcgan(CondDiscriminator(cfg.image_size, df_dim, cfg.text_dim, proj_dim, joint_kernel=1)))
+    D = D.to(device)
+    S = sync_bn(init_dcgan(StyleEncoder(cfg.image_size, df_dim, z_dim))).to(device) if train_style_encoder else None
     opt_G = torch.optim.Adam(G.parameters(), lr=lr_g, betas=(0.5, 0.999))
     opt_D = torch.optim.Adam(D.parameters(), lr=lr_d, betas=(0.5, 0.999))
     opt_S = torch.optim.Adam(S.parameters(), lr=lr_s, betas=(0.5, 0.999)) if S is not None else None
@@ -192,7 +221,10 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
     n_d = sum(p.numel() for p in D.parameters())
     run.log(f"{KIND}: {cfg.image_size} px, G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters"
             + (", style encoder" if S is not None else "") + f", text {ctx.text_source} ({cfg.text_dim}-d), "
-            f"{len(ctx.train_ds)} train images, batch {batch_size}, {total} steps, device {device}")
+            f"{len(ctx.train_ds)} train images, batch {batch_size}, {total} steps, device {device}"
+            + (f", {env.world} processes x {batch_size // env.world} ({env.backend})" if env.world > 1 else ""))
+    G_fwd, D_fwd = compiled(G, compile), compiled(D, compile)  # what the step calls; G, D give parameters/states
+    amp = distributed.autocast(device, precision)
 
     p_t, p_texts = ctx.prompts(n_prompts, prompts)
     p_z, _ = fixed_noise(seed, len(p_texts), z_dim, 0)
@@ -218,6 +250,8 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
         return grid, rp
 
     def checkpoint():
+        if not env.is_main:
+            return None
         state = {"kind": KIND, "model_config": cfg.to_dict(), "vocab": ctx.vocab, "text_source": ctx.text_source,
                  "G": G.state_dict(), "D": D.state_dict(), "opt_G": opt_G.state_dict(), "opt_D": opt_D.state_dict(),
                  "S": None if S is None else S.state_dict(), "opt_S": None if S is None else opt_S.state_dict(),
@@ -227,11 +261,10 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
         return run.save_checkpoint(state, loop.step)
 
     def step_fn(batch, gen):
-        b = len(batch["tokens"])
-        z = torch.randn(b, z_dim, generator=gen).to(device)  # [b, z_dim] z ~ N(0, I)
-        z_int = torch.randn(b, z_dim, generator=gen).to(device)  # noise of the interpolated captions
+        # [b, z_dim] each: z ~ N(0, I) and the interpolated captions' noise, this rank's rows of the global batch's
+        z, z_int = (x.to(device) for x in global_noise(gen, len(batch["tokens"]), z_dim, z_dim))
         vals = train_step(G, D, S, opt_G, opt_D, opt_S, batch["images"][0], ctx.condition(batch), z, z_int,
-                          interp_beta, interp, check=loop.check)
+                          interp_beta, interp, check=loop.check, G_fwd=G_fwd, D_fwd=D_fwd, amp=amp)
         if G_ema is not None:
             G_ema.update(G)
         return vals
@@ -243,20 +276,24 @@ def train(data, damsm, out, *, steps=None, epochs=None, batch_size=64, lr_g=2e-4
         S.train()
     loop.start_bar(total)
     try:
-        if loop.step == 0:
+        if loop.step == 0 and env.is_main:
             record()
         stop = loop.run_until(total, step_fn, deadline, snapshot=record, checkpoint=checkpoint)
         if stop == "steps" and steps is None:
             stop = "epochs"
         run.log(f"stopping ({stop}) at step {loop.step}, epoch {loop.epoch}")
         checkpoint()
-        grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
-                                             "images_per_s": loop.images_seen / loop.train_seconds
-                                             if loop.train_seconds > 0 else None})
+        grid = rp = None
+        if env.is_main:
+            grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
+                                                 "images_per_s": loop.images_seen / loop.train_seconds
+                                                 if loop.train_seconds > 0 else None})
     finally:
         loop.stop_bar()
-    export = save_baseline(run.path("generator.pt"), KIND, sampler(), ctx.text_encoder, ctx.damsm_config, ctx.vocab,
-                           damsm_run=os.path.abspath(os.fspath(damsm)), style_encoder=S, text_source=ctx.text_source,
-                           extra={"data": os.path.abspath(os.fspath(data)), "step": loop.step, "ema": bool(ema)})
-    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
+    export = run.path("generator.pt")
+    if env.is_main:
+        save_baseline(export, KIND, sampler(), ctx.text_encoder, ctx.damsm_config, ctx.vocab,
+                      damsm_run=os.path.abspath(os.fspath(damsm)), style_encoder=S, text_source=ctx.text_source,
+                      extra={"data": os.path.abspath(os.fspath(data)), "step": loop.step, "ema": bool(ema)})
+        run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
     return loop.result(stop, export, rp, grid)

@@ -10,6 +10,11 @@ Stage-I it will be sampled with. --max-minutes is split between the stages in pr
 a Stage-I cut short by time still hands over to Stage-II (stats.jsonl and config record where it ended).
 
 Run folder as the AttnGAN trainer's; checkpoints hold both stages' G, D, optimisers, the EMA and `stage1_end`.
+
+Distributed (torchrun) as the AttnGAN trainer (see training/baselines.py): the global batch is split over the ranks,
+BatchNorm is synchronised, mu_w is the global batch's roll and z, eps are drawn for the global batch, so N processes
+compute the losses of one. Precision "bf16" autocasts the forward passes on CUDA (losses, KL and EMA in fp32;
+ignored on CPU); `compile` wraps G and both Ds in torch.compile.
 """
 
 import os
@@ -22,8 +27,10 @@ from t2icli import losses
 from t2icli.models.attngan import GeneratorExportError
 from t2icli.models.gancls import init_dcgan, save_baseline
 from t2icli.models.stackgan import StackGAN, StackGANConfig, build_discriminators
+from t2icli.training import distributed
 from t2icli.training.attngan import TrainError
-from t2icli.training.baselines import Loop, check_positive, fixed_noise, quick_rprecision, setup, snapshot_images
+from t2icli.training.baselines import (Loop, check_positive, compiled, fixed_noise, global_noise, mismatched,
+                                       quick_rprecision, setup, snapshot_images, start, step_stats, sync_step)
 from t2icli.training.ema import EMA
 from t2icli.training.run import load_checkpoint, open_run, rng_state, set_rng_state
 
@@ -44,43 +51,46 @@ PRESETS = {
 }
 
 
-def stage_step(stage, G, D, opt_G, opt_D, real, t, z, eps, kl_weight=2.0, check=None):
-    """One step of `stage` (1 or 2): D_stage step, then the stage's generator step.
+def stage_step(stage, G, D, opt_G, opt_D, real, t, z, eps, kl_weight=2.0, check=None, *, G_fwd=None, D_fwd=None,
+               amp=None):
+    """One step of `stage` (1 or 2) on this rank's rows of the global batch: D_stage step, then the stage's
+    generator step. Gradients are averaged over ranks before each optimiser step.
 
-    G: the StackGAN (Stage-I frozen in stage 2); D: that stage's discriminator; real [b, 3, s, s] at the stage's
-    side; t [b, text_dim]; z [b, z_dim]; eps [b, cond_dim].
+    G: the StackGAN (Stage-I frozen in stage 2: requires_grad off, eval mode); D: that stage's discriminator;
+    real [b, 3, s, s] at the stage's side; t [b, text_dim]; z [b, z_dim]; eps [b, cond_dim].
+    G_fwd / D_fwd: what to call for G / D (their torch.compile wrappers; default the modules); amp: autocast
+    context of the forward passes (None = fp32).
     check(vals) runs with D's loss before D's backward and with all losses before G's.
-    Returns {"d", "g", "g_adv", "kl"} as floats.
+    Returns {"d", "g", "g_adv", "kl"}: floats averaged over ranks.
     """
-    if stage == 1:
-        out = G(z, t, eps=eps, stages=1)
-    else:
-        with torch.no_grad():
-            c1, _, _ = G.ca1(t, eps)
-            x1 = G.g1(z, c1)  # [b, 3, s/4, s/4] from the frozen Stage-I
-        c2, mu2, logvar2 = G.ca2(t, eps)
-        out = {"images": [x1, G.g2(x1, c2)], "mu": mu2, "logvar": logvar2}
+    G_fwd = G if G_fwd is None else G_fwd
+    D_fwd = D if D_fwd is None else D_fwd
+    amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
+    with amp:
+        out = G_fwd(z, t, eps=eps, stages=stage)  # stage 2: x_1 from the frozen Stage-I (no gradient), then x_2
     fake, mu, logvar = out["images"][-1], out["mu"], out["logvar"]
-    cond = mu.detach()  # D is conditioned on the CA mean, as StackGAN (no gradient into F_ca through D)
+    cond = mu.detach().float()  # D is conditioned on the CA mean, as StackGAN (no gradient into F_ca through D)
     D.requires_grad_(True)
-    code_real, code_fake = D(real), D(fake.detach())  # [b, C, 4, 4]
-    d_loss = losses.bce(D.logits(code_real, cond), 1.0) + 0.5 * (
-        losses.bce(D.logits(code_real, losses.mismatched(cond)), 0.0) + losses.bce(D.logits(code_fake, cond), 0.0))
+    with amp:
+        code_real, code_fake = D_fwd(real), D_fwd(fake.detach())  # [b, C, 4, 4]
+        d_loss = losses.bce(D_fwd.logits(code_real, cond), 1.0) + 0.5 * (
+            losses.bce(D_fwd.logits(code_real, mismatched(cond)), 0.0) + losses.bce(D_fwd.logits(code_fake, cond), 0.0))
     if check is not None:
-        check({"d": d_loss.item()})
+        check(step_stats({"d": d_loss}))
     opt_D.zero_grad(set_to_none=True)
     d_loss.backward()
-    opt_D.step()
+    sync_step(opt_D)
     D.requires_grad_(False)  # G against the updated D
-    g_adv = losses.bce(D.logits(D(fake), cond), 1.0)
+    with amp:
+        g_adv = losses.bce(D_fwd.logits(D_fwd(fake), cond), 1.0)
     kl = losses.kl_loss(mu, logvar)
     g_loss = g_adv + kl_weight * kl
-    vals = {"d": d_loss.item(), "g": g_loss.item(), "g_adv": g_adv.item(), "kl": kl.item()}
+    vals = step_stats({"d": d_loss, "g": g_loss, "g_adv": g_adv, "kl": kl})
     if check is not None:
         check(vals)
     opt_G.zero_grad(set_to_none=True)
     g_loss.backward()
-    opt_G.step()
+    sync_step(opt_G)
     D.requires_grad_(True)
     return vals
 
@@ -101,16 +111,26 @@ class _Stage1View(torch.nn.Module):
 
 def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_size=64, lr_g=2e-4, lr_d=2e-4,
           gf_dim=128, df_dim=64, z_dim=100, cond_dim=128, res_blocks=4, kl_weight=2.0, text_embeddings=None, ema=True,
-          ema_beta=0.999, device="cpu", seed=0, resume=None, snapshot_every=1000, checkpoint_every=None,
-          max_minutes=None, n_prompts=8, snapshot_rprecision=300, final_rprecision=None, rprecision_runs=10,
-          keep_checkpoints=3, progress=True, num_workers=0, log_every=None, preset=None, prompts=None):
+          ema_beta=0.999, device="cpu", precision="fp32", compile=False, seed=0, resume=None, snapshot_every=1000,
+          checkpoint_every=None, max_minutes=None, n_prompts=8, snapshot_rprecision=300, final_rprecision=None,
+          rprecision_runs=10, keep_checkpoints=3, progress=True, num_workers=0, log_every=None, preset=None,
+          prompts=None):
     """Train StackGAN v1 into run folder `out`: stage1_steps of Stage-I (S/4 px), then stage2_steps of Stage-II
     (S px, the data's image size) with Stage-I frozen. Text features as training/gancls.train.
 
     max_minutes bounds this invocation (split over the stages by remaining steps). Writes RUN/generator.pt (both
-    stages; EMA weights when ema). Returns the dict of training/attngan.train plus "stage1_end".
+    stages; EMA weights when ema). batch_size is the global batch (split over the processes of a torchrun job);
+    precision "fp32" | "bf16" (autocast on CUDA); compile: torch.compile G and the Ds.
+    Returns the dict of training/attngan.train plus "stage1_end".
     Raises TrainError (bad option, resume, NaN), DataError.
     """
+    return start(_train, device, batch_size, precision, dict(locals()))
+
+
+def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_g, lr_d, gf_dim, df_dim, z_dim,
+           cond_dim, res_blocks, kl_weight, text_embeddings, ema, ema_beta, device, precision, compile, seed, resume,
+           snapshot_every, checkpoint_every, max_minutes, n_prompts, snapshot_rprecision, final_rprecision,
+           rprecision_runs, keep_checkpoints, progress, num_workers, log_every, preset, prompts):
     from t2icli.data import load_meta
 
     t_start = time.perf_counter()
@@ -126,8 +146,6 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
     if text_embeddings is not None and prompts:
         raise TrainError("--prompt needs the DAMSM text encoder; with --text-embeddings the snapshots show the "
                          "first training images' captions")
-    if torch.device(device).type != "cpu" and not torch.cuda.is_available():
-        raise TrainError(f"--device {device}: no CUDA device is available")
     meta = load_meta(data)
     image_size = int(meta["image_size"])
     try:
@@ -150,19 +168,23 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
         "batch_size": batch_size, "lr_g": lr_g, "lr_d": lr_d, "kl_weight": kl_weight,
         "text_embeddings": None if text_embeddings is None else os.path.abspath(os.fspath(text_embeddings)),
         "text_source": ctx.text_source, "ema": bool(ema), "ema_beta": ema_beta, "device": str(device), "seed": seed,
+        "precision": precision, "compile": bool(compile), "world_size": env.world,
         "snapshot_every": snapshot_every, "checkpoint_every": checkpoint_every, "max_minutes": max_minutes,
         "prompts": list(prompts or []), "n_prompts": n_prompts, "model": cfg.to_dict(), "sizes": sizes,
         "damsm_config": ctx.damsm_config.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = open_run(out, train_config, resume=resume, keep=keep_checkpoints)
+    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
+    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
     for line in pending:
         run.log(line)
+    if precision == "bf16" and torch.device(device).type != "cuda":
+        run.log("--precision bf16 is ignored on CPU: training in fp32")
 
     # -- models ------------------------------------------------------------------------------------
     torch.manual_seed(seed)
-    G = init_dcgan(StackGAN(cfg)).to(device)
-    Ds = init_dcgan(build_discriminators(cfg)).to(device)
+    G = distributed.sync_batchnorm(init_dcgan(StackGAN(cfg))).to(device)  # global-batch BN under torchrun
+    Ds = distributed.sync_batchnorm(init_dcgan(build_discriminators(cfg))).to(device)
     stage_params = [list(G.ca1.parameters()) + list(G.g1.parameters()),
                     list(G.ca2.parameters()) + list(G.g2.parameters())]
     opt_G = [torch.optim.Adam(p, lr=lr_g, betas=(0.5, 0.999)) for p in stage_params]
@@ -195,7 +217,10 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
     run.log(f"{KIND}: Stage-I {sizes[0]} px ({n_g[0] / 1e6:.2f}M) then Stage-II {sizes[1]} px ({n_g[1] / 1e6:.2f}M), "
             f"D {sum(p.numel() for p in Ds.parameters()) / 1e6:.2f}M, text {ctx.text_source} ({cfg.text_dim}-d), "
             f"{len(ctx.train_ds)} train images, batch {batch_size}, {stage1_steps} + {stage2_steps} steps, "
-            f"device {device}")
+            f"device {device}" + (f", {env.world} processes x {batch_size // env.world} ({env.backend})"
+                                  if env.world > 1 else ""))
+    G_fwd, D_fwd = compiled(G, compile), [compiled(D, compile) for D in Ds]  # what the steps call
+    amp = distributed.autocast(device, precision)
 
     p_t, p_texts = ctx.prompts(n_prompts, prompts)
     p_z, p_eps = fixed_noise(seed, len(p_texts), z_dim, cond_dim)
@@ -220,6 +245,8 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
         return grid, rp
 
     def checkpoint():
+        if not env.is_main:
+            return None
         state = {"kind": KIND, "model_config": cfg.to_dict(), "vocab": ctx.vocab, "text_source": ctx.text_source,
                  "G": G.state_dict(), "Ds": Ds.state_dict(), "opt_G": [o.state_dict() for o in opt_G],
                  "opt_D": [o.state_dict() for o in opt_D], "stage1_end": stage1_end, "rng": rng_state(),
@@ -230,11 +257,11 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
 
     def step_fn(stage):
         def fn(batch, gen):
-            b = len(batch["tokens"])
-            z = torch.randn(b, z_dim, generator=gen).to(device)  # [b, z_dim]
-            eps = torch.randn(b, cond_dim, generator=gen).to(device)  # [b, cond_dim] CA noise
+            # [b, z_dim] noise and [b, cond_dim] CA noise: this rank's rows of the global batch's
+            z, eps = (x.to(device) for x in global_noise(gen, len(batch["tokens"]), z_dim, cond_dim))
             vals = stage_step(stage, G, Ds[stage - 1], opt_G[stage - 1], opt_D[stage - 1],
-                              batch["images"][stage - 1], ctx.condition(batch), z, eps, kl_weight, check=loop.check)
+                              batch["images"][stage - 1], ctx.condition(batch), z, eps, kl_weight, check=loop.check,
+                              G_fwd=G_fwd, D_fwd=D_fwd[stage - 1], amp=amp)
             if G_ema is not None:
                 G_ema.update(G)
             return vals
@@ -254,7 +281,7 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
     Ds.train()
     loop.start_bar(total_guess if stage1_end is None else stage1_end + stage2_steps)
     try:
-        if loop.step == 0:
+        if loop.step == 0 and env.is_main:
             record()
         stop = "steps"
         if stage1_end is None:
@@ -275,14 +302,18 @@ def train(data, damsm, out, *, stage1_steps=10000, stage2_steps=10000, batch_siz
                               checkpoint=checkpoint, label="II ")
         run.log(f"stopping ({stop}) at step {loop.step} (Stage-II step {loop.step - stage1_end}), epoch {loop.epoch}")
         checkpoint()
-        grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
-                                             "images_per_s": loop.images_seen / loop.train_seconds
-                                             if loop.train_seconds > 0 else None})
+        grid = rp = None
+        if env.is_main:
+            grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
+                                                 "images_per_s": loop.images_seen / loop.train_seconds
+                                                 if loop.train_seconds > 0 else None})
     finally:
         loop.stop_bar()
-    export = save_baseline(run.path("generator.pt"), KIND, sampler(), ctx.text_encoder, ctx.damsm_config, ctx.vocab,
-                           damsm_run=os.path.abspath(os.fspath(damsm)), text_source=ctx.text_source,
-                           extra={"data": os.path.abspath(os.fspath(data)), "step": loop.step, "ema": bool(ema),
-                                  "stage1_steps_done": stage1_end, "stage2_steps_done": loop.step - stage1_end})
-    run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
+    export = run.path("generator.pt")
+    if env.is_main:
+        save_baseline(export, KIND, sampler(), ctx.text_encoder, ctx.damsm_config, ctx.vocab,
+                      damsm_run=os.path.abspath(os.fspath(damsm)), text_source=ctx.text_source,
+                      extra={"data": os.path.abspath(os.fspath(data)), "step": loop.step, "ema": bool(ema),
+                             "stage1_steps_done": stage1_end, "stage2_steps_done": loop.step - stage1_end})
+        run.log(f"wrote {export} ({time.perf_counter() - t_start:.0f} s in all)")
     return dict(loop.result(stop, export, rp, grid), stage1_end=stage1_end)
