@@ -263,6 +263,15 @@ def test_resume_equals_uninterrupted(birds, tmp_path):
     assert any(name.startswith("attn") and name.endswith(".png") for name in os.listdir(b))
 
 
+def test_checkpoint_every_writes_mid_epoch_checkpoints(birds, tmp_path):
+    out = str(tmp_path / "c")
+    train_damsm(birds, out, max_steps=7, checkpoint_every=3, keep_checkpoints=10, **TINY)  # 4 steps per epoch
+    # step 3 (mid-epoch), 4 (epoch end), 6 (mid-epoch), 7 (the stop); 8 would be the next epoch's end
+    assert [s for s, _ in runlib.list_checkpoints(out)] == [3, 4, 6, 7]
+    with pytest.raises(RunError, match="--checkpoint-every"):
+        train_damsm(birds, str(tmp_path / "d"), max_steps=2, checkpoint_every=0, **TINY)
+
+
 def test_nan_loss_stops_with_step_and_saves_nothing(birds, tmp_path, monkeypatch):
     import t2icli.losses as losses_mod
 

@@ -73,10 +73,13 @@ def _check_resume(ctx, param, value):
               help="Wrap the image encoder in torch.compile (slow first step; faster steps on GPU).")
 @click.option("--keep", default=3, show_default=True, metavar="K", type=click.IntRange(min=1),
               help="Keep the latest K checkpoints in RUN/checkpoints.")
+@click.option("--checkpoint-every", default=None, metavar="STEPS", type=click.IntRange(min=1),
+              help="Also checkpoint every STEPS steps within an epoch (default: at the end of each epoch only; "
+                   "useful when an epoch is long, e.g. COCO).")
 @click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar on stderr.")
 def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume, max_minutes,
           max_steps, small_width, gamma1, gamma2, gamma3, eval_every, workers, threads, precision, compile_, keep,
-          progress):
+          checkpoint_every, progress):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).
 
     Writes RUN/damsm.pt (both encoders + config + vocabulary) for `train attngan`, `sample` and
@@ -115,7 +118,8 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
                              inception_weights=inception_weights, device=device, seed=seed, resume=resume,
                              max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
                              gamma3=gamma3, eval_every=eval_every, num_workers=workers, progress=progress,
-                             small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep)
+                             small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep,
+                             checkpoint_every=checkpoint_every)
     if not result["is_main"]:
         return  # under torchrun only rank 0 reports
     sps = result["samples_per_s"]

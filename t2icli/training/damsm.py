@@ -181,12 +181,13 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                 device="cpu", seed=0, resume=None, max_minutes=None, max_steps=None, gamma1=4.0, gamma2=5.0,
                 gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=16, grad_clip=0.25,
                 rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax",
-                precision="fp32", compile=False, dropout=0.5):
+                precision="fp32", compile=False, dropout=0.5, checkpoint_every=None):
     """Train the DAMSM text and image encoders on prepared dataset `data` into run folder `out`.
 
     Stops after `epochs` epochs, `max_steps` optimiser steps in total, or `max_minutes` of training in
     this invocation, whichever comes first; then evaluates the test split, checkpoints, and writes
-    RUN/damsm.pt. resume: None, "latest" or a checkpoint/run path (see training.run.open_run).
+    RUN/damsm.pt. resume: None, "latest" or a checkpoint/run path (see training.run.open_run). A checkpoint
+    is written at the end of every epoch and, with checkpoint_every=N, also every N steps within an epoch.
     batch_size is the global batch (split over the processes of a torchrun job); precision "fp32" | "bf16"
     (CUDA autocast of the image encoder); compile: torch.compile the image encoder; dropout: of the word embeddings.
     Returns {"run_dir", "export", "step", "epoch", "samples_per_s", "train_seconds", "test": {...},
@@ -196,6 +197,8 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
     """
     if precision not in ("fp32", "bf16"):
         raise RunError(f"--precision {precision!r}: choose fp32 or bf16")
+    if checkpoint_every is not None and checkpoint_every < 1:
+        raise RunError(f"--checkpoint-every {checkpoint_every}: must be >= 1")
     try:
         env = distributed.init(device)
     except ValueError as exc:
@@ -215,7 +218,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
                             keep_checkpoints=keep_checkpoints, small_width=small_width, grad_clip=grad_clip,
                             rprecision_runs=rprecision_runs, progress=progress, num_workers=num_workers,
                             log_every=log_every, small_pool=small_pool, precision=precision, compile=compile,
-                            dropout=dropout)
+                            dropout=dropout, checkpoint_every=checkpoint_every)
         ok = True
         return result
     finally:
@@ -225,7 +228,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
 def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume,
                  max_minutes, max_steps, gamma1, gamma2, gamma3, eval_every, n_attention, keep_checkpoints,
                  small_width, grad_clip, rprecision_runs, progress, num_workers, log_every, small_pool, precision,
-                 compile, dropout):
+                 compile, dropout, checkpoint_every):
     from t2icli.data import PreparedDataset, load_meta, make_loader
 
     meta = load_meta(data)
@@ -388,6 +391,8 @@ def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, incep
                     stop = "time"
                 if stop:
                     break
+                if checkpoint_every and step % checkpoint_every == 0 and batch_in_epoch < per_epoch:
+                    checkpoint()  # within the epoch (the epoch's end writes its own); resumes at this batch
             train_seconds += time.perf_counter() - t0
             if batch_in_epoch >= per_epoch:  # epoch complete
                 epoch += 1
