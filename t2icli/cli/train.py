@@ -1,10 +1,9 @@
 """`t2i train`: the training commands (parsing and validation only; the loops live in t2icli.training)."""
 
-import os
-
 import click
 
 from t2icli.cli.common import err, resolve_device, user_errors
+from t2icli.cli.gan_options import check_resume
 
 
 @click.group()
@@ -16,12 +15,6 @@ def train():
       t2i train damsm --data data/toybirds --out runs/damsm
       t2i train damsm --data data/toybirds --out runs/damsm --resume latest
     """
-
-
-def _check_resume(ctx, param, value):
-    if value is None or value == "latest" or os.path.exists(value):
-        return value
-    raise click.BadParameter(f"{value!r} is neither 'latest' nor an existing checkpoint file or run folder")
 
 
 @train.command()
@@ -45,7 +38,7 @@ def _check_resume(ctx, param, value):
               help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
               help="Random seed (initialisation, data order, augmentation, dropout).")
-@click.option("--resume", default=None, metavar="latest|PATH", callback=_check_resume,
+@click.option("--resume", default=None, metavar="latest|PATH", callback=check_resume,
               help="Continue a run: 'latest' = newest checkpoint in --out, or a checkpoint file / run folder.")
 @click.option("--max-minutes", default=None, metavar="MIN", type=click.FloatRange(min=0, min_open=True),
               help="Stop training after this many minutes (this invocation), then evaluate and export.")

@@ -25,6 +25,7 @@ import torch.nn.functional as F
 
 from t2icli import ops
 from t2icli.fileio import atomic_torch_save
+from t2icli.models.config import ConfigDict
 
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
@@ -65,8 +66,11 @@ def check_stages(image_size, stages):
 
 
 @dataclasses.dataclass
-class GeneratorConfig:
+class GeneratorConfig(ConfigDict):
     """Everything needed to rebuild a generator (and its discriminators' widths)."""
+
+    _error = GeneratorExportError
+    _what = "generator config"
 
     image_size: int = 64  # final stage's side
     stages: int = 3
@@ -86,21 +90,9 @@ class GeneratorConfig:
     def validate(self):
         """Raise GeneratorExportError for an impossible configuration."""
         check_stages(self.image_size, self.stages)
-        for name in ("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim"):
-            if int(getattr(self, name)) < 1:
-                raise GeneratorExportError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         return self
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise GeneratorExportError(f"unknown generator config keys {sorted(unknown)} (export from a newer t2i?)")
-        return cls(**d)
 
 
 def word_mask(tokens):

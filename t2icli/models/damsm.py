@@ -12,6 +12,7 @@ import torch
 import torch.nn as nn
 
 from t2icli.fileio import atomic_torch_save
+from t2icli.models.config import ConfigDict
 from t2icli.models.image_encoder import InceptionImageEncoder, SmallImageEncoder
 from t2icli.models.text_encoder import TextEncoder
 
@@ -27,8 +28,11 @@ class DAMSMExportError(ValueError):
 
 
 @dataclasses.dataclass
-class DAMSMConfig:
+class DAMSMConfig(ConfigDict):
     """Everything needed to rebuild the two encoders (and the DAMSM loss constants they were trained with)."""
+
+    _error = DAMSMExportError
+    _what = "DAMSM config"
 
     vocab_size: int
     word_limit: int = 18
@@ -49,18 +53,6 @@ class DAMSMConfig:
         """D, the shared feature size of words, sentences, regions and images."""
         return 2 * self.hidden
 
-    def to_dict(self):
-        """A JSON-able dict of the fields."""
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of to_dict; unknown keys are an error (an export from a newer t2i)."""
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise DAMSMExportError(f"unknown DAMSM config keys {sorted(unknown)} (export from a newer t2i?)")
-        return cls(**d)
 
 
 class DAMSM(nn.Module):

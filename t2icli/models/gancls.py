@@ -21,6 +21,7 @@ import torch.nn as nn
 
 from t2icli.fileio import atomic_torch_save
 from t2icli.models.attngan import EXPORT_NAME, GeneratorExportError
+from t2icli.models.config import ConfigDict
 
 __all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size",
            "save_baseline", "load_baseline", "read_export", "TEXT_SOURCES"]
@@ -52,8 +53,11 @@ def down_stack(size, ndf, cin=3):
 
 
 @dataclasses.dataclass
-class GanClsConfig:
+class GanClsConfig(ConfigDict):
     """Everything needed to rebuild a GAN-INT-CLS generator (and its D's width)."""
+
+    _error = GeneratorExportError
+    _what = "GAN-INT-CLS config"
 
     image_size: int = 64
     gf_dim: int = 64  # ngf: the 4x4 block has (image_size / 8) * ngf channels (8ngf at 64 px), halved per x2
@@ -73,21 +77,9 @@ class GanClsConfig:
 
     def validate(self):
         check_size(self.image_size)
-        for name in ("gf_dim", "df_dim", "z_dim", "text_dim", "proj_dim"):
-            if int(getattr(self, name)) < 1:
-                raise GeneratorExportError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_positive("gf_dim", "df_dim", "z_dim", "text_dim", "proj_dim")
         return self
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise GeneratorExportError(f"unknown GAN-INT-CLS config keys {sorted(unknown)} (export from a newer t2i?)")
-        return cls(**d)
 
 
 class TextProjection(nn.Sequential):

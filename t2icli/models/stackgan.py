@@ -19,6 +19,7 @@ import torch
 import torch.nn as nn
 
 from t2icli.models.attngan import CondAugment, GeneratorExportError
+from t2icli.models.config import ConfigDict
 from t2icli.models.gancls import CondDiscriminator, check_size
 
 __all__ = ["StackGANConfig", "Stage1Generator", "Stage2Generator", "StackGAN", "build_discriminators", "stage_sizes"]
@@ -30,8 +31,11 @@ def stage_sizes(image_size):
 
 
 @dataclasses.dataclass
-class StackGANConfig:
+class StackGANConfig(ConfigDict):
     """Everything needed to rebuild both StackGAN generators (and the Ds' width)."""
+
+    _error = GeneratorExportError
+    _what = "StackGAN config"
 
     image_size: int = 256  # Stage-II side; Stage-I makes image_size / 4
     gf_dim: int = 128  # Stage-I: 4x4 block of 8 ngf channels, halved per x2; Stage-II: encoder ngf -> 4ngf
@@ -51,23 +55,11 @@ class StackGANConfig:
 
     def validate(self):
         check_size(self.image_size, 32)  # Stage-I >= 8 px; Stage-II's encoder halves it twice
-        for name in ("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim"):
-            if int(getattr(self, name)) < 1:
-                raise GeneratorExportError(f"{name} must be >= 1, got {getattr(self, name)}")
+        self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         if int(self.res_blocks) < 0:
             raise GeneratorExportError(f"res_blocks must be >= 0, got {self.res_blocks}")
         return self
 
-    def to_dict(self):
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, d):
-        names = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(d) - names
-        if unknown:
-            raise GeneratorExportError(f"unknown StackGAN config keys {sorted(unknown)} (export from a newer t2i?)")
-        return cls(**d)
 
 
 def _up(cin, cout):

@@ -232,24 +232,7 @@ def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None
     "is_main", "world"} (rprecision/snapshot/attention are None on ranks other than 0).
     Raises t2icli.data.DataError (bad data), TrainError (bad option, DAMSM/vocabulary mismatch, resume, NaN).
     """
-    args = {k: v for k, v in locals().items()}
-    try:
-        env = distributed.init(device)
-    except ValueError as exc:
-        raise TrainError(str(exc)) from None
-    try:
-        distributed.check_batch_size(batch_size)
-    except ValueError as exc:
-        distributed.cleanup()  # every rank fails here alike
-        raise TrainError(str(exc)) from None
-    args["device"] = env.device
-    ok = False
-    try:
-        result = _train(env, **args)
-        ok = True
-        return result
-    finally:
-        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+    return distributed.launch(_train, device, batch_size, dict(locals()), TrainError)
 
 
 def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr_g, lr_d, damsm_weight, gf_dim, df_dim,

@@ -121,23 +121,7 @@ def start(train_fn, device, batch_size, precision, args):
         raise TrainError(f"--precision {precision!r}: choose fp32 or bf16")
     if torch.device(device).type != "cpu" and not torch.cuda.is_available():
         raise TrainError(f"--device {device}: no CUDA device is available")
-    try:
-        env = distributed.init(device)
-    except ValueError as exc:
-        raise TrainError(str(exc)) from None
-    try:
-        distributed.check_batch_size(batch_size)
-    except ValueError as exc:
-        distributed.cleanup()  # every rank fails here alike
-        raise TrainError(str(exc)) from None
-    args["device"] = env.device
-    ok = False
-    try:
-        result = train_fn(env, **args)
-        ok = True
-        return result
-    finally:
-        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+    return distributed.launch(train_fn, device, batch_size, args, TrainError)
 
 
 def global_noise(gen, b, *dims):

@@ -199,30 +199,7 @@ def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder
         raise RunError(f"--precision {precision!r}: choose fp32 or bf16")
     if checkpoint_every is not None and checkpoint_every < 1:
         raise RunError(f"--checkpoint-every {checkpoint_every}: must be >= 1")
-    try:
-        env = distributed.init(device)
-    except ValueError as exc:
-        raise RunError(str(exc)) from None
-    try:
-        distributed.check_batch_size(batch_size)
-    except ValueError as exc:
-        distributed.cleanup()  # every rank fails here alike
-        raise RunError(str(exc)) from None
-    device = env.device
-    ok = False
-    try:
-        result = _train_damsm(env, data, out, epochs=epochs, batch_size=batch_size, lr=lr, image_encoder=image_encoder,
-                            inception_weights=inception_weights, device=device, seed=seed, resume=resume,
-                            max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
-                            gamma3=gamma3, eval_every=eval_every, n_attention=n_attention,
-                            keep_checkpoints=keep_checkpoints, small_width=small_width, grad_clip=grad_clip,
-                            rprecision_runs=rprecision_runs, progress=progress, num_workers=num_workers,
-                            log_every=log_every, small_pool=small_pool, precision=precision, compile=compile,
-                            dropout=dropout, checkpoint_every=checkpoint_every)
-        ok = True
-        return result
-    finally:
-        distributed.cleanup(wait=ok)  # a failed rank does not wait for the others (torchrun stops them)
+    return distributed.launch(_train_damsm, device, batch_size, dict(locals()), RunError)
 
 
 def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume,

@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["Env", "init", "current", "cleanup", "print0", "barrier", "on_main", "mute", "wrap", "sync_grads",
+__all__ = ["Env", "init", "launch", "current", "cleanup", "print0", "barrier", "on_main", "mute", "wrap", "sync_grads",
            "all_gather_with_grad", "all_gather", "all_mean", "any_rank", "local_rows", "sync_batchnorm", "seed_for", "autocast",
            "check_batch_size"]
 
@@ -253,6 +253,29 @@ def any_rank(flag):
     t = torch.tensor([1.0 if flag else 0.0], device=_env.device if _env.backend == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def launch(train_fn, device, batch_size, kwargs, error):
+    """Run train_fn(env, **kwargs) with kwargs["device"] = env.device inside init() / cleanup(): joins the torchrun
+    job if there is one and checks that the global batch splits over its ranks. A ValueError from either is raised
+    as `error` (the trainer's user-facing exception type). A failed rank does not wait for the others at cleanup
+    (torchrun stops them)."""
+    try:
+        env = init(device)
+    except ValueError as exc:
+        raise error(str(exc)) from None
+    try:
+        check_batch_size(batch_size)
+    except ValueError as exc:
+        cleanup()  # every rank fails here alike
+        raise error(str(exc)) from None
+    ok = False
+    try:
+        result = train_fn(env, **dict(kwargs, device=env.device))
+        ok = True
+        return result
+    finally:
+        cleanup(wait=ok)
 
 
 def check_batch_size(batch_size, flag="--batch-size"):

@@ -1,0 +1,33 @@
+"""The dict round trip of the models' dataclass configs (exports store them as JSON-able dicts)."""
+
+import dataclasses
+
+__all__ = ["ConfigDict"]
+
+
+class ConfigDict:
+    """Mixin for a dataclass config: to_dict / from_dict (unknown keys are an error), positivity checks.
+
+    Subclasses set `_error` (the exception type their loaders raise) and `_what` (a name for messages)."""
+
+    _error = ValueError
+    _what = "config"
+
+    def to_dict(self):
+        """A JSON-able dict of the fields."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of to_dict; unknown keys are an error (an export from a newer t2i)."""
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(d) - names
+        if unknown:
+            raise cls._error(f"unknown {cls._what} keys {sorted(unknown)} (export from a newer t2i?)")
+        return cls(**d)
+
+    def check_positive(self, *names):
+        """Raise `_error` naming the first of these fields that is < 1."""
+        for name in names:
+            if int(getattr(self, name)) < 1:
+                raise self._error(f"{name} must be >= 1, got {getattr(self, name)}")
