@@ -209,6 +209,8 @@ def main():
         "",
         *claims,
         "",
+        "Reading the table: R-precision is scored with the same DAMSM encoders that give the AttnGAN models their DAMSM loss, so it favours the models trained against that loss (AttnGAN with weight > 0); attribute accuracy comes from an independent classifier trained on real images and is the fairer of the two columns. Budgets are short (a few CPU-minutes): the ranking says which model learns the caption fastest, not which is best when trained to convergence.",
+        "",
         "## Commands",
         "",
         "```",
