@@ -21,3 +21,31 @@ def pytest_collection_modifyitems(config, items):
     for item in items:
         if "cuda" in item.keywords:
             item.add_marker(skip)
+
+
+@pytest.fixture(scope="session")
+def tiny_gan_setup():
+    """The function below, for module-scoped fixtures that build their own tiny GAN setup."""
+    return make_tiny_gan_setup
+
+
+def make_tiny_gan_setup(root, n_train=40, n_test=20):
+    """In folder `root`: a 32 px toybirds dataset and a randomly initialised tiny DAMSM export on its vocabulary.
+
+    Returns {"data", "damsm", "root"} (the GAN trainers' tests start from this)."""
+    import json
+
+    import torch
+
+    from t2icli.data.toybirds import prepare_toybirds
+    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+
+    data = root / "data"
+    prepare_toybirds(str(data), size=32, n_train=n_train, n_test=n_test, captions_per_image=2, workers=1)
+    vocab = json.loads((data / "vocab.json").read_text())
+    torch.manual_seed(0)
+    cfg = DAMSMConfig(vocab_size=len(vocab), image_size=32, small_width=4, hidden=16, embedding_dim=16)
+    m = build_damsm(cfg)
+    (root / "damsm").mkdir()
+    save_damsm(str(root / "damsm"), m.text_encoder, m.image_encoder, cfg, vocab)
+    return {"data": str(data), "damsm": str(root / "damsm"), "root": root}

@@ -18,21 +18,9 @@ TINY = dict(gf_dim=4, df_dim=4, z_dim=8, batch_size=4, snapshot_every=1000, n_pr
 
 
 @pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
+def tiny(tmp_path_factory, tiny_gan_setup):
     """A 32 px toybirds dataset (40 train / 20 test) and a randomly initialised DAMSM export on its vocabulary."""
-    from t2icli.data.toybirds import prepare_toybirds
-    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
-
-    root = tmp_path_factory.mktemp("baselines")
-    data = root / "data"
-    prepare_toybirds(str(data), size=32, n_train=40, n_test=20, captions_per_image=2, workers=1)
-    vocab = json.loads((data / "vocab.json").read_text())
-    torch.manual_seed(0)
-    cfg = DAMSMConfig(vocab_size=len(vocab), image_size=32, small_width=4, hidden=16, embedding_dim=16)
-    m = build_damsm(cfg)
-    (root / "damsm").mkdir()
-    save_damsm(str(root / "damsm"), m.text_encoder, m.image_encoder, cfg, vocab)
-    return {"data": str(data), "damsm": str(root / "damsm"), "root": root}
+    return tiny_gan_setup(tmp_path_factory.mktemp("baselines"), n_train=40, n_test=20)
 
 
 @pytest.fixture(scope="module")

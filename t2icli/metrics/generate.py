@@ -150,16 +150,15 @@ class GeneratorModel:
 def load_model(run, device="cpu"):
     """Load RUN/generator.pt (or the file) of any kind (attngan, stackgan2, stackgan, gancls) as a GeneratorModel.
     Raises MetricError naming --model if it can't."""
-    from t2icli.models.attngan import GeneratorExportError, load_generator
-    from t2icli.models.gancls import load_baseline, read_export
+    from t2icli.models.attngan import GeneratorExportError, load_generator, read_export
+    from t2icli.models.gancls import load_baseline
 
     try:
         blob = read_export(run)
         if blob.get("kind") in ("gancls", "stackgan"):
             G, text_encoder, config, vocab, style = load_baseline(run, device, blob=blob)
             return GeneratorModel(G, text_encoder, config, vocab, device, style_encoder=style)
-        del blob
-        G, text_encoder, config, vocab = load_generator(run, device)
+        G, text_encoder, config, vocab = load_generator(run, device, blob=blob)
     except GeneratorExportError as exc:
         raise MetricError(f"--model: {exc}") from None
     return GeneratorModel(G, text_encoder, config, vocab, device)

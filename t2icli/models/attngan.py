@@ -30,7 +30,7 @@ from t2icli.models.config import ConfigDict
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
     "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "init_weights", "word_mask", "GeneratorExportError",
-    "save_generator", "load_generator", "EXPORT_NAME",
+    "save_generator", "load_generator", "read_export", "load_text_encoder", "EXPORT_NAME",
 ]
 
 EXPORT_NAME = "generator.pt"
@@ -92,7 +92,6 @@ class GeneratorConfig(ConfigDict):
         check_stages(self.image_size, self.stages)
         self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         return self
-
 
 
 def word_mask(tokens):
@@ -293,8 +292,17 @@ def init_weights(module):
 
 
 # -- export ---------------------------------------------------------------------------------------
-def save_generator(path, generator, text_encoder, damsm_config, vocab, kind="attngan", damsm_run=None, extra=None):
-    """Write the self-contained inference export atomically. `path` is a file or a run folder (-> RUN/generator.pt)."""
+def state_dict_cpu(module):
+    """module's state dict as detached CPU tensors (what an export stores)."""
+    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
+
+
+def save_generator(path, generator, text_encoder, damsm_config, vocab, kind="attngan", damsm_run=None, extra=None,
+                   fields=None):
+    """Write the self-contained inference export atomically. `path` is a file or a run folder (-> RUN/generator.pt).
+
+    Every trainer's export has this format; `fields` adds kind-specific entries (e.g. the baselines' text source
+    and style encoder)."""
     path = os.fspath(path)
     if os.path.isdir(path):
         path = os.path.join(path, EXPORT_NAME)
@@ -302,28 +310,19 @@ def save_generator(path, generator, text_encoder, damsm_config, vocab, kind="att
     blob = {
         "format": _FORMAT, "version": _VERSION, "kind": str(kind), "config": generator.config.to_dict(),
         "vocab": list(vocab), "damsm_config": dcfg, "damsm_run": None if damsm_run is None else str(damsm_run),
-        "generator": {k: v.detach().cpu() for k, v in generator.state_dict().items()},
-        "text_encoder": {k: v.detach().cpu() for k, v in text_encoder.state_dict().items()},
-        "extra": dict(extra or {}),
+        "generator": state_dict_cpu(generator), "text_encoder": state_dict_cpu(text_encoder),
+        "extra": dict(extra or {}), **(fields or {}),
     }
     atomic_torch_save(blob, path)
     return path
 
 
-def load_generator(path, device="cpu"):
-    """Load a generator export: `path` is a run folder (RUN/generator.pt) or the file itself.
-
-    Returns (G, text_encoder, config: dict, vocab: list[str]) on `device`, eval mode, gradients off.
-    config is the GeneratorConfig dict plus "kind", "damsm_config", "damsm_run", "sizes".
-    Raises GeneratorExportError if the file is missing or not a generator export.
-    """
-    from t2icli.models.damsm import DAMSMConfig
-    from t2icli.models.text_encoder import TextEncoder
-
+def read_export(path):
+    """The raw export dict of RUN/generator.pt (or the file), of any kind. Raises GeneratorExportError naming the path."""
     path = os.fspath(path)
     file = os.path.join(path, EXPORT_NAME) if os.path.isdir(path) else path
     if not os.path.isfile(file):
-        raise GeneratorExportError(f"{path}: no generator export ({EXPORT_NAME}); train one with `t2i train attngan`")
+        raise GeneratorExportError(f"{path}: no generator export ({EXPORT_NAME}); train one with `t2i train ...`")
     try:
         blob = torch.load(file, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
@@ -332,14 +331,35 @@ def load_generator(path, device="cpu"):
         raise GeneratorExportError(f"{file}: not a t2i generator export")
     if blob.get("version") != _VERSION:
         raise GeneratorExportError(f"{file}: generator export version {blob.get('version')}, this t2i reads {_VERSION}")
-    gcfg = GeneratorConfig.from_dict(blob["config"])
-    G = Generator(gcfg)
-    G.load_state_dict(blob["generator"])
+    return blob
+
+
+def load_text_encoder(blob, device="cpu"):
+    """The frozen text encoder stored in an export dict: (text_encoder in eval mode without gradients, DAMSMConfig)."""
+    from t2icli.models.damsm import DAMSMConfig
+    from t2icli.models.text_encoder import TextEncoder
+
     dcfg = DAMSMConfig.from_dict(blob["damsm_config"])
     text_encoder = TextEncoder(dcfg.vocab_size, dcfg.embedding_dim, dcfg.hidden, dcfg.dropout)
     text_encoder.load_state_dict(blob["text_encoder"])
-    G.to(device).eval().requires_grad_(False)
     text_encoder.to(device).eval().requires_grad_(False)
+    return text_encoder, dcfg
+
+
+def load_generator(path, device="cpu", blob=None):
+    """Load a generator export: `path` is a run folder (RUN/generator.pt) or the file itself.
+
+    Returns (G, text_encoder, config: dict, vocab: list[str]) on `device`, eval mode, gradients off.
+    config is the GeneratorConfig dict plus "kind", "damsm_config", "damsm_run", "sizes".
+    blob: the export dict when the caller has read it already (read_export). Raises GeneratorExportError if the
+    file is missing or not a generator export.
+    """
+    blob = read_export(path) if blob is None else blob
+    gcfg = GeneratorConfig.from_dict(blob["config"])
+    G = Generator(gcfg)
+    G.load_state_dict(blob["generator"])
+    G.to(device).eval().requires_grad_(False)
+    text_encoder, dcfg = load_text_encoder(blob, device)
     config = dict(gcfg.to_dict(), kind=blob.get("kind"), damsm_config=dcfg.to_dict(), damsm_run=blob.get("damsm_run"),
                   sizes=gcfg.sizes, **{k: v for k, v in blob.get("extra", {}).items() if k not in gcfg.to_dict()})
     return G, text_encoder, config, list(blob["vocab"])

@@ -54,7 +54,6 @@ class DAMSMConfig(ConfigDict):
         return 2 * self.hidden
 
 
-
 class DAMSM(nn.Module):
     """The two DAMSM encoders side by side: `encode_text` and `encode_images`."""
 

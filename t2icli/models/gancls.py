@@ -14,19 +14,17 @@ models/attngan.py ({"format": "t2i-generator", "version": 1, "kind", "config", "
 
 import dataclasses
 import math
-import os
 
 import torch
 import torch.nn as nn
 
-from t2icli.fileio import atomic_torch_save
-from t2icli.models.attngan import EXPORT_NAME, GeneratorExportError
+from t2icli.models.attngan import (GeneratorExportError, load_text_encoder, read_export, save_generator,
+                                   state_dict_cpu)
 from t2icli.models.config import ConfigDict
 
 __all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size",
-           "save_baseline", "load_baseline", "read_export", "TEXT_SOURCES"]
+           "save_baseline", "load_baseline", "TEXT_SOURCES"]
 
-_FORMAT, _VERSION = "t2i-generator", 1
 TEXT_SOURCES = ("damsm", "char-cnn-rnn")
 
 
@@ -79,7 +77,6 @@ class GanClsConfig(ConfigDict):
         check_size(self.image_size)
         self.check_positive("gf_dim", "df_dim", "z_dim", "text_dim", "proj_dim")
         return self
-
 
 
 class TextProjection(nn.Sequential):
@@ -183,49 +180,19 @@ def init_dcgan(module):
 # -- export (shared by GAN-INT-CLS and StackGAN) ----------------------------------------------------------
 def save_baseline(path, kind, generator, text_encoder, damsm_config, vocab, damsm_run=None, style_encoder=None,
                   text_source="damsm", extra=None):
-    """Write a baseline's self-contained inference export atomically (`path`: file or run folder)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, EXPORT_NAME)
+    """Write a baseline's self-contained inference export atomically (`path`: file or run folder): the common
+    generator export (models/attngan.py) plus its text source and style encoder."""
     if text_source not in TEXT_SOURCES:
         raise ValueError(f"text_source {text_source!r}: choose from {TEXT_SOURCES}")
-
-    def sd(m):
-        return {k: v.detach().cpu() for k, v in m.state_dict().items()}
-
-    dcfg = damsm_config.to_dict() if hasattr(damsm_config, "to_dict") else dict(damsm_config)
-    blob = {"format": _FORMAT, "version": _VERSION, "kind": str(kind), "config": generator.config.to_dict(),
-            "vocab": list(vocab), "damsm_config": dcfg, "damsm_run": None if damsm_run is None else str(damsm_run),
-            "generator": sd(generator), "text_encoder": sd(text_encoder), "text_source": text_source,
-            "style_encoder": None if style_encoder is None else sd(style_encoder), "extra": dict(extra or {})}
-    atomic_torch_save(blob, path)
-    return path
-
-
-def read_export(path):
-    """The raw export dict of RUN/generator.pt (or the file). Raises GeneratorExportError naming the path."""
-    path = os.fspath(path)
-    file = os.path.join(path, EXPORT_NAME) if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise GeneratorExportError(f"{path}: no generator export ({EXPORT_NAME}); train one with `t2i train ...`")
-    try:
-        blob = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise GeneratorExportError(f"{file}: unreadable generator export ({exc})") from None
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-        raise GeneratorExportError(f"{file}: not a t2i generator export")
-    if blob.get("version") != _VERSION:
-        raise GeneratorExportError(f"{file}: generator export version {blob.get('version')}, this t2i reads {_VERSION}")
-    return blob
+    style = None if style_encoder is None else state_dict_cpu(style_encoder)
+    return save_generator(path, generator, text_encoder, damsm_config, vocab, kind=kind, damsm_run=damsm_run,
+                          extra=extra, fields={"text_source": text_source, "style_encoder": style})
 
 
 def load_baseline(path, device="cpu", blob=None):
     """Load a gancls or stackgan export. Returns (G, text_encoder, config dict, vocab, style_encoder or None), eval
     mode, gradients off; config = the model config + "kind", "sizes", "stages", "attention" (False),
     "damsm_config", "damsm_run", "text_source", "style_encoder" (bool) and the export's "extra" entries."""
-    from t2icli.models.damsm import DAMSMConfig
-    from t2icli.models.text_encoder import TextEncoder
-
     blob = read_export(path) if blob is None else blob
     kind = blob.get("kind")
     style = None
@@ -242,11 +209,8 @@ def load_baseline(path, device="cpu", blob=None):
     else:
         raise GeneratorExportError(f"{path}: a {kind!r} export is not a gancls/stackgan model")
     G.load_state_dict(blob["generator"])
-    dcfg = DAMSMConfig.from_dict(blob["damsm_config"])
-    text_encoder = TextEncoder(dcfg.vocab_size, dcfg.embedding_dim, dcfg.hidden, dcfg.dropout)
-    text_encoder.load_state_dict(blob["text_encoder"])
     G.to(device).eval().requires_grad_(False)
-    text_encoder.to(device).eval().requires_grad_(False)
+    text_encoder, dcfg = load_text_encoder(blob, device)
     cfg = G.config.to_dict()
     config = dict(cfg, kind=kind, sizes=list(G.config.sizes), stages=G.config.stages, attention=False,
                   damsm_config=dcfg.to_dict(), damsm_run=blob.get("damsm_run"),

@@ -61,7 +61,6 @@ class StackGANConfig(ConfigDict):
         return self
 
 
-
 def _up(cin, cout):
     """StackGAN's upBlock: x2 nearest -> conv3x3 -> BN -> ReLU. [B, cin, s, s] -> [B, cout, 2s, 2s]."""
     return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=False),

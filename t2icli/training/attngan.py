@@ -41,7 +41,7 @@ from t2icli.models.attngan import (GeneratorConfig, GeneratorExportError, Genera
                                    check_stages, init_weights, save_generator, stage_sizes, word_mask)
 from t2icli.training import distributed
 from t2icli.training.ema import EMA
-from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
+from t2icli.training.run import RunError, check_checkpoint, load_checkpoint, load_ema, rng_state, set_rng_state
 
 __all__ = ["train", "PRESETS", "KINDS", "generate", "generated_rprecision", "encode_prompts", "TrainError"]
 
@@ -303,8 +303,7 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
         "model": gcfg.to_dict(), "sizes": sizes, "damsm_config": dcfg.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
-    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     progress = progress and env.is_main
     if precision == "bf16" and torch.device(device).type != "cuda":
         run.log("--precision bf16 is ignored on CPU: training in fp32")
@@ -319,19 +318,12 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
     step, epoch, batch_in_epoch = 0, 0, 0
     if run.resume_from is not None:
         ckpt = load_checkpoint(run.resume_from)
-        if ckpt.get("model_config") != gcfg.to_dict() or ckpt.get("kind") != kind:
-            raise TrainError(f"--resume {run.resume_from}: the checkpoint is a {ckpt.get('kind')} with model config "
-                             f"{ckpt.get('model_config')}, this run asks for {kind} with {gcfg.to_dict()}")
-        if list(ckpt.get("vocab", [])) != vocab:
-            raise TrainError(f"--resume {run.resume_from}: vocabulary differs from --data {data}")
+        check_checkpoint(ckpt, run.resume_from, kind, gcfg.to_dict(), vocab, data)
         G.load_state_dict(ckpt["G"])
         Ds.load_state_dict(ckpt["Ds"])
         opt_G.load_state_dict(ckpt["opt_G"])
         opt_D.load_state_dict(ckpt["opt_D"])
-        if G_ema is not None:
-            if "G_ema" not in ckpt:
-                raise TrainError(f"--resume {run.resume_from}: the checkpoint has no EMA generator (trained with --no-ema)")
-            G_ema.load_state_dict(ckpt["G_ema"])
+        load_ema(G_ema, ckpt, run.resume_from)
         set_rng_state(ckpt["rng"])
         step, epoch, batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch"])
         run.log(f"resumed at step {step} (epoch {epoch}, batch {batch_in_epoch})")
@@ -339,8 +331,7 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
     n_d = sum(p.numel() for p in Ds.parameters())
     run.log(f"{kind}: {stages} stages {sizes} px, G {n_g / 1e6:.2f}M / Ds {n_d / 1e6:.2f}M parameters, "
             f"{len(train_ds)} train / {len(test_ds)} {test_split} images, batch {batch_size}, {total} steps, "
-            f"device {device}" + (f", {env.world} processes x {batch_size // env.world} ({env.backend})"
-                                  if env.world > 1 else ""))
+            f"device {device}" + env.describe(batch_size))
     G_fwd, D_fwd = G, list(Ds)  # what the step calls; G and Ds themselves give state dicts and parameters
     if compile:
         G_fwd, D_fwd = torch.compile(G), [torch.compile(D) for D in Ds]

@@ -335,11 +335,15 @@ class Loop:
                          f"({rp['n']} test captions, 1+{rp['n_negatives']}) -> {os.path.basename(grid)}")
         return rec
 
+    def final_extra(self):
+        """The extra fields of the final stats record: {"final", "train_seconds", "last", "images_per_s"}."""
+        return {"final": True, "train_seconds": self.train_seconds, "last": self.last,
+                "images_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else None}
+
     def result(self, stop, export, rp, grid):
         """The dict the trainers return (same keys as training/attngan.py's)."""
         return {"run_dir": self.run.dir, "export": export, "step": self.step, "epoch": self.epoch, "stop": stop,
-                "images_per_s": self.images_seen / self.train_seconds if self.train_seconds > 0 else None,
-                "train_seconds": self.train_seconds, "seconds": time.perf_counter() - self.t_start,
+                "images_per_s": self.final_extra()["images_per_s"], "train_seconds": self.train_seconds, "seconds": time.perf_counter() - self.t_start,
                 "cpu_seconds": time.process_time() - self.cpu_start, "rprecision": rp, "snapshot": grid,
                 "attention": None, "is_main": self.env.is_main, "world": self.env.world}
 

@@ -32,7 +32,7 @@ from t2icli.metrics.rprecision import rprecision_from_features
 from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
 from t2icli.models.inception import InceptionWeightsError, load_inception_weights
 from t2icli.training import distributed
-from t2icli.training.run import RunError, load_checkpoint, open_run, rng_state, set_rng_state
+from t2icli.training.run import RunError, load_checkpoint, rng_state, set_rng_state
 
 __all__ = ["train_damsm", "evaluate_damsm", "small_image_size", "save_attention_png", "train_loss"]
 
@@ -235,8 +235,7 @@ def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, incep
         "dataset": {k: meta.get(k)
                     for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
     }
-    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
-    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     progress = progress and env.is_main
     if precision == "bf16" and torch.device(device).type != "cuda":
         run.log("--precision bf16 is ignored on CPU: training in fp32")
@@ -272,7 +271,7 @@ def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, incep
     n_params = sum(p.numel() for p in params)
     run.log(f"DAMSM {image_encoder}: {n_params / 1e6:.2f}M trainable parameters, D={cfg.dim}, image {size}px, "
             f"{len(train_ds)} train / {len(test_ds)} {test_split} images, vocab {len(vocab)}, device {device}"
-            + (f", {env.world} processes x {batch_size // env.world} ({env.backend})" if env.world > 1 else ""))
+            + env.describe(batch_size))
 
     per_epoch = len(train_ds) // batch_size
     total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)

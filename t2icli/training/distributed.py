@@ -33,7 +33,7 @@ import torch
 import torch.distributed as dist
 import torch.nn as nn
 
-__all__ = ["Env", "init", "launch", "current", "cleanup", "print0", "barrier", "on_main", "mute", "wrap", "sync_grads",
+__all__ = ["Env", "init", "launch", "open_run", "current", "cleanup", "print0", "barrier", "on_main", "mute", "wrap", "sync_grads",
            "all_gather_with_grad", "all_gather", "all_mean", "any_rank", "local_rows", "sync_batchnorm", "seed_for", "autocast",
            "check_batch_size"]
 
@@ -49,6 +49,10 @@ class Env:
     device: str = "cpu"
     is_main: bool = True
     backend: str = ""  # "nccl" | "gloo" | "" (world of one)
+
+    def describe(self, batch_size):
+        """', N processes x B/N (backend)' for a log line when the job has several processes, else ''."""
+        return f", {self.world} processes x {batch_size // self.world} ({self.backend})" if self.world > 1 else ""
 
 
 _env = Env()
@@ -253,6 +257,15 @@ def any_rank(flag):
     t = torch.tensor([1.0 if flag else 0.0], device=_env.device if _env.backend == "nccl" else "cpu")
     dist.all_reduce(t, op=dist.ReduceOp.MAX)
     return bool(t.item() > 0)
+
+
+def open_run(out, config, resume=None, keep=3):
+    """training.run.open_run on rank 0 (its error, if any, raised on every rank); on the other ranks the run's
+    log, stats and checkpoint writes do nothing. Every trainer opens its run folder this way."""
+    from t2icli.training import run as runlib
+
+    run = on_main(lambda: runlib.open_run(out, config, resume=resume, keep=keep))
+    return mute(run, "log", "append_stats", "save_checkpoint")
 
 
 def launch(train_fn, device, batch_size, kwargs, error):

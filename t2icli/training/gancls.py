@@ -30,7 +30,7 @@ from t2icli.training.attngan import TrainError
 from t2icli.training.baselines import (Loop, check_positive, compiled, fixed_noise, global_noise, mismatched,
                                        quick_rprecision, setup, snapshot_images, start, step_stats, sync_step)
 from t2icli.training.ema import EMA
-from t2icli.training.run import load_checkpoint, open_run, rng_state, set_rng_state
+from t2icli.training.run import check_checkpoint, load_checkpoint, load_ema, rng_state, set_rng_state
 
 __all__ = ["train", "train_step", "PRESETS", "TrainError"]
 
@@ -173,8 +173,7 @@ def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s
         "damsm_config": ctx.damsm_config.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
-    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     for line in pending:
         run.log(line)
     if precision == "bf16" and torch.device(device).type != "cuda":
@@ -195,11 +194,7 @@ def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s
                 progress, LOG_KEYS, total)
     if run.resume_from is not None:
         ckpt = load_checkpoint(run.resume_from)
-        if ckpt.get("kind") != KIND or ckpt.get("model_config") != cfg.to_dict():
-            raise TrainError(f"--resume {run.resume_from}: the checkpoint is a {ckpt.get('kind')} with model config "
-                             f"{ckpt.get('model_config')}, this run asks for {KIND} with {cfg.to_dict()}")
-        if list(ckpt.get("vocab", [])) != ctx.vocab:
-            raise TrainError(f"--resume {run.resume_from}: vocabulary differs from --data {data}")
+        check_checkpoint(ckpt, run.resume_from, KIND, cfg.to_dict(), ctx.vocab, data)
         if (ckpt.get("S") is not None) != (S is not None):
             raise TrainError(f"--resume {run.resume_from}: the checkpoint was trained "
                              f"{'with' if ckpt.get('S') is not None else 'without'} --train-style-encoder")
@@ -210,10 +205,7 @@ def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s
         if S is not None:
             S.load_state_dict(ckpt["S"])
             opt_S.load_state_dict(ckpt["opt_S"])
-        if G_ema is not None:
-            if "G_ema" not in ckpt:
-                raise TrainError(f"--resume {run.resume_from}: the checkpoint has no EMA generator (trained with --no-ema)")
-            G_ema.load_state_dict(ckpt["G_ema"])
+        load_ema(G_ema, ckpt, run.resume_from)
         set_rng_state(ckpt["rng"])
         loop.load_counters(ckpt)
         run.log(f"resumed at step {loop.step} (epoch {loop.epoch}, batch {loop.batch_in_epoch})")
@@ -222,7 +214,7 @@ def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s
     run.log(f"{KIND}: {cfg.image_size} px, G {n_g / 1e6:.2f}M / D {n_d / 1e6:.2f}M parameters"
             + (", style encoder" if S is not None else "") + f", text {ctx.text_source} ({cfg.text_dim}-d), "
             f"{len(ctx.train_ds)} train images, batch {batch_size}, {total} steps, device {device}"
-            + (f", {env.world} processes x {batch_size // env.world} ({env.backend})" if env.world > 1 else ""))
+            + env.describe(batch_size))
     G_fwd, D_fwd = compiled(G, compile), compiled(D, compile)  # what the step calls; G, D give parameters/states
     amp = distributed.autocast(device, precision)
 
@@ -285,9 +277,7 @@ def _train(env, data, damsm, out, *, steps, epochs, batch_size, lr_g, lr_d, lr_s
         checkpoint()
         grid = rp = None
         if env.is_main:
-            grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
-                                                 "images_per_s": loop.images_seen / loop.train_seconds
-                                                 if loop.train_seconds > 0 else None})
+            grid, rp = record(final=True, extra=loop.final_extra())
     finally:
         loop.stop_bar()
     export = run.path("generator.pt")

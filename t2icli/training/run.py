@@ -29,7 +29,8 @@ import torch
 from t2icli.fileio import atomic_torch_save, atomic_write_bytes, remove_stale_temp_files  # noqa: F401 (re-exported)
 
 __all__ = [
-    "RunError", "Run", "open_run", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint",
+    "RunError", "Run", "open_run", "atomic_write_bytes", "atomic_torch_save", "load_checkpoint", "check_checkpoint",
+    "load_ema",
     "list_checkpoints", "find_latest_checkpoint", "rng_state", "set_rng_state",
 ]
 
@@ -109,6 +110,26 @@ def load_checkpoint(path, map_location="cpu"):
     if not isinstance(state, dict) or "step" not in state:
         raise RunError(f"{path}: not a t2i training checkpoint")
     return state
+
+
+def check_checkpoint(ckpt, path, kind, model_config, vocab, data):
+    """Raise RunError unless checkpoint `ckpt` (read from `path`) is a `kind` run with this model config and the
+    vocabulary of --data `data` (what every GAN trainer checks before resuming)."""
+    if ckpt.get("kind") != kind or ckpt.get("model_config") != model_config:
+        raise RunError(f"--resume {path}: the checkpoint is a {ckpt.get('kind')} with model config "
+                       f"{ckpt.get('model_config')}, this run asks for {kind} with {model_config}")
+    if list(ckpt.get("vocab", [])) != list(vocab):
+        raise RunError(f"--resume {path}: vocabulary differs from --data {data}")
+
+
+def load_ema(ema, ckpt, path):
+    """Restore the EMA generator from a checkpoint (nothing when the run keeps none). Raises RunError if the run
+    keeps one and the checkpoint has none."""
+    if ema is None:
+        return
+    if "G_ema" not in ckpt:
+        raise RunError(f"--resume {path}: the checkpoint has no EMA generator (trained with --no-ema)")
+    ema.load_state_dict(ckpt["G_ema"])
 
 
 def find_latest_checkpoint(run_dir):

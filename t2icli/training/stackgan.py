@@ -32,7 +32,7 @@ from t2icli.training.attngan import TrainError
 from t2icli.training.baselines import (Loop, check_positive, compiled, fixed_noise, global_noise, mismatched,
                                        quick_rprecision, setup, snapshot_images, start, step_stats, sync_step)
 from t2icli.training.ema import EMA
-from t2icli.training.run import load_checkpoint, open_run, rng_state, set_rng_state
+from t2icli.training.run import check_checkpoint, load_checkpoint, load_ema, rng_state, set_rng_state
 
 __all__ = ["train", "stage_step", "PRESETS", "TrainError"]
 
@@ -174,8 +174,7 @@ def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_
         "damsm_config": ctx.damsm_config.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = distributed.on_main(lambda: open_run(out, train_config, resume=resume, keep=keep_checkpoints))
-    run = distributed.mute(run, "log", "append_stats", "save_checkpoint")
+    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     for line in pending:
         run.log(line)
     if precision == "bf16" and torch.device(device).type != "cuda":
@@ -196,19 +195,12 @@ def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_
                 progress, LOG_KEYS, total_guess)
     if run.resume_from is not None:
         ckpt = load_checkpoint(run.resume_from)
-        if ckpt.get("kind") != KIND or ckpt.get("model_config") != cfg.to_dict():
-            raise TrainError(f"--resume {run.resume_from}: the checkpoint is a {ckpt.get('kind')} with model config "
-                             f"{ckpt.get('model_config')}, this run asks for {KIND} with {cfg.to_dict()}")
-        if list(ckpt.get("vocab", [])) != ctx.vocab:
-            raise TrainError(f"--resume {run.resume_from}: vocabulary differs from --data {data}")
+        check_checkpoint(ckpt, run.resume_from, KIND, cfg.to_dict(), ctx.vocab, data)
         G.load_state_dict(ckpt["G"])
         Ds.load_state_dict(ckpt["Ds"])
         for opt, state in zip(opt_G + opt_D, ckpt["opt_G"] + ckpt["opt_D"]):
             opt.load_state_dict(state)
-        if G_ema is not None:
-            if "G_ema" not in ckpt:
-                raise TrainError(f"--resume {run.resume_from}: the checkpoint has no EMA generator (trained with --no-ema)")
-            G_ema.load_state_dict(ckpt["G_ema"])
+        load_ema(G_ema, ckpt, run.resume_from)
         set_rng_state(ckpt["rng"])
         loop.load_counters(ckpt)
         stage1_end = ckpt.get("stage1_end")
@@ -217,8 +209,7 @@ def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_
     run.log(f"{KIND}: Stage-I {sizes[0]} px ({n_g[0] / 1e6:.2f}M) then Stage-II {sizes[1]} px ({n_g[1] / 1e6:.2f}M), "
             f"D {sum(p.numel() for p in Ds.parameters()) / 1e6:.2f}M, text {ctx.text_source} ({cfg.text_dim}-d), "
             f"{len(ctx.train_ds)} train images, batch {batch_size}, {stage1_steps} + {stage2_steps} steps, "
-            f"device {device}" + (f", {env.world} processes x {batch_size // env.world} ({env.backend})"
-                                  if env.world > 1 else ""))
+            f"device {device}" + env.describe(batch_size))
     G_fwd, D_fwd = compiled(G, compile), [compiled(D, compile) for D in Ds]  # what the steps call
     amp = distributed.autocast(device, precision)
 
@@ -304,9 +295,7 @@ def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_
         checkpoint()
         grid = rp = None
         if env.is_main:
-            grid, rp = record(final=True, extra={"final": True, "train_seconds": loop.train_seconds, "last": loop.last,
-                                                 "images_per_s": loop.images_seen / loop.train_seconds
-                                                 if loop.train_seconds > 0 else None})
+            grid, rp = record(final=True, extra=loop.final_extra())
     finally:
         loop.stop_bar()
     export = run.path("generator.pt")
