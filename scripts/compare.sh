@@ -67,7 +67,7 @@ train_args() {  # model -> the t2i arguments (seed, out and the budget are added
   case $m in
     gancls)   echo train gancls --preset toybirds-cpu --steps $BIG --threads 1 ;;
     stackgan) echo train stackgan --preset toybirds-cpu --stage1-steps $BIG --stage2-steps $BIG --threads 1 ;;
-    stackgan2) echo train stackgan2 --preset toybirds-cpu --steps $BIG ;;
+    stackgan2) echo train stackgan2 --preset toybirds-cpu --stages 3 --steps $BIG ;;
     attngan2) echo train attngan --preset toybirds-cpu --stages 2 --steps $BIG ;;
     attngan3) echo train attngan --preset toybirds-cpu --stages 3 --steps $BIG ;;
     attngan3-nodamsm) echo train attngan --preset toybirds-cpu --stages 3 --damsm-weight 0 --steps $BIG ;;

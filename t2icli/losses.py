@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from t2icli import ops
 
-__all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention",
+__all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "shift_flip",
            "bce", "mismatched", "discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
            "color_consistency_loss", "generator_damsm_loss"]
 
@@ -98,24 +98,50 @@ def mismatched(e_bar):
     return torch.roll(e_bar, shifts=-1, dims=0)
 
 
-def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None):
+def shift_flip(x, draws, max_shift=0.125):
+    """Each image of x [B, C, s, s] moved by its own shift and mirrored or not, differentiably (bilinear, reflected
+    borders). draws [B, 3] in [0, 1): horizontal and vertical shift (-> +-max_shift of the side), mirror if < 0.5.
+
+    AttnGAN's DAMSM term scores G's images with a small frozen CNN; a young G satisfies it with colour streaks
+    that only work where they are drawn. Scoring moved copies asks for what the caption says, wherever it is.
+    """
+    B = x.shape[0]
+    draws = draws.to(x.device, torch.float32)
+    theta = torch.zeros(B, 2, 3, device=x.device)
+    theta[:, 0, 0] = torch.where(draws[:, 2] < 0.5, -1.0, 1.0)  # x -> -x: mirror
+    theta[:, 1, 1] = 1.0
+    theta[:, :, 2] = (draws[:, :2] * 2 - 1) * (2 * max_shift)  # the grid spans [-1, 1]: 2 units per side
+    grid = F.affine_grid(theta, list(x.shape), align_corners=False)  # [B, s, s, 2]
+    return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
+
+
+def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None, r1_gamma=0.0):
     """One stage's D loss as AttnGAN: conditional (real, text) / (fake, text) / (real, wrong text) + unconditional.
 
     D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] sentence features;
     e_bar_wrong: [B, D] the mismatched captions (default mismatched(e_bar); a distributed trainer passes the
     rows of the global batch's roll, so N processes pair the same captions as one).
     loss = (BCE(real,1) + BCE_u(real,1)) / 2 + (BCE(fake,0) + BCE_u(fake,0) + BCE(wrong,0)) / 3.
-    Returns {"loss", "real", "fake", "wrong", "u_real", "u_fake"} (scalar tensors).
+    r1_gamma > 0 adds Mescheder et al.'s R1 penalty r1_gamma / 2 * E ||grad_x (cond + uncond logit)(real)||^2 on the
+    real images with their true captions: it keeps D smooth around the data, so it does not overpower a young G.
+    Returns {"loss", "real", "fake", "wrong", "u_real", "u_fake"} (+ "r1" if used) (scalar tensors).
     """
+    if r1_gamma > 0:
+        real = real.detach().requires_grad_(True)
     code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4] each
+    real_c, real_u = D.logits(code_real, e_bar), D.logits(code_real)
     out = {
-        "real": bce(D.logits(code_real, e_bar), 1.0),
+        "real": bce(real_c, 1.0),
         "fake": bce(D.logits(code_fake, e_bar), 0.0),
         "wrong": bce(D.logits(code_real, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong), 0.0),
-        "u_real": bce(D.logits(code_real), 1.0),
+        "u_real": bce(real_u, 1.0),
         "u_fake": bce(D.logits(code_fake), 0.0),
     }
     out["loss"] = (out["real"] + out["u_real"]) / 2 + (out["fake"] + out["u_fake"] + out["wrong"]) / 3
+    if r1_gamma > 0:
+        (grad,) = torch.autograd.grad(real_c.float().sum() + real_u.float().sum(), real, create_graph=True)
+        out["r1"] = grad.float().pow(2).flatten(1).sum(1).mean()  # E_x ||grad||^2 over this batch
+        out["loss"] = out["loss"] + r1_gamma / 2 * out["r1"]
     return out
 
 

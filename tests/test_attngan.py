@@ -89,6 +89,45 @@ def test_losses():
     assert torch.equal(losses.mismatched(e_bar)[0], e_bar[1])
 
 
+def test_shift_flip():
+    x = torch.rand(3, 3, 16, 16, requires_grad=True)
+    still = torch.tensor([[0.5, 0.5, 0.9]]).expand(3, 3)  # no shift, no mirror
+    assert torch.allclose(losses.shift_flip(x, still), x, atol=1e-5)
+    mirror = torch.tensor([[0.5, 0.5, 0.1]]).expand(3, 3)
+    assert torch.allclose(losses.shift_flip(x, mirror), x.flip(3), atol=1e-5)
+    # u = 0.5 + 1/16 at max_shift 0.5: (2u - 1) * 2 * 0.5 = 1/8 grid unit; the grid spans 2 units = 16 px: 1 px.
+    one_px = torch.tensor([[0.5 + 1 / 16, 0.5, 0.9]]).expand(3, 3)
+    y = losses.shift_flip(x, one_px, max_shift=0.5)
+    assert torch.allclose(y[..., :-1], x[..., 1:], atol=1e-5)  # content moved one pixel left, border reflected
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_r1_penalty():
+    torch.manual_seed(0)
+    cfg = GeneratorConfig(image_size=16, stages=1, gf_dim=4, df_dim=2, text_dim=32)
+    D = build_discriminators(cfg)[0]
+    _, _, e_bar = _text(B=4)
+    real, fake = torch.rand(4, 3, 16, 16) * 2 - 1, torch.rand(4, 3, 16, 16) * 2 - 1
+    torch.manual_seed(1)
+    plain = losses.discriminator_loss(D, real, fake, e_bar)
+    torch.manual_seed(1)
+    pen = losses.discriminator_loss(D, real, fake, e_bar, r1_gamma=4.0)
+    assert "r1" not in plain and pen["r1"] > 0
+    assert pen["loss"].item() == pytest.approx(plain["loss"].item() + 2.0 * pen["r1"].item(), rel=1e-5)
+    # The penalty is E_x ||d(cond + uncond logit)/dx||^2, computed here by hand for image 0.
+    x0 = real.clone().requires_grad_(True)
+    D.train()
+    code = D(x0)
+    (g,) = torch.autograd.grad(D.logits(code, e_bar).sum() + D.logits(code).sum(), x0)
+    assert pen["r1"].item() == pytest.approx(g.pow(2).flatten(1).sum(1).mean().item(), rel=1e-4)
+    # It reaches D's weights (double backward through BN) and leaves the real images alone.
+    D.zero_grad()
+    losses.discriminator_loss(D, real, fake, e_bar, r1_gamma=4.0)["loss"].backward()
+    assert all(p.grad is not None and torch.isfinite(p.grad).all() for p in D.encode.parameters())
+    assert real.grad is None
+
+
 # -- trainers --------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny(tmp_path_factory, tiny_gan_setup):
@@ -182,7 +221,9 @@ def test_cli_trains_and_prints_rprecision(tiny, tmp_path):
     out = tmp_path / "cli"
     r = CliRunner().invoke(stackgan2, ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(out),
                                        "--stages", "1", "--steps", "1", "--batch-size", "4", "--gf-dim", "4",
-                                       "--df-dim", "2", "--z-dim", "4", "--cond-dim", "4", "--no-progress"])
+                                       "--df-dim", "2", "--z-dim", "4", "--cond-dim", "4", "--r1-gamma", "1",
+                                       "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "R-precision (generated images" in r.output
     assert (out / "generator.pt").is_file()
+    assert json.loads((out / "config.json").read_text())["r1_gamma"] == 1.0

@@ -205,6 +205,27 @@ def test_mentioned_accuracy_counts_only_mentioned_attributes():
                                     "c": {"accuracy": 1.0, "n": 1}}
 
 
+def test_attribute_classifier_augmentations():
+    from t2icli.metrics.attributes import random_blur, random_noise
+
+    g = torch.Generator().manual_seed(0)
+    x = torch.rand(64, 3, 16, 16) * 2 - 1
+    y = random_blur(x, 2.0, g)
+    assert y.shape == x.shape
+    sharp = (y - x).flatten(1).abs().amax(1) < 1e-5  # images drawn sigma 0 are left as they are
+    assert 10 < int(sharp.sum()) < 54
+    blurred = y[~sharp]
+    assert blurred.std() < x[~sharp].std()  # a blur removes pixel noise ...
+    flat = torch.full((2, 3, 16, 16), 0.3)
+    assert torch.allclose(random_blur(flat, 2.0, g), flat, atol=1e-5)  # ... but keeps a flat colour
+    assert torch.allclose(y.mean((2, 3)), x.mean((2, 3)), atol=0.1)  # and the mean colour (reflect padding)
+    z = random_noise(x, 0.15, torch.Generator().manual_seed(1))
+    same = (z - x).flatten(1).abs().amax(1) == 0
+    assert 10 < int(same.sum()) < 54 and (z - x)[~same].std() < 0.15
+    again = random_noise(x, 0.15, torch.Generator().manual_seed(1))
+    assert torch.equal(z, again)  # reproducible from the generator
+
+
 @pytest.mark.slow
 def test_attribute_classifier_is_accurate_on_toybirds_32px(tmp_path):
     from t2icli.data.toybirds import prepare_toybirds
