@@ -219,6 +219,28 @@ def _fixed_captions(ds, n):
     return tokens, lengths, class_ids, texts
 
 
+def load_damsm_and_splits(data, meta, damsm, device, seed, resolutions):
+    """What every GAN trainer loads first: the DAMSM run's encoders and the train / test splits (test, or train
+    when there is none) at `resolutions` (the test split at the last one only), checked to share a vocabulary.
+
+    Returns (text_encoder, image_encoder, damsm_config, train_ds, test_ds). Raises TrainError naming --damsm.
+    """
+    from t2icli.data import PreparedDataset
+    from t2icli.models.damsm import DAMSMExportError, load_damsm
+
+    try:
+        text_encoder, image_encoder, dcfg, damsm_vocab = load_damsm(damsm, device)
+    except DAMSMExportError as exc:
+        raise TrainError(f"--damsm: {exc}") from None
+    train_ds = PreparedDataset(data, "train", resolutions=resolutions, train=True, seed=seed)
+    test_split = "test" if "test" in meta["splits"] else "train"
+    test_ds = PreparedDataset(data, test_split, resolutions=(resolutions[-1],), train=False, seed=seed)
+    if list(damsm_vocab) != list(train_ds.vocab):
+        raise TrainError(f"--damsm {damsm} was trained on a different vocabulary ({len(damsm_vocab)} words) than "
+                         f"--data {data} ({len(train_ds.vocab)} words); train the DAMSM on the same prepared dataset")
+    return text_encoder, image_encoder, dcfg, train_ds, test_ds
+
+
 def train(data, damsm, out, *, kind="attngan", stages=3, steps=None, epochs=None, batch_size=20, lr_g=2e-4, lr_d=2e-4,
           damsm_weight=5.0, gf_dim=32, df_dim=64, z_dim=100, cond_dim=100, kl_weight=1.0, color_consistency=True,
           cc_lambda1=1.0, cc_lambda2=5.0, ema=True, ema_beta=0.999, device="cpu", precision="fp32", seed=0,
@@ -248,8 +270,7 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
            seed, resume, snapshot_every, checkpoint_every, max_minutes, n_prompts, snapshot_rprecision,
            final_rprecision, rprecision_runs, keep_checkpoints, progress, num_workers, log_every, preset, prompts,
            compile, r1_gamma, damsm_augment):
-    from t2icli.data import PreparedDataset, load_meta, make_loader
-    from t2icli.models.damsm import DAMSMExportError, load_damsm
+    from t2icli.data import load_meta, make_loader
 
     t_start, cpu_start = time.perf_counter(), time.process_time()
     if kind not in KINDS:
@@ -275,18 +296,10 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
         check_stages(image_size, stages)
     except GeneratorExportError as exc:
         raise TrainError(f"{exc} (--data {data})") from None
-    try:
-        text_encoder, image_encoder, dcfg, damsm_vocab = load_damsm(damsm, device)
-    except DAMSMExportError as exc:
-        raise TrainError(f"--damsm: {exc}") from None
     sizes = stage_sizes(image_size, stages)
-    train_ds = PreparedDataset(data, "train", resolutions=sizes, train=True, seed=seed)
-    test_split = "test" if "test" in meta["splits"] else "train"
-    test_ds = PreparedDataset(data, test_split, resolutions=(sizes[-1],), train=False, seed=seed)
+    text_encoder, image_encoder, dcfg, train_ds, test_ds = load_damsm_and_splits(data, meta, damsm, device, seed,
+                                                                                 sizes)
     vocab = list(train_ds.vocab)
-    if list(damsm_vocab) != vocab:
-        raise TrainError(f"--damsm {damsm} was trained on a different vocabulary ({len(damsm_vocab)} words) than "
-                         f"--data {data} ({len(vocab)} words); train the DAMSM on the same prepared dataset")
     if len(train_ds) < batch_size:
         raise TrainError(f"--batch-size {batch_size} is larger than the training split ({len(train_ds)} images)")
     if final_rprecision is None:
@@ -316,8 +329,6 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
     }
     run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     progress = progress and env.is_main
-    if precision == "bf16" and torch.device(device).type != "cuda":
-        run.log("--precision bf16 is ignored on CPU: training in fp32")
 
     # -- models -------------------------------------------------------------------------------------
     torch.manual_seed(seed)
@@ -341,7 +352,7 @@ def _train(env, data, damsm, out, *, kind, stages, steps, epochs, batch_size, lr
     n_g = sum(p.numel() for p in G.parameters())
     n_d = sum(p.numel() for p in Ds.parameters())
     run.log(f"{kind}: {stages} stages {sizes} px, G {n_g / 1e6:.2f}M / Ds {n_d / 1e6:.2f}M parameters, "
-            f"{len(train_ds)} train / {len(test_ds)} {test_split} images, batch {batch_size}, {total} steps, "
+            f"{len(train_ds)} train / {len(test_ds)} {test_ds.split} images, batch {batch_size}, {total} steps, "
             f"device {device}" + env.describe(batch_size))
     G_fwd, D_fwd = G, list(Ds)  # what the step calls; G and Ds themselves give state dicts and parameters
     if compile:

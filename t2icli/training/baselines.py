@@ -27,7 +27,8 @@ import time
 import torch
 
 from t2icli.training import distributed
-from t2icli.training.attngan import TrainError, _fixed_captions, encode_prompts, generated_rprecision
+from t2icli.training.attngan import (TrainError, _fixed_captions, encode_prompts, generated_rprecision,
+                                     load_damsm_and_splits)
 
 __all__ = ["Context", "setup", "Loop", "check_positive", "global_noise", "mismatched", "step_stats", "start",
            "compiled", "sync_step"]
@@ -85,21 +86,12 @@ def setup(data, damsm, device, seed, resolutions, text_embeddings=None, log=None
 
     Returns a Context. Raises TrainError / DataError naming the flag (--damsm vocabulary, --text-embeddings counts).
     """
-    from t2icli.data import PreparedDataset, load_meta
-    from t2icli.models.damsm import DAMSMExportError, load_damsm
+    from t2icli.data import load_meta
 
     meta = load_meta(data)
-    try:
-        text_encoder, image_encoder, dcfg, damsm_vocab = load_damsm(damsm, device)
-    except DAMSMExportError as exc:
-        raise TrainError(f"--damsm: {exc}") from None
-    train_ds = PreparedDataset(data, "train", resolutions=resolutions, train=True, seed=seed)
-    test_split = "test" if "test" in meta["splits"] else "train"
-    test_ds = PreparedDataset(data, test_split, resolutions=(resolutions[-1],), train=False, seed=seed)
+    text_encoder, image_encoder, dcfg, train_ds, test_ds = load_damsm_and_splits(data, meta, damsm, device, seed,
+                                                                                 resolutions)
     vocab = list(train_ds.vocab)
-    if list(damsm_vocab) != vocab:
-        raise TrainError(f"--damsm {damsm} was trained on a different vocabulary ({len(damsm_vocab)} words) than "
-                         f"--data {data} ({len(vocab)} words); train the DAMSM on the same prepared dataset")
     for m in (text_encoder, image_encoder):
         m.eval().requires_grad_(False)
     emb, source, text_dim = None, "damsm", int(dcfg.dim)

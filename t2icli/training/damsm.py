@@ -237,8 +237,6 @@ def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, incep
     }
     run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
     progress = progress and env.is_main
-    if precision == "bf16" and torch.device(device).type != "cuda":
-        run.log("--precision bf16 is ignored on CPU: training in fp32")
     ckpt = None
     if run.resume_from is not None:
         ckpt = load_checkpoint(run.resume_from)

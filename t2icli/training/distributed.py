@@ -259,13 +259,21 @@ def any_rank(flag):
     return bool(t.item() > 0)
 
 
-def open_run(out, config, resume=None, keep=3):
+def open_run(out, config, resume=None, keep=3, notes=()):
     """training.run.open_run on rank 0 (its error, if any, raised on every rank); on the other ranks the run's
-    log, stats and checkpoint writes do nothing. Every trainer opens its run folder this way."""
+    log, stats and checkpoint writes do nothing. Every trainer opens its run folder this way.
+
+    Then logs `notes` (lines gathered before the log existed) and, when config asks for bf16 on a CPU device,
+    that it is ignored."""
     from t2icli.training import run as runlib
 
     run = on_main(lambda: runlib.open_run(out, config, resume=resume, keep=keep))
-    return mute(run, "log", "append_stats", "save_checkpoint")
+    run = mute(run, "log", "append_stats", "save_checkpoint")
+    for line in notes:
+        run.log(line)
+    if config.get("precision") == "bf16" and torch.device(config.get("device", "cpu")).type != "cuda":
+        run.log("--precision bf16 is ignored on CPU: training in fp32")
+    return run
 
 
 def launch(train_fn, device, batch_size, kwargs, error):

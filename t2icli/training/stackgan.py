@@ -174,11 +174,7 @@ def _train(env, data, damsm, out, *, stage1_steps, stage2_steps, batch_size, lr_
         "damsm_config": ctx.damsm_config.to_dict(),
         "dataset": {k: meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes")},
     }
-    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
-    for line in pending:
-        run.log(line)
-    if precision == "bf16" and torch.device(device).type != "cuda":
-        run.log("--precision bf16 is ignored on CPU: training in fp32")
+    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints, notes=pending)
 
     # -- models ------------------------------------------------------------------------------------
     torch.manual_seed(seed)
