@@ -310,3 +310,15 @@ def test_sampler_ranks_partition_global_batches_and_resume():
     assert batches(2, 4) == one[4:]  # resumed after 4 batches: the same global batches as uninterrupted
     with pytest.raises(ValueError, match="multiple of the number of processes"):
         EpochBatchSampler(50, 6, rank=0, world=4)
+
+
+def test_open_run_logs_notes_and_cpu_bf16(tmp_path):
+    from t2icli.training import distributed
+
+    run = distributed.open_run(str(tmp_path / "r"), {"precision": "bf16", "device": "cpu"}, notes=["a note"])
+    log = (tmp_path / "r" / "log.txt").read_text()
+    assert "a note" in log and "--precision bf16 is ignored on CPU" in log
+    quiet = distributed.open_run(str(tmp_path / "s"), {"precision": "fp32", "device": "cpu"})
+    quiet.log("start")
+    assert "bf16" not in (tmp_path / "s" / "log.txt").read_text()
+    assert run.path("log.txt") == str(tmp_path / "r" / "log.txt")
