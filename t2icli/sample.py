@@ -11,13 +11,15 @@ import re
 import numpy as np
 import torch
 
+from t2icli.errors import T2IError
+
 __all__ = ["SampleError", "encode_captions", "output_paths", "sample", "interpolate", "sample_style", "STAGES"]
 
 STAGES = ("last", "all")
 MAX_ATTN_IMAGES = 4  # rows of an attention picture: the first images of the caption, one row per attention stage
 
 
-class SampleError(ValueError):
+class SampleError(T2IError):
     """A caption or option `t2i sample` cannot use (the message names it)."""
 
 

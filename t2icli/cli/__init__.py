@@ -25,6 +25,20 @@ class LazyGroup(click.Group):
     def list_commands(self, ctx):
         return sorted(set(super().list_commands(ctx)) | set(self.lazy))
 
+    def invoke(self, ctx):
+        """Run the command; a user error (t2icli.errors.T2IError, or an OSError such as a full disk or a read-only
+        folder) becomes its one-line message and exit status 1, without a traceback. The one place they are caught."""
+        from t2icli.errors import T2IError
+
+        try:
+            return super().invoke(ctx)
+        except T2IError as exc:
+            raise click.ClickException(str(exc)) from None
+        except OSError as exc:
+            where = f"{exc.filename}: " if exc.filename else ""
+            code = f" (errno {exc.errno})" if exc.errno else ""
+            raise click.ClickException(f"{where}{exc.strerror or exc}{code}") from None
+
     def get_command(self, ctx, name):
         if name in self.lazy:
             module, attr, _ = self.lazy[name]

@@ -1,29 +1,6 @@
-"""Helpers shared by the Click commands: turning library errors into clean CLI errors, device choice."""
-
-import contextlib
+"""Helpers shared by the Click commands: device choice, progress lines on stderr."""
 
 import click
-
-
-@contextlib.contextmanager
-def user_errors(*extra_types):
-    """Turn the library's user-error exceptions into click.ClickException (message, exit 1).
-
-    OSError (a full disk, a read-only or vanished folder) is the environment's fault, not a bug: it is
-    reported as "PATH: reason (errno N)" without a traceback, and exits 1 like the others.
-    """
-    from t2icli.data.format import DataError
-
-    types = (DataError,) + tuple(extra_types)
-    try:
-        yield
-    except types as exc:
-        raise click.ClickException(str(exc)) from None
-    except OSError as exc:
-        where = f"{exc.filename}: " if exc.filename else ""
-        why = exc.strerror or str(exc)
-        code = f" (errno {exc.errno})" if exc.errno else ""
-        raise click.ClickException(f"{where}{why}{code}") from None
 
 
 def resolve_device(device):

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from t2icli.cli.common import err, resolve_device, user_errors
+from t2icli.cli.common import err, resolve_device
 
 _METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
 _BACKBONES = ["fid-inception", "torchvision"]
@@ -96,27 +96,26 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
       t2i eval --model runs/stackgan-cub --data data/cub \\
           --text-embeddings Data/birds/test/char-CNN-RNN-embeddings.pickle
     """
-    from t2icli.metrics.common import MetricError
     from t2icli.metrics.evaluate import METRICS, check_request, evaluate, fid_stats_only
 
     metrics = list(METRICS) if metric == "all" else [metric]
     if text_embeddings is not None and stats_only:
         raise click.UsageError("--text-embeddings goes with a --model to evaluate, not with --stats-only")
-    with user_errors(MetricError):
-        skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
+    skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
     dev = resolve_device(device)
 
     def progress(done, total):
         if done == total or done % max(1, batch_size * 20) < batch_size:
             err(f"  {done}/{total}")
 
-    with user_errors(MetricError):
-        if stats_only:
-            results = [fid_stats_only(data, fid_backbone, inception_weights, batch_size, dev, progress, err)]
-        else:
-            results = evaluate(metrics, model_run, data, n_samples, damsm, inception_weights, num_classes,
-                               fid_backbone, splits, seed, batch_size, dev, progress, err, skip, attr_steps,
-                               text_embeddings)
+    if stats_only:
+        results = [fid_stats_only(data, backbone=fid_backbone, inception_weights=inception_weights,
+                                  batch_size=batch_size, device=dev, progress=progress, log=err)]
+    else:
+        results = evaluate(metrics, model_run, data, n_samples=n_samples, damsm=damsm,
+                           inception_weights=inception_weights, num_classes=num_classes, fid_backbone=fid_backbone,
+                           splits=splits, seed=seed, batch_size=batch_size, device=dev, progress=progress, log=err,
+                           skip=skip, attr_steps=attr_steps, text_embeddings=text_embeddings)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

@@ -4,7 +4,7 @@ import os
 
 import click
 
-from t2icli.cli.common import err, resolve_device, user_errors
+from t2icli.cli.common import err, resolve_device
 
 __all__ = ["check_resume", "options", "apply_preset", "prepare", "call_trainer", "report"]
 
@@ -104,8 +104,7 @@ def prepare(kwargs):
     """Cheap checks and plumbing before the trainer: the data folder, the device, workers, threads, prompts."""
     from t2icli.data import load_meta
 
-    with user_errors():
-        load_meta(kwargs["data"])  # a clear error before anything heavy
+    load_meta(kwargs["data"])  # a clear error before anything heavy
     kwargs["device"] = resolve_device(kwargs["device"])
     kwargs["num_workers"] = kwargs.pop("workers")
     kwargs["prompts"] = list(kwargs["prompts"])
@@ -118,12 +117,8 @@ def prepare(kwargs):
 
 def call_trainer(train, **kwargs):
     """Run a trainer, turning its user-facing errors into clean CLI errors."""
-    from t2icli.models.attngan import GeneratorExportError
-    from t2icli.models.damsm import DAMSMExportError
-    from t2icli.training.run import RunError
 
-    with user_errors(RunError, DAMSMExportError, GeneratorExportError):
-        return train(**kwargs)
+    return train(**kwargs)
 
 
 def report(result, none_reason):

@@ -2,8 +2,6 @@
 
 import click
 
-from t2icli.cli.common import user_errors
-
 OUT = click.option(
     "--out", required=True, metavar="DIR", type=click.Path(file_okay=False, writable=True),
     help="Folder to write the prepared dataset to (new, empty, or a prepared dataset to replace).",
@@ -53,9 +51,8 @@ def toybirds(out, size, n_train, n_test, captions_per_image, seed, workers):
     """
     from t2icli.data.toybirds import prepare_toybirds
 
-    with user_errors():
-        summary = prepare_toybirds(out, size=size, n_train=n_train, n_test=n_test,
-                                   captions_per_image=captions_per_image, seed=seed, workers=workers)
+    summary = prepare_toybirds(out, size=size, n_train=n_train, n_test=n_test,
+                               captions_per_image=captions_per_image, seed=seed, workers=workers)
     _report(summary)
 
 
@@ -91,8 +88,7 @@ def cub(root, captions, out, size, workers):
     """
     from t2icli.data.cub import prepare_cub
 
-    with user_errors():
-        summary = prepare_cub(root, captions, out, size=size, workers=workers)
+    summary = prepare_cub(root, captions, out, size=size, workers=workers)
     _report(summary)
 
 
@@ -112,8 +108,7 @@ def flowers(root, captions, out, size, workers):
     """
     from t2icli.data.flowers import prepare_flowers
 
-    with user_errors():
-        summary = prepare_flowers(root, captions, out, size=size, workers=workers)
+    summary = prepare_flowers(root, captions, out, size=size, workers=workers)
     _report(summary)
 
 
@@ -137,8 +132,7 @@ def coco(root, out, size, limit, workers):
     """
     from t2icli.data.coco import prepare_coco
 
-    with user_errors():
-        summary = prepare_coco(root, out, size=size, limit=limit, workers=workers)
+    summary = prepare_coco(root, out, size=size, limit=limit, workers=workers)
     _report(summary)
 
 
@@ -167,7 +161,6 @@ def folder(root, out, test_fraction, size, seed, word_limit, workers):
     """
     from t2icli.data.folder import prepare_folder
 
-    with user_errors():
-        summary = prepare_folder(root, out, size=size, test_fraction=test_fraction, seed=seed,
-                                 word_limit=word_limit, workers=workers)
+    summary = prepare_folder(root, out, size=size, test_fraction=test_fraction, seed=seed,
+                             word_limit=word_limit, workers=workers)
     _report(summary)

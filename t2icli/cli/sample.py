@@ -4,7 +4,7 @@ import time
 
 import click
 
-from t2icli.cli.common import err, resolve_device, user_errors
+from t2icli.cli.common import err, resolve_device
 
 _T0 = time.perf_counter()  # module import time ~ command start: reported as the cold-start time with --verbose
 
@@ -76,29 +76,26 @@ def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, ste
             raise click.BadParameter(f"{shown!r} has no words (only punctuation or symbols): give some words, "
                                      "e.g. \"a small red bird\"", param_hint="CAPTION")
     dev = resolve_device(device)
-    from t2icli.metrics.common import MetricError
     from t2icli.metrics.generate import load_model
     from t2icli.sample import SampleError, encode_captions, interpolate as interpolate_fn, sample as sample_fn
     from t2icli.sample import sample_style
 
-    with user_errors(MetricError):
-        model = load_model(model_run, dev)
+    model = load_model(model_run, dev)
     try:
         # Vocabulary problems are usage errors (exit 2), checked before anything is generated.
         encode_captions(model, list(interpolate or captions), warn=err)
     except SampleError as exc:
         raise click.UsageError(str(exc)) from None
-    with user_errors(SampleError):
-        if interpolate:
-            res = interpolate_fn(model, interpolate[0], interpolate[1], out, steps=steps, n=n, seed=seed)
-            click.echo(res["png"])
-        elif style_from is not None:
-            for r in sample_style(model, list(captions), style_from, out, seed=seed, stage=stage):
-                click.echo(r["png"])
-        else:
-            for r in sample_fn(model, list(captions), out, n=n, seed=seed, stage=stage, save_attn=save_attn):
-                click.echo(r["png"])
-                if r["attention"]:
-                    click.echo(r["attention"])
+    if interpolate:
+        res = interpolate_fn(model, interpolate[0], interpolate[1], out, steps=steps, n=n, seed=seed)
+        click.echo(res["png"])
+    elif style_from is not None:
+        for r in sample_style(model, list(captions), style_from, out, seed=seed, stage=stage):
+            click.echo(r["png"])
+    else:
+        for r in sample_fn(model, list(captions), out, n=n, seed=seed, stage=stage, save_attn=save_attn):
+            click.echo(r["png"])
+            if r["attention"]:
+                click.echo(r["attention"])
     if verbose:
         err(f"t2i sample: {time.perf_counter() - _T0:.2f} s from command import to last PNG")

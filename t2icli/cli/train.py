@@ -2,7 +2,7 @@
 
 import click
 
-from t2icli.cli.common import err, resolve_device, user_errors
+from t2icli.cli.common import err, resolve_device
 from t2icli.cli.gan_options import check_resume
 
 
@@ -95,24 +95,20 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
         raise click.UsageError("--inception-weights is only used with --image-encoder inception_v3")
     from t2icli.data import load_meta
 
-    with user_errors():
-        load_meta(data)  # a clear error before anything heavy
+    load_meta(data)  # a clear error before anything heavy
     device = resolve_device(device)
     import torch
 
     if threads:
         torch.set_num_threads(threads)
-    from t2icli.models.damsm import DAMSMExportError
     from t2icli.training.damsm import train_damsm
-    from t2icli.training.run import RunError
 
-    with user_errors(RunError, DAMSMExportError):
-        result = train_damsm(data, out, epochs=epochs, batch_size=batch_size, lr=lr, image_encoder=image_encoder,
-                             inception_weights=inception_weights, device=device, seed=seed, resume=resume,
-                             max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
-                             gamma3=gamma3, eval_every=eval_every, num_workers=workers, progress=progress,
-                             small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep,
-                             checkpoint_every=checkpoint_every)
+    result = train_damsm(data, out, epochs=epochs, batch_size=batch_size, lr=lr, image_encoder=image_encoder,
+                         inception_weights=inception_weights, device=device, seed=seed, resume=resume,
+                         max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
+                         gamma3=gamma3, eval_every=eval_every, num_workers=workers, progress=progress,
+                         small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep,
+                         checkpoint_every=checkpoint_every)
     if not result["is_main"]:
         return  # under torchrun only rank 0 reports
     sps = result["samples_per_s"]

@@ -25,12 +25,13 @@ import shutil
 import numpy as np
 
 from t2icli.data.text import Vocab, build_vocab
+from t2icli.errors import T2IError
 
 FORMAT_VERSION = 1
 META_FILE = "dataset.json"
 
 
-class DataError(ValueError):
+class DataError(T2IError):
     """A data set that is missing, malformed, or not what a command expects. The message names the path."""
 
 

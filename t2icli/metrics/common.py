@@ -5,6 +5,8 @@ import os
 
 import numpy as np
 
+from t2icli.errors import T2IError
+
 __all__ = ["MetricError", "file_sha256", "sha256_of", "uint8_batches", "inception_input", "RESIZE", "INCEPTION_SIZE"]
 
 INCEPTION_SIZE = 299
@@ -12,7 +14,7 @@ INCEPTION_SIZE = 299
 RESIZE = "bilinear (align_corners=False, no antialias) to 299x299 from uint8 RGB, then x/127.5-1 (as pytorch-fid)"
 
 
-class MetricError(ValueError):
+class MetricError(T2IError):
     """A user error in evaluating (missing weights file, metric not applicable to the data, ...); names the flag."""
 
 

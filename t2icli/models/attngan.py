@@ -26,6 +26,7 @@ import torch.nn.functional as F
 from t2icli import ops
 from t2icli.fileio import atomic_torch_save
 from t2icli.models.config import ConfigDict
+from t2icli.errors import T2IError
 
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
@@ -38,7 +39,7 @@ _FORMAT, _VERSION = "t2i-generator", 1
 MIN_FIRST_SIZE = 16
 
 
-class GeneratorExportError(ValueError):
+class GeneratorExportError(T2IError):
     """A generator export that is missing or unreadable, or a bad generator configuration (message names it)."""
 
 

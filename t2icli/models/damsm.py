@@ -15,6 +15,7 @@ from t2icli.fileio import atomic_torch_save
 from t2icli.models.config import ConfigDict
 from t2icli.models.image_encoder import InceptionImageEncoder, SmallImageEncoder
 from t2icli.models.text_encoder import TextEncoder
+from t2icli.errors import T2IError
 
 __all__ = ["DAMSMConfig", "DAMSM", "build_damsm", "save_damsm", "load_damsm", "DAMSMExportError", "EXPORT_NAME"]
 
@@ -23,7 +24,7 @@ _FORMAT, _VERSION = "t2i-damsm", 1
 IMAGE_ENCODERS = ("small", "inception_v3")
 
 
-class DAMSMExportError(ValueError):
+class DAMSMExportError(T2IError):
     """A DAMSM export that is missing or unreadable (the message names the path)."""
 
 

@@ -13,10 +13,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from t2icli.errors import T2IError
+
 __all__ = ["Inception3", "InceptionWeightsError", "load_inception_weights", "BasicConv2d"]
 
 
-class InceptionWeightsError(ValueError):
+class InceptionWeightsError(T2IError):
     """A weights file that is not an Inception-v3 state dict (message lists missing/unexpected keys)."""
 
 

@@ -26,6 +26,7 @@ import time
 
 import torch
 
+from t2icli.errors import T2IError
 from t2icli.fileio import atomic_torch_save, atomic_write_bytes, remove_stale_temp_files  # noqa: F401 (re-exported)
 
 __all__ = [
@@ -38,7 +39,7 @@ CKPT_DIR = "checkpoints"
 _CKPT_RE = re.compile(r"^ckpt-(\d{8,})\.pt$")
 
 
-class RunError(ValueError):
+class RunError(T2IError):
     """A run folder or checkpoint problem the user must fix (the message names the path or flag)."""
 
 
