@@ -49,9 +49,9 @@ CONFIGS = {
 def _config(name, model):
     cfg = CONFIGS[name][model]
     if cfg is None:  # the CPU preset, as `t2i train attngan --preset toybirds-cpu` trains it
-        from t2icli.training.attngan import PRESETS
+        from t2icli.training.config import PRESETS
 
-        p = PRESETS["toybirds-cpu"]
+        p = PRESETS["attngan"]["toybirds-cpu"]
         cfg = dict(batch=p["batch_size"], image_size=64, stages=p["stages"], gf_dim=p["gf_dim"], df_dim=p["df_dim"],
                    z_dim=p["z_dim"], cond_dim=p["cond_dim"], damsm_encoder="small", small_width=16, vocab=64, T=18)
     return dict(cfg)

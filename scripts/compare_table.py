@@ -3,7 +3,7 @@
     python scripts/compare_table.py --out compare --results docs/RESULTS.md --minutes 7 --seeds "0 1" ...
 
 Reads OUT/eval/<model>-s<seed>-{rprecision,attr}.json (from `t2i eval --json`), OUT/runs/<model>-s<seed>/stats.jsonl
-and config.json (steps reached, training seconds) and OUT/commands.txt; prints nothing on stdout but the path.
+and run.json (sizes) and OUT/commands.txt; prints nothing on stdout but the path.
 """
 
 import argparse
@@ -33,7 +33,7 @@ def load_json(path):
 
 def run_info(run):
     """(config dict, final stats record) of a run folder (None where missing)."""
-    cfg = load_json(os.path.join(run, "config.json"))
+    cfg = load_json(os.path.join(run, "run.json"))  # what the run resolved: sizes, kind, world size
     final = None
     try:
         with open(os.path.join(run, "stats.jsonl"), encoding="utf-8") as f:

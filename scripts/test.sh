@@ -1,13 +1,21 @@
 #!/usr/bin/env bash
 # Install what the tests need (see scripts/_env.sh) and run the test suite.
-#   bash scripts/test.sh            fast suite (what CI runs)
-#   bash scripts/test.sh --slow     also the tests marked slow
+#   bash scripts/test.sh            the suite CI runs (all but the tests marked slow)
+#   bash scripts/test.sh --fast     an inner loop of about a minute: also without the demo, torchrun, kill -9 and
+#                                   multi-step runs (marked long)
+#   bash scripts/test.sh --slow     everything, the slow tests too
 #   bash scripts/test.sh -k toy     extra arguments go to pytest
-# The tests check the compiled kernels: a failed extension build is an error here.
+# The tests check the compiled kernels: a failed extension build is an error here. With CI=true the 15 slowest
+# tests are listed at the end.
 export T2I_REQUIRE_EXT=${T2I_REQUIRE_EXT:-1}
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
 pipq pytest
 marker=(-m "not slow")
-if [ "${1:-}" = "--slow" ]; then marker=(); shift; fi
-exec "$PY" -m pytest tests "${marker[@]}" -q -ra "$@"
+case "${1:-}" in
+  --slow) marker=(); shift ;;
+  --fast) marker=(-m "not slow and not long"); shift ;;
+esac
+extra=()
+if [ "${CI:-}" = "true" ]; then extra=(--durations=15); fi
+exec "$PY" -m pytest tests "${marker[@]}" -q -ra "${extra[@]}" "$@"

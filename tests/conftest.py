@@ -9,6 +9,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: longer than a few seconds; not run by CI (scripts/test.sh --slow runs it)")
+    config.addinivalue_line("markers", "long: the demo, torchrun, kill -9 and multi-step runs; run by CI, left out of "
+                                       "scripts/test.sh --fast")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one")
 
 
@@ -38,7 +40,8 @@ def make_tiny_gan_setup(root, n_train=40, n_test=20):
     import torch
 
     from t2icli.data.toybirds import prepare_toybirds
-    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+    from t2icli.models.damsm import DAMSMConfig, build_damsm
+    from t2icli.models.export import save_damsm
 
     data = root / "data"
     prepare_toybirds(str(data), size=32, n_train=n_train, n_test=n_test, captions_per_image=2, workers=1)

@@ -26,14 +26,13 @@ def tiny(tmp_path_factory, tiny_gan_setup):
 @pytest.fixture(scope="module")
 def models(tiny):
     """One trained export of each kind: gancls (plain), gancls with style encoder, stackgan (both stages)."""
-    from t2icli.training.gancls import train as train_gancls
-    from t2icli.training.stackgan import train as train_stackgan
+    from t2icli.training import train
 
     root = tiny["root"]
-    out = {"gancls": train_gancls(tiny["data"], tiny["damsm"], str(root / "gancls"), steps=2, **TINY),
-           "style": train_gancls(tiny["data"], tiny["damsm"], str(root / "style"), steps=2,
+    out = {"gancls": train("gancls", data=tiny["data"], damsm=tiny["damsm"], out=str(root / "gancls"), steps=2, **TINY),
+           "style": train("gancls", data=tiny["data"], damsm=tiny["damsm"], out=str(root / "style"), steps=2,
                                  train_style_encoder=True, **TINY),
-           "stackgan": train_stackgan(tiny["data"], tiny["damsm"], str(root / "stackgan"), stage1_steps=2,
+           "stackgan": train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=str(root / "stackgan"), stage1_steps=2,
                                       stage2_steps=2, cond_dim=8, res_blocks=1, **TINY)}
     return {k: v["run_dir"] for k, v in out.items()} | {"results": out}
 
@@ -72,7 +71,8 @@ def test_gancls_one_step_and_export(tiny, models):
     assert train_rec and {"d", "g", "g_adv", "g_int", "style"} <= set(train_rec[-1]["train"])
     assert train_rec[-1]["train"]["g_int"] > 0  # manifold interpolation is on by default
     cfg = json.loads(open(os.path.join(out, "config.json")).read())
-    assert cfg["kind"] == "gancls" and cfg["interp_beta"] == 0.5 and cfg["text_source"] == "damsm"
+    assert cfg["kind"] == "gancls" and cfg["interp_beta"] == 0.5 and cfg["text_embeddings"] is None
+    assert json.loads(open(os.path.join(out, "run.json")).read())["text_source"] == "damsm"
     blob = torch.load(os.path.join(out, "generator.pt"), weights_only=True)
     assert blob["kind"] == "gancls" and blob["style_encoder"] is None
     model = load_model(out)
@@ -141,13 +141,13 @@ def test_style_encoder_export_and_sample_style_from(tiny, models, tmp_path):
 
 
 def test_gancls_resume_equals_uninterrupted(tiny, tmp_path):
-    from t2icli.training.gancls import train
+    from t2icli.training import train
     from t2icli.training.run import find_latest_checkpoint, load_checkpoint
 
     kw = dict(TINY, final_rprecision=0, train_style_encoder=True)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "a"), steps=3, **kw)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), steps=1, **kw)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), steps=3, resume="latest", **kw)
+    train("gancls", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "a"), steps=3, **kw)
+    train("gancls", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "b"), steps=1, **kw)
+    train("gancls", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "b"), steps=3, resume="latest", **kw)
     a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))
     b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))
     assert a["step"] == b["step"] == 3
@@ -195,19 +195,18 @@ def test_char_cnn_rnn_loader_safe_and_matched_by_name(tiny, tmp_path):
 
 
 def test_gancls_and_stackgan_on_text_embeddings(tiny, tmp_path):
-    from t2icli.cli.train_baselines import gancls, stackgan
 
     _write_embeddings(tmp_path / "emb.pickle", 40)
     _write_embeddings(tmp_path / "short.pickle", 39)
     base = ["--data", tiny["data"], "--damsm", tiny["damsm"], "--batch-size", 4, "--gf-dim", 4, "--df-dim", 4,
             "--z-dim", 8, "--no-progress", "--snapshot-every", 1000]
-    r = CliRunner().invoke(gancls, [str(a) for a in base + ["--out", tmp_path / "g", "--steps", 1,
+    r = CliRunner().invoke(main, ["train", "gancls"] + [str(a) for a in base + ["--out", tmp_path / "g", "--steps", 1,
                                                              "--text-embeddings", tmp_path / "emb.pickle"]])
     assert r.exit_code == 0, r.output
     assert "R-precision: n/a" in r.output
     blob = torch.load(tmp_path / "g" / "generator.pt", weights_only=True)
     assert blob["text_source"] == "char-cnn-rnn" and blob["config"]["text_dim"] == 1024
-    r = CliRunner().invoke(stackgan, [str(a) for a in base + ["--out", tmp_path / "s", "--stage1-steps", 1,
+    r = CliRunner().invoke(main, ["train", "stackgan"] + [str(a) for a in base + ["--out", tmp_path / "s", "--stage1-steps", 1,
                                                                "--stage2-steps", 1, "--cond-dim", 8, "--res-blocks", 1,
                                                                "--text-embeddings", tmp_path / "emb.pickle"]])
     assert r.exit_code == 0, r.output
@@ -217,8 +216,8 @@ def test_gancls_and_stackgan_on_text_embeddings(tiny, tmp_path):
     r = run("eval", "--metric", "rprecision", "--model", tmp_path / "s", "--data", tiny["data"], "--n-samples", 10)
     assert r.exit_code == 1 and "char-cnn-rnn" in r.output
     # A file with another number of images than the split: a clear error naming the flag, before any run folder.
-    for cmd in (gancls, stackgan):
-        r = CliRunner().invoke(cmd, [str(a) for a in base + ["--out", tmp_path / "bad",
+    for cmd in ("gancls", "stackgan"):
+        r = CliRunner().invoke(main, ["train", cmd] + [str(a) for a in base + ["--out", tmp_path / "bad",
                                                              "--text-embeddings", tmp_path / "short.pickle"]])
         assert r.exit_code == 1 and "--text-embeddings" in r.output and "39" in r.output and "40" in r.output
         assert not (tmp_path / "bad").exists()
@@ -228,12 +227,12 @@ def test_eval_with_test_split_text_embeddings(tiny, models, tmp_path):
     """`t2i eval --text-embeddings` conditions a char-CNN-RNN model on the test split's embeddings (caption k of
     image i -> row (i, k mod E), as in training) and scores the images against the captions with the DAMSM encoders."""
     from t2icli.metrics.generate import generate_from_test_captions, load_model, to_uint8
-    from t2icli.training.stackgan import train
+    from t2icli.training import train
 
     _write_embeddings(tmp_path / "train.pickle", 40)
     emb = _write_embeddings(tmp_path / "test.pickle", 20, seed=1)
     run_dir = str(tmp_path / "s")
-    train(tiny["data"], tiny["damsm"], run_dir, stage1_steps=1, stage2_steps=1, cond_dim=8, res_blocks=1,
+    train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=run_dir, stage1_steps=1, stage2_steps=1, cond_dim=8, res_blocks=1,
           text_embeddings=str(tmp_path / "train.pickle"), **dict(TINY, final_rprecision=0))
     r = run("eval", "--metric", "rprecision", "--model", run_dir, "--data", tiny["data"], "--n-samples", 30,
             "--text-embeddings", tmp_path / "test.pickle", "--json", "--device", "cpu")
@@ -321,12 +320,12 @@ def test_stackgan_trains_both_stages_stage1_frozen(tiny, models):
 
 def test_stackgan_resume_across_stages_equals_uninterrupted(tiny, tmp_path):
     from t2icli.training.run import find_latest_checkpoint, load_checkpoint
-    from t2icli.training.stackgan import train
+    from t2icli.training import train
 
     kw = dict(TINY, final_rprecision=0, cond_dim=8, res_blocks=1)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "a"), stage1_steps=2, stage2_steps=2, **kw)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), stage1_steps=2, stage2_steps=1, **kw)
-    train(tiny["data"], tiny["damsm"], str(tmp_path / "b"), stage1_steps=2, stage2_steps=2, resume="latest", **kw)
+    train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "a"), stage1_steps=2, stage2_steps=2, **kw)
+    train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "b"), stage1_steps=2, stage2_steps=1, **kw)
+    train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "b"), stage1_steps=2, stage2_steps=2, resume="latest", **kw)
     a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))
     b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))
     assert a["step"] == b["step"] == 4 and a["stage1_end"] == b["stage1_end"] == 2
@@ -362,35 +361,34 @@ def test_eval_rprecision_on_gancls(tiny, models):
 
 # -- CLI errors -------------------------------------------------------------------------------------------
 def test_cli_bad_inputs(tiny, tmp_path):
-    from t2icli.cli.train_baselines import gancls, stackgan
 
     runner = CliRunner()
     base = ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(tmp_path / "r"), "--no-progress"]
-    r = runner.invoke(gancls, base + ["--interp-beta", "1.5"])
+    r = runner.invoke(main, ["train", "gancls"] + base + ["--interp-beta", "1.5"])
     assert r.exit_code == 2 and "--interp-beta" in r.output
-    r = runner.invoke(gancls, base + ["--batch-size", "0"])
+    r = runner.invoke(main, ["train", "gancls"] + base + ["--batch-size", "0"])
     assert r.exit_code == 2 and "--batch-size" in r.output
-    r = runner.invoke(gancls, base + ["--steps", "2", "--epochs", "2"])
+    r = runner.invoke(main, ["train", "gancls"] + base + ["--steps", "2", "--epochs", "2"])
     assert r.exit_code == 2 and "not both" in r.output
-    r = runner.invoke(stackgan, base + ["--stage2-steps", "0"])
+    r = runner.invoke(main, ["train", "stackgan"] + base + ["--stage2-steps", "0"])
     assert r.exit_code == 2 and "--stage2-steps" in r.output
-    r = runner.invoke(stackgan, base + ["--batch-size", "64"])
+    r = runner.invoke(main, ["train", "stackgan"] + base + ["--batch-size", "64"])
     assert r.exit_code == 1 and "--batch-size 64" in r.output
-    r = runner.invoke(gancls, ["--data", tiny["data"], "--damsm", tiny["data"], "--out", str(tmp_path / "r")])
+    r = runner.invoke(main, ["train", "gancls"] + ["--data", tiny["data"], "--damsm", tiny["data"], "--out", str(tmp_path / "r")])
     assert r.exit_code == 1 and "--damsm" in r.output
     assert not (tmp_path / "r").exists()
-    for cmd in (gancls, stackgan):
-        assert "Examples" in runner.invoke(cmd, ["--help"]).output
+    for cmd in ("gancls", "stackgan"):
+        assert "Examples" in runner.invoke(main, ["train", cmd, "--help"]).output
 
 
 def test_non_finite_loss_stops_and_names_step(tiny, tmp_path, monkeypatch):
-    from t2icli.training import stackgan as trainer
-    from t2icli.training.run import list_checkpoints
+    from t2icli.training import stackgan as trainer, train
+    from t2icli.training.run import RunError, list_checkpoints
 
     out = str(tmp_path / "nan")
     kw = dict(TINY, final_rprecision=0, cond_dim=8, res_blocks=1, checkpoint_every=1)
-    trainer.train(tiny["data"], tiny["damsm"], out, stage1_steps=1, stage2_steps=1, **kw)
+    train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=out, stage1_steps=1, stage2_steps=1, **kw)
     monkeypatch.setattr(trainer.losses, "kl_loss", lambda mu, logvar: torch.tensor(float("nan")))
-    with pytest.raises(trainer.TrainError, match="non-finite loss at step 3"):
-        trainer.train(tiny["data"], tiny["damsm"], out, stage1_steps=1, stage2_steps=3, resume="latest", **kw)
+    with pytest.raises(RunError, match="non-finite loss at step 3"):
+        train("stackgan", data=tiny["data"], damsm=tiny["damsm"], out=out, stage1_steps=1, stage2_steps=3, resume="latest", **kw)
     assert [s for s, _ in list_checkpoints(out)] == [2]  # the last good checkpoint, nothing after it

@@ -12,14 +12,16 @@ from click.testing import CliRunner
 from t2icli.data.format import DatasetWriter
 from t2icli.losses import damsm_loss, damsm_scores, damsm_word_attention, same_class_mask, sentence_scores
 from t2icli.metrics.rprecision import retrieval_rprecision, rprecision_from_features
-from t2icli.models.damsm import DAMSMConfig, DAMSMExportError, build_damsm, load_damsm, save_damsm
+from t2icli.models.damsm import DAMSMConfig, build_damsm
+from t2icli.models.export import ExportError, load_damsm, save_damsm
 from t2icli.models.image_encoder import SmallImageEncoder
 from t2icli.models.inception import Inception3, InceptionWeightsError, load_inception_weights
 from t2icli.models.text_encoder import TextEncoder
 from t2icli.ops import reference
 from t2icli.training import run as runlib
-from t2icli.training.damsm import train_damsm
+from t2icli.training import train
 from t2icli.training.run import RunError
+from t2icli.errors import ConfigError
 
 COLOURS = {"red": (220, 30, 30), "green": (30, 200, 30), "blue": (30, 30, 220), "yellow": (230, 220, 40)}
 
@@ -110,6 +112,7 @@ def test_inception_names_roundtrip_and_wrong_checkpoint(tmp_path):
         load_inception_weights(other, str(tmp_path / "resnet.pth"))
 
 
+@pytest.mark.long
 def test_inception_image_encoder_is_frozen_with_trainable_heads():
     from t2icli.models.image_encoder import InceptionImageEncoder
 
@@ -214,7 +217,7 @@ def test_save_load_gives_identical_outputs(tmp_path):
     with torch.no_grad():
         for a, b in zip(model.encode_images(x) + model.encode_text(tok, lens), image(x) + text(tok, lens)):
             assert torch.equal(a, b)
-    with pytest.raises(DAMSMExportError, match="no DAMSM export"):
+    with pytest.raises(ExportError, match="no DAMSM export"):
         load_damsm(str(tmp_path / "nowhere"))
 
 
@@ -248,11 +251,12 @@ def _export_state(run_dir):
     return state
 
 
+@pytest.mark.long
 def test_resume_equals_uninterrupted(birds, tmp_path):
     a, b = str(tmp_path / "a"), str(tmp_path / "b")
-    train_damsm(birds, a, max_steps=7, **TINY)  # 4 steps per epoch: crosses an epoch boundary
-    train_damsm(birds, b, max_steps=3, **TINY)  # stops mid-epoch
-    res = train_damsm(birds, b, max_steps=7, resume="latest", **TINY)
+    train("damsm", data=birds, out=a, steps=7, **TINY)  # 4 steps per epoch: crosses an epoch boundary
+    train("damsm", data=birds, out=b, steps=3, **TINY)  # stops mid-epoch
+    res = train("damsm", data=birds, out=b, steps=7, resume="latest", **TINY)
     assert res["step"] == 7
     sa, sb = _export_state(a), _export_state(b)
     assert sa.keys() == sb.keys()
@@ -265,11 +269,11 @@ def test_resume_equals_uninterrupted(birds, tmp_path):
 
 def test_checkpoint_every_writes_mid_epoch_checkpoints(birds, tmp_path):
     out = str(tmp_path / "c")
-    train_damsm(birds, out, max_steps=7, checkpoint_every=3, keep_checkpoints=10, **TINY)  # 4 steps per epoch
+    train("damsm", data=birds, out=out, steps=7, checkpoint_every=3, keep=10, **TINY)  # 4 steps per epoch
     # step 3 (mid-epoch), 4 (epoch end), 6 (mid-epoch), 7 (the stop); 8 would be the next epoch's end
     assert [s for s, _ in runlib.list_checkpoints(out)] == [3, 4, 6, 7]
-    with pytest.raises(RunError, match="--checkpoint-every"):
-        train_damsm(birds, str(tmp_path / "d"), max_steps=2, checkpoint_every=0, **TINY)
+    with pytest.raises(ConfigError, match="--checkpoint-every"):
+        train("damsm", data=birds, out=str(tmp_path / "d"), steps=2, checkpoint_every=0, **TINY)
 
 
 def test_nan_loss_stops_with_step_and_saves_nothing(birds, tmp_path, monkeypatch):
@@ -287,8 +291,8 @@ def test_nan_loss_stops_with_step_and_saves_nothing(birds, tmp_path, monkeypatch
 
     monkeypatch.setattr(losses_mod, "damsm_loss", poisoned)
     out = str(tmp_path / "nan")
-    with pytest.raises(RunError, match=r"loss is nan at step 3"):
-        train_damsm(birds, out, max_steps=5, **TINY)
+    with pytest.raises(RunError, match=r"non-finite loss at step 3"):
+        train("damsm", data=birds, out=out, steps=5, **TINY)
     assert runlib.list_checkpoints(out) == [] and not os.path.exists(os.path.join(out, "damsm.pt"))
 
 
@@ -296,9 +300,9 @@ def test_resume_with_other_vocabulary_is_an_error(birds, tmp_path):
     other = tmp_path / "other"
     write_birds(other, extra_word="purple")
     out = str(tmp_path / "run")
-    train_damsm(birds, out, max_steps=2, **TINY)
+    train("damsm", data=birds, out=out, steps=2, **TINY)
     with pytest.raises(RunError, match="vocabulary mismatch"):
-        train_damsm(str(other), out, max_steps=4, resume="latest", **TINY)
+        train("damsm", data=str(other), out=out, steps=4, resume="latest", **TINY)
 
 
 # -- CLI ------------------------------------------------------------------------------------------

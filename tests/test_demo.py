@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+pytestmark = pytest.mark.long  # left out by scripts/test.sh --fast
+
 
 # About 65 s on a quiet 2-core CPU (install check, prep, damsm, attngan, sample, eval): part of CI,
 # as the issue asks of the quick demo.

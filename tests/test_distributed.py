@@ -21,6 +21,8 @@ import torch.nn as nn
 
 from t2icli.training import distributed
 
+pytestmark = pytest.mark.long  # left out by scripts/test.sh --fast
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
@@ -56,7 +58,7 @@ def _coupled_loss(y):
 
 def _helpers(tmp):
     from t2icli.models.text_encoder import TextEncoder
-    from t2icli.training.damsm import train_damsm
+    from t2icli.training import train
     from t2icli.training.run import RunError
 
     env = distributed.init("cpu")
@@ -128,7 +130,7 @@ def _helpers(tmp):
     # (e) the global batch must split over the ranks; the error names the flag (checked before any data is read).
     with pytest.raises(RunError, match=r"--batch-size 7 is the global batch and must be divisible by the number "
                                        r"of processes \(2\)"):
-        train_damsm(os.path.join(tmp, "missing"), os.path.join(tmp, "run"), batch_size=7, progress=False)
+        train("damsm", data=tmp, out=os.path.join(tmp, "run"), batch_size=7, progress=False)  # tmp: not a dataset
     assert distributed.current().world == 2  # the trainer's init/cleanup nest inside this one: the group lives on
     distributed.cleanup()
     assert distributed.current().world == 1 and not torch.distributed.is_initialized()
@@ -139,14 +141,14 @@ def test_helpers_in_two_processes(tmp_path):
 
 
 # -- DAMSM ------------------------------------------------------------------------------------------
-DAMSM_KW = dict(max_steps=6, batch_size=8, small_width=4, dropout=0.0, n_attention=0, rprecision_runs=1,
+DAMSM_KW = dict(steps=6, batch_size=8, small_width=4, dropout=0.0, n_attention=0, rprecision_runs=1,
                 progress=False)  # 32 images / 8 = 4 steps per epoch: step 6 is mid-epoch 1
 
 
 def _train_damsm(data, out):
-    from t2icli.training.damsm import train_damsm
+    from t2icli.training import train
 
-    res = train_damsm(data, out, **DAMSM_KW)
+    res = train("damsm", data=data, out=out, **DAMSM_KW)
     assert res["world"] == 2 and res["is_main"] == (os.environ["RANK"] == "0")
 
 
@@ -162,10 +164,10 @@ def _stats(run):
 
 
 def test_damsm_two_processes_match_one(tiny, tmp_path):
-    from t2icli.training.damsm import train_damsm
+    from t2icli.training import train
 
     one, two = str(tmp_path / "one"), str(tmp_path / "two")
-    train_damsm(tiny["data"], one, **DAMSM_KW)
+    train("damsm", data=tiny["data"], out=one, **DAMSM_KW)
     spawn(_train_damsm, tiny["data"], two)
     s1, s2 = _stats(one), _stats(two)
     assert [r["step"] for r in s1] == [r["step"] for r in s2] == [4, 6]
@@ -174,7 +176,7 @@ def test_damsm_two_processes_match_one(tiny, tmp_path):
             assert r2["train"][k] == pytest.approx(r1["train"][k], rel=1e-4, abs=1e-4), (r1["step"], k)
             assert r2["test"][k] == pytest.approx(r1["test"][k], rel=1e-4, abs=1e-4), (r1["step"], k)
     # Not the mean of two half-batch losses: a 1-process run at batch 4 has fewer negatives, a much lower loss.
-    half = train_damsm(tiny["data"], str(tmp_path / "half"), **{**DAMSM_KW, "batch_size": 4, "max_steps": 1})
+    half = train("damsm", data=tiny["data"], out=str(tmp_path / "half"), **{**DAMSM_KW, "batch_size": 4, "steps": 1})
     assert _stats(str(tmp_path / "half"))[0]["train"]["loss"] < s1[0]["train"]["loss"] - 1.0, half
     a, b = _damsm_state(one), _damsm_state(two)
     assert a.keys() == b.keys()  # synchronised BN exports as plain BN
@@ -182,7 +184,7 @@ def test_damsm_two_processes_match_one(tiny, tmp_path):
         # Adam's ~lr-sized steps bound how far a weight with a ~0 gradient can drift (see the AttnGAN test).
         torch.testing.assert_close(b[k].float(), a[k].float(), rtol=1e-3, atol=2e-3, msg=k)
     assert len(os.listdir(os.path.join(two, "checkpoints"))) >= 1
-    with open(os.path.join(two, "config.json")) as f:
+    with open(os.path.join(two, "run.json")) as f:
         assert json.load(f)["world_size"] == 2
 
 
@@ -274,25 +276,24 @@ def test_baselines_torchrun_match_one_process(tiny, tmp_path):
                 torch.testing.assert_close(b[key][name].float(), t.float(), rtol=1e-3, atol=1e-3,
                                            msg=f"{kind} {key}.{name}")
         assert [s for s, _ in list_checkpoints(two)] == [last]  # --keep 1
-        with open(os.path.join(two, "config.json")) as f:
+        with open(os.path.join(two, "run.json")) as f:
             assert json.load(f)["world_size"] == 2
 
 
 @pytest.mark.slow
 def test_compile_one_step_cpu(tiny, tmp_path):
     """--compile traces G and the Ds (custom t2i ops included) and trains; about 80 s of compilation on 2 cores."""
-    from t2icli.training.attngan import train
+    from t2icli.training import train
 
-    res = train(tiny["data"], tiny["damsm"], str(tmp_path / "c"), kind="attngan", stages=2, steps=1, gf_dim=4,
+    res = train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "c", stages=2, steps=1, gf_dim=4,
                 df_dim=4, z_dim=8, cond_dim=8, batch_size=4, snapshot_rprecision=0, final_rprecision=0,
                 progress=False, compile=True)
     assert res["step"] == 1 and os.path.isfile(res["export"])
     cfg = json.loads((tmp_path / "c" / "config.json").read_text())
     assert cfg["compile"] is True
-    from t2icli.training.damsm import train_damsm  # the DAMSM trainer compiles its image encoder
-
-    res = train_damsm(tiny["data"], str(tmp_path / "d"), max_steps=1, batch_size=8, small_width=4, n_attention=0,
-                      rprecision_runs=1, progress=False, compile=True)
+    # the DAMSM trainer compiles its image encoder
+    res = train("damsm", data=tiny["data"], out=tmp_path / "d", steps=1, batch_size=8, small_width=4, n_attention=0,
+                rprecision_runs=1, progress=False, compile=True)
     assert res["step"] == 1 and os.path.isfile(res["export"])
 
 

@@ -15,8 +15,9 @@ from t2icli.metrics.common import MetricError
 # -- tiny fixtures: 32 px toybirds, a random DAMSM and a random 2-stage generator exported to files -----
 def make_tiny_models(data, root, attention=True, seed=0):
     """Random-weight DAMSM run root/damsm and generator run root/gan (attngan or stackgan2) for `data`."""
-    from t2icli.models.attngan import Generator, GeneratorConfig, save_generator
-    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+    from t2icli.models.attngan import Generator, GeneratorConfig
+    from t2icli.models.damsm import DAMSMConfig, build_damsm
+    from t2icli.models.export import save_damsm, save_generator
 
     with open(os.path.join(data, "vocab.json")) as f:
         vocab = json.load(f)
@@ -30,8 +31,8 @@ def make_tiny_models(data, root, attention=True, seed=0):
     save_damsm(os.path.join(root, "damsm"), damsm.text_encoder, damsm.image_encoder, dcfg, vocab)
     G = Generator(GeneratorConfig(image_size=size, stages=2, gf_dim=4, df_dim=4, z_dim=8, cond_dim=8, text_dim=32,
                                   attention=attention)).eval()
-    save_generator(os.path.join(root, "gan"), G, damsm.text_encoder, dcfg, vocab,
-                   kind="attngan" if attention else "stackgan2", damsm_run=os.path.abspath(os.path.join(root, "damsm")))
+    save_generator(os.path.join(root, "gan"), "attngan" if attention else "stackgan2", G, damsm.text_encoder, dcfg,
+                   vocab, damsm_run=os.path.abspath(os.path.join(root, "damsm")))
     return os.path.join(root, "gan"), os.path.join(root, "damsm")
 
 
@@ -88,6 +89,7 @@ def test_fid_inception_blocks_differ_from_torchvision_in_pooling_only():
     assert torch.equal(e(x)[:, :1856], emax(x)[:, :1856]) and not torch.allclose(e(x)[:, 1856:], emax(x)[:, 1856:])
 
 
+@pytest.mark.long
 def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, tmp_path):
     from t2icli.data import PreparedDataset
     from t2icli.metrics.fid import fid_of_images, stats_cache_path
@@ -277,6 +279,7 @@ def test_eval_all_nests_metrics_and_skips_what_needs_weights(tiny):
     assert out["metrics"]["rprecision"]["n"] == 20 and out["metrics"]["attr"]["n"] == 20
 
 
+@pytest.mark.long
 def test_eval_fid_stats_only(tiny, tmp_path):
     from t2icli.metrics.fid_inception import FIDInception3
 

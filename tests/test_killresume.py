@@ -19,12 +19,15 @@ import torch
 from t2icli.fileio import SLOW_SAVE_ENV, is_temp_file
 from t2icli.training.run import find_latest_checkpoint, list_checkpoints, load_checkpoint
 
+pytestmark = pytest.mark.long  # left out by scripts/test.sh --fast
+
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
     """64 train / 16 test toybirds at 32 px, and a tiny random DAMSM export on its vocabulary (for attngan)."""
     from t2icli.data.toybirds import prepare_toybirds
-    from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
+    from t2icli.models.damsm import DAMSMConfig, build_damsm
+    from t2icli.models.export import save_damsm
 
     root = tmp_path_factory.mktemp("killresume")
     prepare_toybirds(str(root / "data"), size=32, n_train=64, n_test=16, captions_per_image=2, workers=1)

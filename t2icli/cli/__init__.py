@@ -27,11 +27,14 @@ class LazyGroup(click.Group):
 
     def invoke(self, ctx):
         """Run the command; a user error (t2icli.errors.T2IError, or an OSError such as a full disk or a read-only
-        folder) becomes its one-line message and exit status 1, without a traceback. The one place they are caught."""
-        from t2icli.errors import T2IError
+        folder) becomes its one-line message and exit status 1 (2 for a bad option, ConfigError), without a
+        traceback. The one place they are caught."""
+        from t2icli.errors import ConfigError, T2IError
 
         try:
             return super().invoke(ctx)
+        except ConfigError as exc:
+            raise click.UsageError(str(exc)) from None
         except T2IError as exc:
             raise click.ClickException(str(exc)) from None
         except OSError as exc:

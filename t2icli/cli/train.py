@@ -1,78 +1,50 @@
-"""`t2i train`: the training commands (parsing and validation only; the loops live in t2icli.training)."""
+"""`t2i train`: the training commands (parsing only: each builds its config and calls t2icli.training.KIND.train)."""
 
 import click
 
-from t2icli.cli.common import err, resolve_device
-from t2icli.cli.gan_options import check_resume
+from t2icli.cli.train_options import build_config, option, report, run_options
+from t2icli.training.config import DAMSMTrainConfig as _C
 
 
 @click.group()
 def train():
     """Train a model into a run folder (damsm first; attngan, stackgan2, stackgan, gancls use it).
 
+    Every run folder holds config.json, the exact options of the run: `--config RUN/config.json`
+    reruns it (options given on the command line override it).
+
     \b
     Examples:
       t2i train damsm --data data/toybirds --out runs/damsm
       t2i train damsm --data data/toybirds --out runs/damsm --resume latest
+      t2i train attngan --config runs/attngan/config.json --out runs/attngan-seed1 --seed 1
     """
 
 
 @train.command()
-@click.option("--data", required=True, metavar="DIR", type=click.Path(exists=True, file_okay=False),
-              help="Prepared dataset folder (from `t2i prep`).")
-@click.option("--out", required=True, metavar="RUN", type=click.Path(file_okay=False),
-              help="Run folder to create (or to continue with --resume latest).")
-@click.option("--epochs", default=600, show_default=True, metavar="N", type=click.IntRange(min=1),
-              help="Number of epochs.")
-@click.option("--batch-size", default=48, show_default=True, metavar="B", type=click.IntRange(min=2),
-              help="Global batch size: under torchrun it is split over the processes (must be divisible by their "
-                   "number) and the negatives of a caption are the whole global batch.")
-@click.option("--lr", default=0.002, show_default=True, metavar="LR", type=click.FloatRange(min=0, min_open=True),
-              help="Adam learning rate; x0.98 per epoch, not below lr/10.")
-@click.option("--image-encoder", default="small", show_default=True, type=click.Choice(["small", "inception_v3"]),
-              help="small: compact CNN trained from scratch; inception_v3: frozen ImageNet Inception-v3 "
-                   "(needs --inception-weights).")
-@click.option("--inception-weights", default=None, metavar="PATH", type=click.Path(exists=True, dir_okay=False),
-              help="torchvision inception_v3 ImageNet state dict (.pth) for --image-encoder inception_v3.")
-@click.option("--device", default="auto", show_default=True, metavar="DEV",
-              help="auto (cuda if available, else cpu), cpu, cuda, cuda:1, ...")
-@click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
-              help="Random seed (initialisation, data order, augmentation, dropout).")
-@click.option("--resume", default=None, metavar="latest|PATH", callback=check_resume,
-              help="Continue a run: 'latest' = newest checkpoint in --out, or a checkpoint file / run folder.")
-@click.option("--max-minutes", default=None, metavar="MIN", type=click.FloatRange(min=0, min_open=True),
-              help="Stop training after this many minutes (this invocation), then evaluate and export.")
-@click.option("--steps", "max_steps", default=None, metavar="N", type=click.IntRange(min=1),
-              help="Stop after N optimiser steps in total (counting resumed ones).")
-@click.option("--small-width", default=16, show_default=True, metavar="C", type=click.IntRange(min=4),
-              help="Channels of the small encoder's first stage (doubled per stage); 16 learns fastest per minute "
-                   "on a 2-core CPU.")
-@click.option("--gamma1", default=4.0, show_default=True, metavar="G", type=click.FloatRange(min=0, min_open=True),
-              help="DAMSM attention sharpness over regions.")
-@click.option("--gamma2", default=5.0, show_default=True, metavar="G", type=click.FloatRange(min=0, min_open=True),
-              help="DAMSM word-score aggregation sharpness.")
-@click.option("--gamma3", default=10.0, show_default=True, metavar="G", type=click.FloatRange(min=0, min_open=True),
-              help="DAMSM softmax scale of the matching scores.")
-@click.option("--eval-every", default=1, show_default=True, metavar="EPOCHS", type=click.IntRange(min=1),
-              help="Evaluate the test split (losses, R-precision, attention maps) every this many epochs.")
-@click.option("--workers", default=0, show_default=True, metavar="N", type=click.IntRange(min=0),
-              help="Data-loading processes (0 = in the training process; best on a 2-core CPU).")
-@click.option("--threads", default=0, show_default=True, metavar="N", type=click.IntRange(min=0),
-              help="CPU threads for torch (0 = torch's default, one per core). 1 is faster on a busy machine.")
-@click.option("--precision", default="fp32", show_default=True, type=click.Choice(["fp32", "bf16"]),
-              help="bf16: autocast the image encoder's forward pass on CUDA (text encoder and loss stay fp32); "
-                   "ignored on CPU.")
-@click.option("--compile", "compile_", is_flag=True, default=False,
-              help="Wrap the image encoder in torch.compile (slow first step; faster steps on GPU).")
-@click.option("--keep", default=3, show_default=True, metavar="K", type=click.IntRange(min=1),
-              help="Keep the latest K checkpoints in RUN/checkpoints.")
-@click.option("--checkpoint-every", default=None, metavar="STEPS", type=click.IntRange(min=1),
-              help="Also checkpoint every STEPS steps within an epoch (default: at the end of each epoch only; "
-                   "useful when an epoch is long, e.g. COCO).")
-@click.option("--progress/--no-progress", default=True, show_default=True, help="Show the progress bar on stderr.")
-def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume, max_minutes,
-          max_steps, small_width, gamma1, gamma2, gamma3, eval_every, workers, threads, precision, compile_, keep,
-          checkpoint_every, progress):
+@run_options(_C, batch_help="Global batch size: under torchrun it is split over the processes (must be divisible by "
+                            "their number) and the negatives of a caption are the whole global batch.",
+             compile_help="Wrap the image encoder in torch.compile (slow first step; faster steps on GPU).",
+             precision_help="bf16: autocast the image encoder's forward pass on CUDA (text encoder and loss stay "
+                            "fp32); ignored on CPU.",
+             checkpoint_help="Also checkpoint every STEPS steps within an epoch (default: at the end of each epoch "
+                             "only; useful when an epoch is long, e.g. COCO).")
+@option(_C, "epochs", "N", "Number of epochs.")
+@option(_C, "steps", "N", "Stop after N optimiser steps in total (counting resumed ones).")
+@option(_C, "lr", "LR", "Adam learning rate; x0.98 per epoch, not below lr/10.")
+@option(_C, "image_encoder", None, "small: compact CNN trained from scratch; inception_v3: frozen ImageNet "
+                                   "Inception-v3 (needs --inception-weights).")
+@option(_C, "inception_weights", "PATH", "torchvision inception_v3 ImageNet state dict (.pth) for --image-encoder "
+                                         "inception_v3.")
+@option(_C, "small_width", "C", "Channels of the small encoder's first stage (doubled per stage); 16 learns fastest "
+                                "per minute on a 2-core CPU.")
+@option(_C, "gamma1", "G", "DAMSM attention sharpness over regions.")
+@option(_C, "gamma2", "G", "DAMSM word-score aggregation sharpness.")
+@option(_C, "gamma3", "G", "DAMSM softmax scale of the matching scores.")
+@option(_C, "eval_every", "EPOCHS", "Evaluate the test split (losses, R-precision, attention maps) every this many "
+                                    "epochs.")
+@click.pass_context
+def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).
 
     Writes RUN/damsm.pt (both encoders + config + vocabulary) for `train attngan`, `sample` and
@@ -87,44 +59,15 @@ def damsm(data, out, epochs, batch_size, lr, image_encoder, inception_weights, d
       torchrun --standalone --nproc_per_node=4 -m t2icli train damsm --data data/cub --out runs/damsm-cub \\
           --image-encoder inception_v3 --inception-weights inception_v3_google-0cc3c7bd.pth --batch-size 192
     """
-    if image_encoder == "inception_v3" and inception_weights is None and resume is None:
-        raise click.UsageError(
-            "--image-encoder inception_v3 needs --inception-weights PATH (torchvision ImageNet weights): a randomly "
-            "initialised frozen backbone is useless. Use --image-encoder small to train from scratch.")
-    if image_encoder == "small" and inception_weights is not None:
-        raise click.UsageError("--inception-weights is only used with --image-encoder inception_v3")
-    from t2icli.data import load_meta
+    from t2icli.training.damsm import train as train_damsm
 
-    load_meta(data)  # a clear error before anything heavy
-    device = resolve_device(device)
-    import torch
-
-    if threads:
-        torch.set_num_threads(threads)
-    from t2icli.training.damsm import train_damsm
-
-    result = train_damsm(data, out, epochs=epochs, batch_size=batch_size, lr=lr, image_encoder=image_encoder,
-                         inception_weights=inception_weights, device=device, seed=seed, resume=resume,
-                         max_minutes=max_minutes, max_steps=max_steps, gamma1=gamma1, gamma2=gamma2,
-                         gamma3=gamma3, eval_every=eval_every, num_workers=workers, progress=progress,
-                         small_width=small_width, precision=precision, compile=compile_, keep_checkpoints=keep,
-                         checkpoint_every=checkpoint_every)
-    if not result["is_main"]:
-        return  # under torchrun only rank 0 reports
-    sps = result["samples_per_s"]
-    err(f"trained {result['step']} steps ({result['epoch']} epochs) in {result['train_seconds']:.0f} s"
-        + (f", {sps:.0f} samples/s" if sps else "") + f"; export {result['export']}")
-    rp = result["rprecision"]
-    if rp is None:
-        click.echo("R-precision: n/a (the test split has too few images of other classes)")
-    else:
-        click.echo(f"R-precision (real test images, {rp['n']} images, 1 true + {rp['n_negatives']} other-class "
-                   f"captions, {len(rp['runs'])} runs): {rp['mean']:.4f} ± {rp['std']:.4f}")
+    cfg, resume, progress = build_config(ctx, "damsm", params)
+    result = train_damsm(cfg, resume=resume, progress=progress)
+    report(result, "the test split has too few images of other classes", what="real test images", counted="images")
 
 
-# The GAN trainers live in their own modules; they join this group here.
-from t2icli.cli.train_baselines import gancls, stackgan  # noqa: E402
-from t2icli.cli.train_gan import attngan, stackgan2  # noqa: E402
+# The GAN trainers live in their own module; they join this group here.
+from t2icli.cli.train_gan import attngan, gancls, stackgan, stackgan2  # noqa: E402
 
 for _command in (attngan, stackgan2, stackgan, gancls):
     train.add_command(_command)

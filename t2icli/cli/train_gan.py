@@ -1,64 +1,79 @@
-"""`t2i train attngan` and `t2i train stackgan2`: parse and validate options, then call t2icli.training.attngan.train."""
+"""`t2i train attngan | stackgan2 | stackgan | gancls`: parse the options into the trainer's config, then train."""
 
 import click
 
-from t2icli.cli.gan_options import apply_preset, call_trainer, options, prepare, report
+from t2icli.cli.train_options import apply_options, build_config, gan_options, option, report, run_options
+from t2icli.training.config import (AttnGANTrainConfig, GanClsTrainConfig, StackGAN2TrainConfig,
+                                    StackGANTrainConfig)
 
-__all__ = ["attngan", "stackgan2"]
+__all__ = ["attngan", "stackgan2", "stackgan", "gancls"]
 
-_PRESET_NAMES = ["toybirds-cpu"]  # keys of t2icli.training.attngan.PRESETS (listed here so --help imports no torch)
-
-
-def _common_options(fn):
-    """The options of both multi-stage trainers: the GAN trainers' shared ones + stages, length, CA code."""
-    fn = options(
-        damsm_help="DAMSM run folder (from `t2i train damsm` on the same --data); its text encoder is frozen.",
-        batch_default=20, batch_help="Global batch size: under torchrun it is split over the processes (must be "
-                                     "divisible by their number).",
-        gf_default=32, gf_help="Generator width: channels of every h_i (the first 4x4 block has 16x that).",
-        df_default=64, df_help="Discriminator width (its 4x4 code has 8x that).",
-        compile_help="Wrap G and every D in torch.compile (slow first step; faster steps on GPU).",
-        preset_names=_PRESET_NAMES,
-        preset_help="toybirds-cpu: 2 stages 32/64 px, gf-dim 8, df-dim 8, batch 16, 4000 steps, lr 2e-3, "
-                    "--r1-gamma 2, --damsm-augment (attngan), stops after 7 minutes.")(fn)
-    for opt in reversed([
-        click.option("--stages", default=3, show_default=True, metavar="S", type=click.IntRange(1, 3),
-                     help="Generator stages; each doubles the side, the last equals the data's image size; the "
-                          "first must be >= 16 px (64 px data: up to 3 stages, 16/32/64)."),
-        click.option("--steps", default=None, metavar="N", type=click.IntRange(min=1),
-                     help="Train N optimiser steps in total (counting resumed ones). Default: --epochs 600."),
-        click.option("--epochs", default=None, metavar="N", type=click.IntRange(min=1),
-                     help="Train N epochs (instead of --steps)."),
-        click.option("--cond-dim", default=100, show_default=True, metavar="N", type=click.IntRange(min=1),
-                     help="Conditioning-augmentation code dimension."),
-        click.option("--r1-gamma", default=0.0, show_default=True, metavar="GAMMA", type=click.FloatRange(min=0),
-                     help="R1 gradient penalty on every discriminator's real images (GAMMA/2 * E||grad D||^2; 0 = "
-                          "none, as the papers). Keeps D from overpowering a young G: on toybirds it is what makes "
-                          "short CPU runs draw bird shapes instead of streaks."),
-    ]):
-        fn = opt(fn)
-    return fn
+_TOY_TREE = ("toybirds-cpu: 2 stages 32/64 px, gf-dim 8, df-dim 8, batch 16, 4000 steps, lr 2e-3, --r1-gamma 2, "
+             "--damsm-augment (attngan), stops after 7 minutes.")
 
 
-def _run(ctx, kind, kwargs):
-    """Apply the preset under explicit options, validate cheaply, call the library, print the result."""
-    from t2icli.training.attngan import PRESETS, train
+def _tree_options(cls):
+    """The options of both multi-stage trainers."""
+    opts = [
+        run_options(cls, batch_help="Global batch size: under torchrun it is split over the processes (must be "
+                                    "divisible by their number).",
+                    compile_help="Wrap G and every D in torch.compile (slow first step; faster steps on GPU).",
+                    precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
+                    preset_help=_TOY_TREE,
+                    checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
+        gan_options(cls, gf_help="Generator width: channels of every h_i (the first 4x4 block has 16x that).",
+                    df_help="Discriminator width (its 4x4 code has 8x that)."),
+        option(cls, "stages", "S", "Generator stages; each doubles the side, the last equals the data's image size; "
+                                   "the first must be >= 16 px (64 px data: up to 3 stages, 16/32/64)."),
+        option(cls, "steps", "N", "Train N optimiser steps in total (counting resumed ones). Default: --epochs 600."),
+        option(cls, "epochs", "N", "Train N epochs (instead of --steps)."),
+        option(cls, "cond_dim", "N", "Conditioning-augmentation code dimension."),
+        option(cls, "r1_gamma", "GAMMA", "R1 gradient penalty on every discriminator's real images (GAMMA/2 * "
+                                         "E||grad D||^2; 0 = none, as the papers). Keeps D from overpowering a young "
+                                         "G: on toybirds it is what makes short CPU runs draw bird shapes instead of "
+                                         "streaks."),
+    ]
+    return lambda fn: apply_options(fn, opts)
 
-    preset = apply_preset(ctx, kwargs, PRESETS)
-    prepare(kwargs)
-    result = call_trainer(train, kind=kind, preset=preset, **kwargs)
-    report(result, "the test split has too few images of other classes")
+
+def _baseline_options(cls, batch_default_help, preset_help):
+    """The options of GAN-INT-CLS and StackGAN v1."""
+    opts = [
+        run_options(cls, batch_help=batch_default_help, compile_help="Wrap G and D (StackGAN: both Ds) in "
+                    "torch.compile (slow first step; faster steps on GPU).",
+                    precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
+                    preset_help=preset_help,
+                    checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
+        gan_options(cls, gf_help="Generator width (ngf).", df_help="Discriminator width (ndf; its 4x4 code has up to "
+                                                                    "8x that)."),
+        option(cls, "text_embeddings", "PATH", "StackGAN's char-CNN-RNN-embeddings.pickle of the training split (per "
+               "image E x 1024, in the order of the filenames.pickle beside it, or of the split's images): condition "
+               "on the papers' original embeddings instead of the DAMSM sentence features. Such a model cannot embed "
+               "new captions: `t2i sample` refuses it, `t2i eval` needs the test split's embeddings (its "
+               "--text-embeddings)."),
+    ]
+    return lambda fn: apply_options(fn, opts)
+
+
+def _train(ctx, kind, params, none_reason):
+    """Build the config (a preset's prompts do not apply under --text-embeddings), train, report."""
+    from importlib import import_module
+
+    skip = ("prompts",) if params.get("text_embeddings") is not None else ()
+    cfg, resume, progress = build_config(ctx, kind, params, skip_preset=skip)
+    module = import_module(f"t2icli.training.{'attngan' if kind == 'stackgan2' else kind}")
+    report(module.train(cfg, resume=resume, progress=progress), none_reason)
 
 
 @click.command()
-@_common_options
-@click.option("--damsm-weight", default=5.0, show_default=True, metavar="LAMBDA", type=click.FloatRange(min=0),
-              help="Weight of the DAMSM word+sentence loss on the final stage (5 for birds-like data, 50 for COCO).")
-@click.option("--damsm-augment/--no-damsm-augment", default=False, show_default=True,
-              help="Score every final image for the DAMSM term after a random shift (up to 1/8 of its side) and "
-                   "mirroring, so G cannot satisfy the frozen image encoder with colour streaks drawn anywhere.")
+@_tree_options(AttnGANTrainConfig)
+@option(AttnGANTrainConfig, "damsm_weight", "LAMBDA", "Weight of the DAMSM word+sentence loss on the final stage (5 "
+                                                      "for birds-like data, 50 for COCO).")
+@option(AttnGANTrainConfig, "damsm_augment", None, "Score every final image for the DAMSM term after a random shift "
+        "(up to 1/8 of its side) and mirroring, so G cannot satisfy the frozen image encoder with colour streaks "
+        "drawn anywhere.")
 @click.pass_context
-def attngan(ctx, **kwargs):
+def attngan(ctx, **params):
     """Train an AttnGAN: attentional multi-stage generator + one discriminator per stage.
 
     Needs a DAMSM run on the same data (its frozen encoders give the word/sentence features,
@@ -70,22 +85,21 @@ def attngan(ctx, **kwargs):
     Examples:
       t2i train attngan --data data/toybirds --damsm runs/damsm --out runs/attngan --preset toybirds-cpu
       t2i train attngan --data data/toybirds --damsm runs/damsm --out runs/attngan --stages 3 --steps 20000
-      t2i train attngan --data data/toybirds --damsm runs/damsm --out runs/attngan --resume latest --steps 30000
+      t2i train attngan --config runs/attngan/config.json --resume latest --steps 30000
       t2i train attngan --data data/cub --damsm runs/damsm-cub --out runs/attngan-cub --epochs 600 \\
           --device cuda --precision bf16
       torchrun --standalone --nproc_per_node=4 -m t2icli train attngan --data data/cub --damsm runs/damsm-cub \\
           --out runs/attngan-cub --batch-size 80 --device cuda --precision bf16 --compile
     """
-    _run(ctx, "attngan", kwargs)
+    _train(ctx, "attngan", params, "the test split has too few images of other classes")
 
 
 @click.command()
-@_common_options
-@click.option("--color-consistency/--no-color-consistency", default=True, show_default=True,
-              help="StackGAN++ colour-consistency regulariser between consecutive stages (pixel mean x1, "
-                   "covariance x5).")
+@_tree_options(StackGAN2TrainConfig)
+@option(StackGAN2TrainConfig, "color_consistency", None, "StackGAN++ colour-consistency regulariser between "
+                                                         "consecutive stages (pixel mean x1, covariance x5).")
 @click.pass_context
-def stackgan2(ctx, **kwargs):
+def stackgan2(ctx, **params):
     """Train a StackGAN++: the same multi-stage tree without attention or DAMSM loss.
 
     The generator is conditioned only on the sentence feature. StackGAN++ used a pretrained
@@ -98,4 +112,71 @@ def stackgan2(ctx, **kwargs):
       t2i train stackgan2 --data data/toybirds --damsm runs/damsm --out runs/stackgan2 --preset toybirds-cpu
       t2i train stackgan2 --data data/toybirds --damsm runs/damsm --out runs/stackgan2 --steps 20000
     """
-    _run(ctx, "stackgan2", kwargs)
+    _train(ctx, "stackgan2", params, "the test split has too few images of other classes")
+
+
+@click.command()
+@_baseline_options(GanClsTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
+                   "it is split over the processes (must be divisible by their number).",
+                   "toybirds-cpu: 64 px, gf-dim 16, df-dim 16, z-dim 64, batch 32, 3000 steps, lr 2e-4, stops after "
+                   "7 minutes.")
+@option(GanClsTrainConfig, "steps", "N", "Train N optimiser steps in total (counting resumed ones). Default: "
+                                         "--epochs 600.")
+@option(GanClsTrainConfig, "epochs", "N", "Train N epochs (instead of --steps).")
+@option(GanClsTrainConfig, "proj_dim", "N", "The text feature is compressed to N by FC + leaky ReLU (in G and in D).")
+@option(GanClsTrainConfig, "interp", None, "Manifold interpolation (GAN-INT): also train G on interpolated captions' "
+                                           "features.")
+@option(GanClsTrainConfig, "interp_beta", "BETA", "Interpolated feature beta * t1 + (1 - beta) * t2 of two captions.")
+@option(GanClsTrainConfig, "train_style_encoder", None, "Also train the style encoder S(x) -> z (squared loss on "
+                                                        "generated images) for `t2i sample --style-from IMAGE`.")
+@click.pass_context
+def gancls(ctx, **params):
+    """Train GAN-INT-CLS (Reed and others, 2016): a DCGAN with a matching-aware discriminator.
+
+    D learns (real image, right text) -> real, (real image, wrong text) and (fake image, right
+    text) -> fake; G is also trained on interpolations of two captions' features. The text
+    feature is the DAMSM sentence feature of --damsm (or, with --text-embeddings, StackGAN's
+    char-CNN-RNN embeddings, as the paper). Writes fakes<step>.png, stats.jsonl, checkpoints/
+    and RUN/generator.pt; prints the generated-image R-precision on stdout.
+
+    \b
+    Examples:
+      t2i train gancls --data data/toybirds --damsm runs/damsm --out runs/gancls --preset toybirds-cpu
+      t2i train gancls --data data/toybirds --damsm runs/damsm --out runs/gancls --steps 20000 --train-style-encoder
+      t2i train gancls --data data/cub --damsm runs/damsm-cub --out runs/gancls-cub --epochs 600 \\
+          --text-embeddings Data/birds/train/char-CNN-RNN-embeddings.pickle
+      torchrun --standalone --nproc_per_node=2 -m t2icli train gancls --data data/cub --damsm runs/damsm-cub \\
+          --out runs/gancls-cub --batch-size 128 --device cuda --precision bf16
+    """
+    _train(ctx, "gancls", params, "char-CNN-RNN conditioning, or too few test images of other classes")
+
+
+@click.command()
+@_baseline_options(StackGANTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
+                   "it is split over the processes (must be divisible by their number).",
+                   "toybirds-cpu: 16 -> 64 px, gf-dim 16, df-dim 16, z-dim 64, cond-dim 64, 2 residual blocks, batch "
+                   "32, 2500 + 2500 steps, lr 2e-4, stops after 7 minutes.")
+@option(StackGANTrainConfig, "stage1_steps", "N", "Optimiser steps of the Stage-I GAN (a quarter of the final side).")
+@option(StackGANTrainConfig, "stage2_steps", "N", "Optimiser steps of the Stage-II GAN (the data's side), Stage-I "
+                                                  "frozen.")
+@option(StackGANTrainConfig, "cond_dim", "N", "Conditioning-augmentation code dimension.")
+@option(StackGANTrainConfig, "res_blocks", "N", "Residual blocks of the Stage-II generator.")
+@option(StackGANTrainConfig, "kl_weight", "W", "Weight of the conditioning-augmentation KL term.")
+@click.pass_context
+def stackgan(ctx, **params):
+    """Train StackGAN (v1, Zhang and others, 2017): Stage-I, then Stage-II with Stage-I frozen.
+
+    Stage-I draws a quarter-size sketch from noise and the conditioning-augmented text;
+    Stage-II refines it to the data's size (64 -> 256 on CUB 256 px, 16 -> 64 on toybirds).
+    --max-minutes is shared by the stages in proportion to their steps. Text features as
+    `train gancls`.
+
+    \b
+    Examples:
+      t2i train stackgan --data data/toybirds --damsm runs/damsm --out runs/stackgan --preset toybirds-cpu
+      t2i train stackgan --data data/cub --damsm runs/damsm-cub --out runs/stackgan-cub \\
+          --stage1-steps 60000 --stage2-steps 60000 --device cuda
+      torchrun --standalone --nproc_per_node=4 -m t2icli train stackgan --data data/cub --damsm runs/damsm-cub \\
+          --out runs/stackgan-cub --batch-size 64 --device cuda --precision bf16 --compile
+    """
+    _train(ctx, "stackgan", params, "char-CNN-RNN conditioning, or too few test images of other classes")

@@ -1,1 +1,1 @@
-"""Evaluation metrics: retrieval R-precision (and later IS, FID, attribute accuracy)."""
+"""Evaluation metrics: R-precision (DM-GAN protocol), Inception Score, FID, attribute accuracy, and the generation they share."""

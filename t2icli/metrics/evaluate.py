@@ -84,11 +84,11 @@ def rprecision_metric(images, caps, ds, damsm_run, seed=0, batch_size=50, device
     the real test images of the same captions (the ceiling). Returns the JSON-able dict."""
     from t2icli.metrics.generate import test_captions
     from t2icli.metrics.rprecision_folds import PROTOCOL, dmgan_rprecision
-    from t2icli.models.damsm import DAMSMExportError, load_damsm
+    from t2icli.models.export import ExportError, load_damsm
 
     try:
         text_enc, image_enc, _, vocab = load_damsm(damsm_run, device)
-    except DAMSMExportError as exc:
+    except ExportError as exc:
         raise MetricError(f"--damsm: {exc}") from None
     if list(vocab) != list(ds.vocab):
         raise MetricError(f"the DAMSM run {damsm_run} was trained on a different vocabulary than --data {ds.path}")

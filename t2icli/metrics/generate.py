@@ -150,18 +150,13 @@ class GeneratorModel:
 def load_model(run, device="cpu"):
     """Load RUN/generator.pt (or the file) of any kind (attngan, stackgan2, stackgan, gancls) as a GeneratorModel.
     Raises MetricError naming --model if it can't."""
-    from t2icli.models.attngan import GeneratorExportError, load_generator, read_export
-    from t2icli.models.gancls import load_baseline
+    from t2icli.models.export import ExportError, load_generator
 
     try:
-        blob = read_export(run)
-        if blob.get("kind") in ("gancls", "stackgan"):
-            G, text_encoder, config, vocab, style = load_baseline(run, device, blob=blob)
-            return GeneratorModel(G, text_encoder, config, vocab, device, style_encoder=style)
-        G, text_encoder, config, vocab = load_generator(run, device, blob=blob)
-    except GeneratorExportError as exc:
+        G, text_encoder, config, vocab, style = load_generator(run, device)
+    except ExportError as exc:
         raise MetricError(f"--model: {exc}") from None
-    return GeneratorModel(G, text_encoder, config, vocab, device)
+    return GeneratorModel(G, text_encoder, config, vocab, device, style_encoder=style)
 
 
 def test_captions(ds, n_samples, seed=0):

@@ -1,1 +1,1 @@
-"""Networks: the DAMSM text and image encoders, Inception-v3, and (later) generators and discriminators."""
+"""Networks: DAMSM text and image encoders, Inception-v3, the generators and discriminators of every model, and their exports (export.py)."""

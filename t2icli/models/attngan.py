@@ -8,39 +8,25 @@ One generator class serves both: `attention=True` is AttnGAN (stage i >= 1 atten
     h_i = F_i(h_{i-1}, F_attn_i(e, h_{i-1}))          attention (or tiled c), 2 residual blocks, one x2 upsampling
     x_i = G_i(h_i) = tanh(conv3x3(h_i))               one image per stage, each twice the previous side
 
-The inference export is one file, `RUN/generator.pt`, loadable with `torch.load(weights_only=True)`:
-{"format": "t2i-generator", "version": 1, "config": GeneratorConfig dict, "vocab": [str],
-"generator": state dict (the EMA generator when kept), "text_encoder": state dict of the frozen DAMSM
-text encoder, "damsm_config": its DAMSMConfig dict, "damsm_run": path, "kind": "attngan"|"stackgan2"}.
-`load_generator(RUN, device)` rebuilds G and the text encoder from it alone.
+The inference export (RUN/generator.pt) is written and read by models/export.py.
 """
 
 import dataclasses
 import math
-import os
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
 from t2icli import ops
-from t2icli.fileio import atomic_torch_save
-from t2icli.models.config import ConfigDict
-from t2icli.errors import T2IError
+from t2icli.models.config import ConfigDict, ModelConfigError
 
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
-    "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "init_weights", "word_mask", "GeneratorExportError",
-    "save_generator", "load_generator", "read_export", "load_text_encoder", "EXPORT_NAME",
+    "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "init_weights", "word_mask",
 ]
 
-EXPORT_NAME = "generator.pt"
-_FORMAT, _VERSION = "t2i-generator", 1
 MIN_FIRST_SIZE = 16
-
-
-class GeneratorExportError(T2IError):
-    """A generator export that is missing or unreadable, or a bad generator configuration (message names it)."""
 
 
 def stage_sizes(image_size, stages):
@@ -49,20 +35,20 @@ def stage_sizes(image_size, stages):
 
 
 def check_stages(image_size, stages):
-    """Raise GeneratorExportError unless `stages` (1..3) fits `image_size`.
+    """Raise ModelConfigError unless `stages` (1..3) fits `image_size`.
 
     Rule: the final size is a power of two and the first stage's side, image_size / 2^(stages-1), is at
     least 16 px (it is grown from 4x4 by x2 upsampling and judged by a discriminator that ends at 4x4).
     """
     image_size, stages = int(image_size), int(stages)
     if not 1 <= stages <= 3:
-        raise GeneratorExportError(f"--stages {stages}: choose 1, 2 or 3")
+        raise ModelConfigError(f"--stages {stages}: choose 1, 2 or 3")
     if image_size < MIN_FIRST_SIZE or image_size & (image_size - 1):
-        raise GeneratorExportError(f"image size {image_size} px: the generator needs a power of two >= {MIN_FIRST_SIZE}")
+        raise ModelConfigError(f"image size {image_size} px: the generator needs a power of two >= {MIN_FIRST_SIZE}")
     first = image_size >> (stages - 1)
     if first < MIN_FIRST_SIZE:
         most = int(math.log2(image_size // MIN_FIRST_SIZE)) + 1
-        raise GeneratorExportError(f"--stages {stages} on {image_size} px images gives a first stage of {first} px; "
+        raise ModelConfigError(f"--stages {stages} on {image_size} px images gives a first stage of {first} px; "
                                    f"it must be >= {MIN_FIRST_SIZE} px, so use --stages <= {most} (or larger images)")
 
 
@@ -70,7 +56,6 @@ def check_stages(image_size, stages):
 class GeneratorConfig(ConfigDict):
     """Everything needed to rebuild a generator (and its discriminators' widths)."""
 
-    _error = GeneratorExportError
     _what = "generator config"
 
     image_size: int = 64  # final stage's side
@@ -89,7 +74,7 @@ class GeneratorConfig(ConfigDict):
         return stage_sizes(self.image_size, self.stages)
 
     def validate(self):
-        """Raise GeneratorExportError for an impossible configuration."""
+        """Raise ModelConfigError for an impossible configuration."""
         check_stages(self.image_size, self.stages)
         self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         return self
@@ -290,77 +275,3 @@ def init_weights(module):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
-
-
-# -- export ---------------------------------------------------------------------------------------
-def state_dict_cpu(module):
-    """module's state dict as detached CPU tensors (what an export stores)."""
-    return {k: v.detach().cpu() for k, v in module.state_dict().items()}
-
-
-def save_generator(path, generator, text_encoder, damsm_config, vocab, kind="attngan", damsm_run=None, extra=None,
-                   fields=None):
-    """Write the self-contained inference export atomically. `path` is a file or a run folder (-> RUN/generator.pt).
-
-    Every trainer's export has this format; `fields` adds kind-specific entries (e.g. the baselines' text source
-    and style encoder)."""
-    path = os.fspath(path)
-    if os.path.isdir(path):
-        path = os.path.join(path, EXPORT_NAME)
-    dcfg = damsm_config.to_dict() if hasattr(damsm_config, "to_dict") else dict(damsm_config)
-    blob = {
-        "format": _FORMAT, "version": _VERSION, "kind": str(kind), "config": generator.config.to_dict(),
-        "vocab": list(vocab), "damsm_config": dcfg, "damsm_run": None if damsm_run is None else str(damsm_run),
-        "generator": state_dict_cpu(generator), "text_encoder": state_dict_cpu(text_encoder),
-        "extra": dict(extra or {}), **(fields or {}),
-    }
-    atomic_torch_save(blob, path)
-    return path
-
-
-def read_export(path):
-    """The raw export dict of RUN/generator.pt (or the file), of any kind. Raises GeneratorExportError naming the path."""
-    path = os.fspath(path)
-    file = os.path.join(path, EXPORT_NAME) if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise GeneratorExportError(f"{path}: no generator export ({EXPORT_NAME}); train one with `t2i train ...`")
-    try:
-        blob = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - any unreadable file is reported the same way
-        raise GeneratorExportError(f"{file}: unreadable generator export ({exc})") from None
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-        raise GeneratorExportError(f"{file}: not a t2i generator export")
-    if blob.get("version") != _VERSION:
-        raise GeneratorExportError(f"{file}: generator export version {blob.get('version')}, this t2i reads {_VERSION}")
-    return blob
-
-
-def load_text_encoder(blob, device="cpu"):
-    """The frozen text encoder stored in an export dict: (text_encoder in eval mode without gradients, DAMSMConfig)."""
-    from t2icli.models.damsm import DAMSMConfig
-    from t2icli.models.text_encoder import TextEncoder
-
-    dcfg = DAMSMConfig.from_dict(blob["damsm_config"])
-    text_encoder = TextEncoder(dcfg.vocab_size, dcfg.embedding_dim, dcfg.hidden, dcfg.dropout)
-    text_encoder.load_state_dict(blob["text_encoder"])
-    text_encoder.to(device).eval().requires_grad_(False)
-    return text_encoder, dcfg
-
-
-def load_generator(path, device="cpu", blob=None):
-    """Load a generator export: `path` is a run folder (RUN/generator.pt) or the file itself.
-
-    Returns (G, text_encoder, config: dict, vocab: list[str]) on `device`, eval mode, gradients off.
-    config is the GeneratorConfig dict plus "kind", "damsm_config", "damsm_run", "sizes".
-    blob: the export dict when the caller has read it already (read_export). Raises GeneratorExportError if the
-    file is missing or not a generator export.
-    """
-    blob = read_export(path) if blob is None else blob
-    gcfg = GeneratorConfig.from_dict(blob["config"])
-    G = Generator(gcfg)
-    G.load_state_dict(blob["generator"])
-    G.to(device).eval().requires_grad_(False)
-    text_encoder, dcfg = load_text_encoder(blob, device)
-    config = dict(gcfg.to_dict(), kind=blob.get("kind"), damsm_config=dcfg.to_dict(), damsm_run=blob.get("damsm_run"),
-                  sizes=gcfg.sizes, **{k: v for k, v in blob.get("extra", {}).items() if k not in gcfg.to_dict()})
-    return G, text_encoder, config, list(blob["vocab"])

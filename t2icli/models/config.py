@@ -1,16 +1,22 @@
-"""The dict round trip of the models' dataclass configs (exports store them as JSON-able dicts)."""
+"""The dict round trip of the models' dataclass configs (exports store them as JSON-able dicts), and their error."""
 
 import dataclasses
 
-__all__ = ["ConfigDict"]
+from t2icli.errors import T2IError
+
+__all__ = ["ConfigDict", "ModelConfigError"]
+
+
+class ModelConfigError(T2IError):
+    """An impossible model configuration (e.g. stages that do not fit the image size); the message names it."""
 
 
 class ConfigDict:
     """Mixin for a dataclass config: to_dict / from_dict (unknown keys are an error), positivity checks.
 
-    Subclasses set `_error` (the exception type their loaders raise) and `_what` (a name for messages)."""
+    Subclasses set `_what` (a name for messages)."""
 
-    _error = ValueError
+    _error = ModelConfigError
     _what = "config"
 
     def to_dict(self):

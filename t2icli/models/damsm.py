@@ -1,38 +1,22 @@
-"""The DAMSM pair (text encoder + image encoder), its config, and the inference export every later command loads.
-
-The export is one file, `RUN/damsm.pt`, loadable with `torch.load(weights_only=True)`:
-{"format": "t2i-damsm", "version": 1, "config": dict, "vocab": [str], "text_encoder": state dict,
-"image_encoder": state dict}. `load_damsm(RUN, device)` rebuilds both encoders from it alone.
-"""
+"""The DAMSM pair (text encoder + image encoder) and its config; its export (RUN/damsm.pt) is models/export.py's."""
 
 import dataclasses
-import os
 
-import torch
 import torch.nn as nn
 
-from t2icli.fileio import atomic_torch_save
 from t2icli.models.config import ConfigDict
 from t2icli.models.image_encoder import InceptionImageEncoder, SmallImageEncoder
 from t2icli.models.text_encoder import TextEncoder
-from t2icli.errors import T2IError
 
-__all__ = ["DAMSMConfig", "DAMSM", "build_damsm", "save_damsm", "load_damsm", "DAMSMExportError", "EXPORT_NAME"]
+__all__ = ["DAMSMConfig", "DAMSM", "build_damsm", "IMAGE_ENCODERS"]
 
-EXPORT_NAME = "damsm.pt"
-_FORMAT, _VERSION = "t2i-damsm", 1
 IMAGE_ENCODERS = ("small", "inception_v3")
-
-
-class DAMSMExportError(T2IError):
-    """A DAMSM export that is missing or unreadable (the message names the path)."""
 
 
 @dataclasses.dataclass
 class DAMSMConfig(ConfigDict):
     """Everything needed to rebuild the two encoders (and the DAMSM loss constants they were trained with)."""
 
-    _error = DAMSMExportError
     _what = "DAMSM config"
 
     vocab_size: int
@@ -84,43 +68,3 @@ def build_damsm(config):
     if isinstance(config, dict):
         config = DAMSMConfig.from_dict(config)
     return DAMSM(config)
-
-
-def save_damsm(path, text_encoder, image_encoder, config, vocab):
-    """Write the inference export atomically (tmp file + fsync + rename). `path` is a file or a run folder."""
-    if os.path.isdir(path):
-        path = os.path.join(path, EXPORT_NAME)
-    config = config.to_dict() if isinstance(config, DAMSMConfig) else dict(config)
-    blob = {
-        "format": _FORMAT, "version": _VERSION, "config": config, "vocab": list(vocab),
-        "text_encoder": {k: v.detach().cpu() for k, v in text_encoder.state_dict().items()},
-        "image_encoder": {k: v.detach().cpu() for k, v in image_encoder.state_dict().items()},
-    }
-    atomic_torch_save(blob, path)
-    return path
-
-
-def load_damsm(path, device="cpu"):
-    """Load a DAMSM export: `path` is a run folder (uses RUN/damsm.pt) or the file itself.
-
-    Returns (text_encoder, image_encoder, config: DAMSMConfig, vocab: list[str]) on `device`, in eval
-    mode, with gradients off. Raises DAMSMExportError if the file is missing or not a DAMSM export.
-    """
-    path = os.fspath(path)
-    file = os.path.join(path, EXPORT_NAME) if os.path.isdir(path) else path
-    if not os.path.isfile(file):
-        raise DAMSMExportError(f"{path}: no DAMSM export ({EXPORT_NAME}); train one with `t2i train damsm`")
-    try:
-        blob = torch.load(file, map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - report any unreadable file the same way
-        raise DAMSMExportError(f"{file}: unreadable DAMSM export ({exc})") from None
-    if not isinstance(blob, dict) or blob.get("format") != _FORMAT:
-        raise DAMSMExportError(f"{file}: not a t2i DAMSM export")
-    if blob.get("version") != _VERSION:
-        raise DAMSMExportError(f"{file}: DAMSM export version {blob.get('version')}, this t2i reads {_VERSION}")
-    config = DAMSMConfig.from_dict(blob["config"])
-    model = DAMSM(config)
-    model.text_encoder.load_state_dict(blob["text_encoder"])
-    model.image_encoder.load_state_dict(blob["image_encoder"])
-    model.to(device).eval().requires_grad_(False)
-    return model.text_encoder, model.image_encoder, config, list(blob["vocab"])

@@ -5,11 +5,7 @@
     D(x, t) = conv4x4(BN(conv1x1([phi(x) ; t_hat tiled 4x4])))   phi(x): strided convs down to [8ndf, 4, 4]
     S(x) -> z                                     the style encoder of section 4.4 (same conv stack as D)
 
-The module also holds the export format the two baselines share (`save_baseline` / `load_baseline`): one file
-RUN/generator.pt, loadable with `torch.load(weights_only=True)`, in the generator-export format of
-models/attngan.py ({"format": "t2i-generator", "version": 1, "kind", "config", "vocab", "generator",
-"text_encoder", "damsm_config", "damsm_run", "extra"}) plus "style_encoder" (a state dict or None) and
-"text_source" ("damsm": the DAMSM sentence feature conditions G; "char-cnn-rnn": precomputed embeddings did).
+The export (RUN/generator.pt, with the style encoder when trained) is models/export.py's.
 """
 
 import dataclasses
@@ -18,21 +14,16 @@ import math
 import torch
 import torch.nn as nn
 
-from t2icli.models.attngan import (GeneratorExportError, load_text_encoder, read_export, save_generator,
-                                   state_dict_cpu)
-from t2icli.models.config import ConfigDict
+from t2icli.models.config import ConfigDict, ModelConfigError
 
-__all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size",
-           "save_baseline", "load_baseline", "TEXT_SOURCES"]
-
-TEXT_SOURCES = ("damsm", "char-cnn-rnn")
+__all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size"]
 
 
 def check_size(image_size, smallest=8, flag="image size"):
-    """Raise GeneratorExportError unless image_size is a power of two >= `smallest`."""
+    """Raise ModelConfigError unless image_size is a power of two >= `smallest`."""
     s = int(image_size)
     if s < smallest or s & (s - 1):
-        raise GeneratorExportError(f"{flag} {s} px: this model needs a power of two >= {smallest}")
+        raise ModelConfigError(f"{flag} {s} px: this model needs a power of two >= {smallest}")
     return s
 
 
@@ -54,7 +45,6 @@ def down_stack(size, ndf, cin=3):
 class GanClsConfig(ConfigDict):
     """Everything needed to rebuild a GAN-INT-CLS generator (and its D's width)."""
 
-    _error = GeneratorExportError
     _what = "GAN-INT-CLS config"
 
     image_size: int = 64
@@ -175,45 +165,3 @@ def init_dcgan(module):
             nn.init.normal_(m.weight, 1.0, 0.02)
             nn.init.zeros_(m.bias)
     return module
-
-
-# -- export (shared by GAN-INT-CLS and StackGAN) ----------------------------------------------------------
-def save_baseline(path, kind, generator, text_encoder, damsm_config, vocab, damsm_run=None, style_encoder=None,
-                  text_source="damsm", extra=None):
-    """Write a baseline's self-contained inference export atomically (`path`: file or run folder): the common
-    generator export (models/attngan.py) plus its text source and style encoder."""
-    if text_source not in TEXT_SOURCES:
-        raise ValueError(f"text_source {text_source!r}: choose from {TEXT_SOURCES}")
-    style = None if style_encoder is None else state_dict_cpu(style_encoder)
-    return save_generator(path, generator, text_encoder, damsm_config, vocab, kind=kind, damsm_run=damsm_run,
-                          extra=extra, fields={"text_source": text_source, "style_encoder": style})
-
-
-def load_baseline(path, device="cpu", blob=None):
-    """Load a gancls or stackgan export. Returns (G, text_encoder, config dict, vocab, style_encoder or None), eval
-    mode, gradients off; config = the model config + "kind", "sizes", "stages", "attention" (False),
-    "damsm_config", "damsm_run", "text_source", "style_encoder" (bool) and the export's "extra" entries."""
-    blob = read_export(path) if blob is None else blob
-    kind = blob.get("kind")
-    style = None
-    if kind == "gancls":
-        G = GanClsGenerator(GanClsConfig.from_dict(blob["config"]))
-        if blob.get("style_encoder") is not None:
-            style = StyleEncoder(G.config.image_size, G.config.df_dim, G.config.z_dim)
-            style.load_state_dict(blob["style_encoder"])
-            style.to(device).eval().requires_grad_(False)
-    elif kind == "stackgan":
-        from t2icli.models.stackgan import StackGAN, StackGANConfig
-
-        G = StackGAN(StackGANConfig.from_dict(blob["config"]))
-    else:
-        raise GeneratorExportError(f"{path}: a {kind!r} export is not a gancls/stackgan model")
-    G.load_state_dict(blob["generator"])
-    G.to(device).eval().requires_grad_(False)
-    text_encoder, dcfg = load_text_encoder(blob, device)
-    cfg = G.config.to_dict()
-    config = dict(cfg, kind=kind, sizes=list(G.config.sizes), stages=G.config.stages, attention=False,
-                  damsm_config=dcfg.to_dict(), damsm_run=blob.get("damsm_run"),
-                  text_source=blob.get("text_source", "damsm"), style_encoder=style is not None,
-                  **{k: v for k, v in blob.get("extra", {}).items() if k not in cfg})
-    return G, text_encoder, config, list(blob["vocab"]), style

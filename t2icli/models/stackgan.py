@@ -18,8 +18,8 @@ import math
 import torch
 import torch.nn as nn
 
-from t2icli.models.attngan import CondAugment, GeneratorExportError
-from t2icli.models.config import ConfigDict
+from t2icli.models.attngan import CondAugment
+from t2icli.models.config import ConfigDict, ModelConfigError
 from t2icli.models.gancls import CondDiscriminator, check_size
 
 __all__ = ["StackGANConfig", "Stage1Generator", "Stage2Generator", "StackGAN", "build_discriminators", "stage_sizes"]
@@ -34,7 +34,6 @@ def stage_sizes(image_size):
 class StackGANConfig(ConfigDict):
     """Everything needed to rebuild both StackGAN generators (and the Ds' width)."""
 
-    _error = GeneratorExportError
     _what = "StackGAN config"
 
     image_size: int = 256  # Stage-II side; Stage-I makes image_size / 4
@@ -57,7 +56,7 @@ class StackGANConfig(ConfigDict):
         check_size(self.image_size, 32)  # Stage-I >= 8 px; Stage-II's encoder halves it twice
         self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         if int(self.res_blocks) < 0:
-            raise GeneratorExportError(f"res_blocks must be >= 0, got {self.res_blocks}")
+            raise ModelConfigError(f"res_blocks must be >= 0, got {self.res_blocks}")
         return self
 
 

@@ -1,18 +1,15 @@
-"""The DAMSM training loop (AttnGAN's pretrain_DAMSM): text + image encoders, exact resume, test evaluation.
+"""`t2i train damsm`: the DAMSM text and image encoders (AttnGAN's pretrain_DAMSM.py) on the shared loop.
 
-`train_damsm(data, out, ...)` trains both encoders on a prepared dataset into a run folder (see
-training/run.py), evaluates the test split after every `eval_every` epochs (losses, real-image
-R-precision, word-attention maps of fixed test images), and writes the inference export RUN/damsm.pt
-that `train attngan`, `sample` and `eval` load with `t2icli.models.damsm.load_damsm`.
+Both encoders are trained with the DAMSM loss (word + sentence matching of every caption against every image of
+the batch, same-class pairs masked). After every `eval_every` epochs the test split is evaluated (losses, real-image
+R-precision, word-attention maps of fixed test images, attn<step>.png); the export RUN/damsm.pt is what
+`train attngan|stackgan2|stackgan|gancls`, `sample` and `eval` load (models/export.load_damsm). Run folder,
+determinism, resume and torchrun: training/loop.py. A checkpoint is written when each epoch ends and, with
+--checkpoint-every N, every N steps within it.
 
-Determinism: the data order/augmentation is a pure function of (seed, epoch, index) and the global torch RNG
-(dropout) is reseeded every step from (seed, rank, step), so resuming after N steps continues bit-for-bit like
-an uninterrupted run (on CPU).
-
-Distributed (torchrun, see training/distributed.py): `batch_size` is the global batch; each rank encodes its rows
-(both encoders wrapped in DDP), the features of every rank are gathered with gradient and every rank computes the
-DAMSM loss of the whole global batch, so the in-batch negatives — and the loss — are those of one process at the
-same batch (BatchNorm synchronised; dropout masks differ, being per rank). Only rank 0 evaluates and writes.
+Distributed: each rank encodes its rows (both encoders wrapped in DDP), the features of every rank are gathered with
+gradient and every rank computes the DAMSM loss of the whole global batch, so the in-batch negatives, and the loss,
+are those of one process at the same batch (BatchNorm synchronised; dropout masks differ, being per rank).
 
 Precision: "bf16" autocasts the image encoder's forward pass on CUDA; the text encoder (LSTM), the scores and the
 loss stay fp32. `compile` wraps the image encoder in torch.compile (the LSTM's packed sequences would break it).
@@ -20,21 +17,21 @@ loss stay fp32. `compile` wraps the image encoder in torch.compile (the LSTM's p
 
 import contextlib
 import dataclasses
-import math
-import os
 import time
 
 import numpy as np
 import torch
 
 from t2icli import losses
+from t2icli.errors import ConfigError
 from t2icli.metrics.rprecision import rprecision_from_features
-from t2icli.models.damsm import DAMSMConfig, build_damsm, save_damsm
-from t2icli.models.inception import InceptionWeightsError, load_inception_weights
 from t2icli.training import distributed
-from t2icli.training.run import RunError, load_checkpoint, rng_state, set_rng_state
+from t2icli.training.config import DAMSMTrainConfig
+from t2icli.training.loop import Trainer, fit
+from t2icli.training.run import RunError, rng_state, set_rng_state
+from t2icli.training.state import TrainState
 
-__all__ = ["train_damsm", "evaluate_damsm", "small_image_size", "save_attention_png", "train_loss"]
+__all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss"]
 
 LOSS_KEYS = ("loss", "w1", "w2", "s1", "s2")
 
@@ -126,41 +123,10 @@ def evaluate_damsm(model, test_ds, cfg, batch_size, device, n_negatives=99, runs
     return {"losses": {k: v / max(n_batches, 1) for k, v in sums.items()}, "rprecision": rp, "attention": attention}
 
 
-def save_attention_png(path, images, words, alphas, tile=None):
-    """Word-attention picture: one block per image, a word row over [image | one heat map per word].
-
-    images: uint8 [K, S, S, 3]; words: K lists of words; alphas: K tensors [T_k, H', W'] (T_k = len(words[k])).
-    """
-    from PIL import Image, ImageDraw
-
-    from t2icli.viz.grid import save_png
-
-    K, S = len(images), images.shape[1]
-    tile = tile or max(64, S)
-    cols = 1 + max(len(w) for w in words)
-    text_h = 14
-    canvas = Image.new("RGB", (cols * tile, K * (tile + text_h)), (255, 255, 255))
-    draw = ImageDraw.Draw(canvas)
-    for k in range(K):
-        y = k * (tile + text_h)
-        base = Image.fromarray(np.asarray(images[k])).resize((tile, tile), Image.BILINEAR)
-        canvas.paste(base, (0, y + text_h))
-        draw.text((2, y + 1), "image", fill=(0, 0, 0))
-        grey = np.asarray(base.convert("L").convert("RGB"), dtype=np.float32) / 255.0  # [tile, tile, 3]
-        for t, word in enumerate(words[k]):
-            a = alphas[k][t][None, None]  # [1, 1, H', W']
-            a = torch.nn.functional.interpolate(a, size=(tile, tile), mode="bilinear", align_corners=False)[0, 0]
-            a = ((a - a.min()) / (a.max() - a.min()).clamp_min(1e-12)).numpy()[..., None]  # [tile, tile, 1] in [0, 1]
-            heat = np.concatenate([np.clip(3 * a, 0, 1), np.clip(3 * a - 1, 0, 1), np.clip(3 * a - 2, 0, 1)], -1)
-            mix = (0.45 * grey + 0.55 * heat) * 255.0
-            x = (t + 1) * tile
-            canvas.paste(Image.fromarray(mix.clip(0, 255).astype(np.uint8)), (x, y + text_h))
-            draw.text((x + 2, y + 1), word[: max(1, tile // 6)], fill=(0, 0, 0))
-    save_png(canvas, path)
-
-
 def _check_resume(ckpt, cfg, vocab, path):
     """Refuse a checkpoint whose vocabulary or model config differs from this run's. Raises RunError."""
+    from t2icli.models.damsm import DAMSMConfig
+
     old_vocab = list(ckpt.get("vocab", []))
     if old_vocab != list(vocab):
         first = next((i for i, (a, b) in enumerate(zip(old_vocab, vocab)) if a != b), min(len(old_vocab), len(vocab)))
@@ -177,256 +143,146 @@ def _check_resume(ckpt, cfg, vocab, path):
         raise RunError(f"--resume {path}: the checkpoint was trained with a different model config ({detail})")
 
 
-def train_damsm(data, out, *, epochs=600, batch_size=48, lr=0.002, image_encoder="small", inception_weights=None,
-                device="cpu", seed=0, resume=None, max_minutes=None, max_steps=None, gamma1=4.0, gamma2=5.0,
-                gamma3=10.0, eval_every=1, n_attention=8, keep_checkpoints=3, small_width=16, grad_clip=0.25,
-                rprecision_runs=10, progress=True, num_workers=0, log_every=None, small_pool="avgmax",
-                precision="fp32", compile=False, dropout=0.5, checkpoint_every=None):
-    """Train the DAMSM text and image encoders on prepared dataset `data` into run folder `out`.
+class DAMSMTrainer(Trainer):
+    """The DAMSM encoders on the shared loop (see the module docstring)."""
 
-    Stops after `epochs` epochs, `max_steps` optimiser steps in total, or `max_minutes` of training in
-    this invocation, whichever comes first; then evaluates the test split, checkpoints, and writes
-    RUN/damsm.pt. resume: None, "latest" or a checkpoint/run path (see training.run.open_run). A checkpoint
-    is written at the end of every epoch and, with checkpoint_every=N, also every N steps within an epoch.
-    batch_size is the global batch (split over the processes of a torchrun job); precision "fp32" | "bf16"
-    (CUDA autocast of the image encoder); compile: torch.compile the image encoder; dropout: of the word embeddings.
-    Returns {"run_dir", "export", "step", "epoch", "samples_per_s", "train_seconds", "test": {...},
-    "rprecision": {"mean", "std", "runs", "n_negatives", "n"} or None, "is_main", "world"} ("test" and
-    "rprecision" are None on ranks other than 0).
-    Raises t2icli.data.DataError (bad data), RunError (run/resume/weights/NaN problems).
-    """
-    if precision not in ("fp32", "bf16"):
-        raise RunError(f"--precision {precision!r}: choose fp32 or bf16")
-    if checkpoint_every is not None and checkpoint_every < 1:
-        raise RunError(f"--checkpoint-every {checkpoint_every}: must be >= 1")
-    return distributed.launch(_train_damsm, device, batch_size, dict(locals()), RunError)
+    log_keys = LOSS_KEYS
+    log_records = False  # the running means go into the evaluation records
+    checkpoint_at_epoch_end = True
+    snapshot_at_start = False
 
+    def __init__(self, cfg, env, resume=None):
+        from t2icli.data import PreparedDataset, load_meta
+        from t2icli.models.damsm import DAMSMConfig
 
-def _train_damsm(env, data, out, *, epochs, batch_size, lr, image_encoder, inception_weights, device, seed, resume,
-                 max_minutes, max_steps, gamma1, gamma2, gamma3, eval_every, n_attention, keep_checkpoints,
-                 small_width, grad_clip, rprecision_runs, progress, num_workers, log_every, small_pool, precision,
-                 compile, dropout, checkpoint_every):
-    from t2icli.data import PreparedDataset, load_meta, make_loader
+        super().__init__(cfg, env, resume)
+        if cfg.image_encoder == "inception_v3" and cfg.inception_weights is None and resume is None:
+            raise ConfigError("--image-encoder inception_v3 needs --inception-weights PATH (torchvision ImageNet weights): "
+                           "a randomly initialised frozen backbone is useless. Use --image-encoder small to train "
+                           "from scratch.")
+        meta = self.meta = load_meta(cfg.data)
+        stored = int(meta["image_size"])
+        size = small_image_size(stored) if cfg.image_encoder == "small" else stored
+        self.train_ds = PreparedDataset(cfg.data, "train", resolutions=(size,), train=True, seed=cfg.seed)
+        test_split = "test" if "test" in meta["splits"] else "train"
+        self.test_ds = PreparedDataset(cfg.data, test_split, resolutions=(size,), train=False, seed=cfg.seed)
+        self.vocab = list(self.train_ds.vocab)
+        self.model_config = DAMSMConfig(
+            vocab_size=len(self.vocab), word_limit=int(meta["word_limit"]), image_size=size,
+            image_encoder=cfg.image_encoder, small_width=cfg.small_width, small_pool=cfg.small_pool,
+            gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, dropout=cfg.dropout)
+        self.last_eval = None
 
-    meta = load_meta(data)
-    if image_encoder not in ("small", "inception_v3"):
-        raise RunError(f"--image-encoder {image_encoder!r}: choose small or inception_v3")
-    if image_encoder == "inception_v3" and inception_weights is None and resume is None:
-        raise RunError("--image-encoder inception_v3 needs --inception-weights PATH (torchvision ImageNet weights): "
-                       "a randomly initialised frozen backbone is useless. Use --image-encoder small to train "
-                       "from scratch.")
-    size = small_image_size(int(meta["image_size"])) if image_encoder == "small" else int(meta["image_size"])
-    train_ds = PreparedDataset(data, "train", resolutions=(size,), train=True, seed=seed)
-    test_split = "test" if "test" in meta["splits"] else "train"
-    test_ds = PreparedDataset(data, test_split, resolutions=(size,), train=False, seed=seed)
-    if len(train_ds) < batch_size:
-        raise RunError(f"--batch-size {batch_size} is larger than the training split ({len(train_ds)} images)")
-    vocab = list(train_ds.vocab)
-    cfg = DAMSMConfig(vocab_size=len(vocab), word_limit=int(meta["word_limit"]), image_size=size,
-                      image_encoder=image_encoder, small_width=small_width, small_pool=small_pool,
-                      gamma1=gamma1, gamma2=gamma2, gamma3=gamma3, dropout=dropout)
-    train_config = {
-        "kind": "damsm", "data": os.path.abspath(os.fspath(data)), "epochs": epochs, "batch_size": batch_size,
-        "lr": lr, "image_encoder": image_encoder,
-        "inception_weights": None if inception_weights is None else os.path.abspath(inception_weights),
-        "device": str(device), "seed": seed, "max_minutes": max_minutes, "max_steps": max_steps,
-        "eval_every": eval_every, "grad_clip": grad_clip, "model": cfg.to_dict(), "precision": precision,
-        "compile": bool(compile), "world_size": env.world,
-        "dataset": {k: meta.get(k)
-                    for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")},
-    }
-    run = distributed.open_run(out, train_config, resume=resume, keep=keep_checkpoints)
-    progress = progress and env.is_main
-    ckpt = None
-    if run.resume_from is not None:
-        ckpt = load_checkpoint(run.resume_from)
-        # Architecture details that have no flag come from the checkpoint (older runs predate small_pool).
-        cfg = dataclasses.replace(cfg, small_pool=ckpt.get("model_config", {}).get("small_pool", "avg"))
-        _check_resume(ckpt, cfg, vocab, run.resume_from)
+    def info(self):
+        return {"model": self.model_config.to_dict(), "dataset": {
+            k: self.meta.get(k) for k in ("source", "image_size", "word_limit", "vocab_size", "n_classes", "splits")}}
 
-    torch.manual_seed(seed)
-    model = distributed.sync_batchnorm(build_damsm(cfg)).to(device)  # global-batch BN statistics under torchrun
-    if image_encoder == "inception_v3" and run.resume_from is None:
-        try:
-            load_inception_weights(model.image_encoder.backbone, inception_weights)
-        except InceptionWeightsError as exc:
-            raise RunError(f"--inception-weights {inception_weights}: {exc}") from None
-    text_fwd = distributed.wrap(model.text_encoder)  # DDP (world > 1): gradients averaged during backward
-    image_fwd = distributed.wrap(model.image_encoder)
-    if compile:
-        image_fwd = torch.compile(image_fwd)
-    amp = distributed.autocast(device, precision)
-    params = [p for p in model.parameters() if p.requires_grad]
-    opt = torch.optim.Adam(params, lr=lr, betas=(0.5, 0.999))
-    step, epoch, batch_in_epoch, evaluated_at = 0, 0, 0, -1
-    if ckpt is not None:
-        model.load_state_dict(ckpt["model"])
-        opt.load_state_dict(ckpt["optimizer"])
-        set_rng_state(ckpt["rng"])
-        step, epoch, batch_in_epoch = int(ckpt["step"]), int(ckpt["epoch"]), int(ckpt["batch"])
-        evaluated_at = int(ckpt.get("evaluated_at", -1))
-        run.log(f"resumed at step {step} (epoch {epoch}, batch {batch_in_epoch})")
-    n_params = sum(p.numel() for p in params)
-    run.log(f"DAMSM {image_encoder}: {n_params / 1e6:.2f}M trainable parameters, D={cfg.dim}, image {size}px, "
-            f"{len(train_ds)} train / {len(test_ds)} {test_split} images, vocab {len(vocab)}, device {device}"
-            + env.describe(batch_size))
+    def check_resume(self, ckpt, path):
+        # An architecture detail with no flag comes from the checkpoint (runs before small_pool existed used "avg").
+        self.model_config = dataclasses.replace(
+            self.model_config, small_pool=ckpt.get("model_config", {}).get("small_pool", "avg"))
+        _check_resume(ckpt, self.model_config, self.vocab, path)
 
-    per_epoch = len(train_ds) // batch_size
-    total = epochs * per_epoch if max_steps is None else min(epochs * per_epoch, max_steps)
-    deadline = None if max_minutes is None else time.perf_counter() + 60.0 * max_minutes
-    log_every = log_every or max(1, per_epoch // 4)
+    def build(self, ckpt):
+        from t2icli.models.damsm import build_damsm
+        from t2icli.models.inception import InceptionWeightsError, load_inception_weights
 
-    def checkpoint():
-        if not env.is_main:
-            return None
-        if not all(bool(torch.isfinite(p).all()) for p in model.parameters()):
-            raise RunError(f"weights are not finite at step {step} (epoch {epoch}); stopped without saving "
-                           f"(the last checkpoint in {run.path('checkpoints')} is intact). Try a lower --lr.")
-        state = {"step": step, "epoch": epoch, "batch": batch_in_epoch, "evaluated_at": evaluated_at,
-                 "model": model.state_dict(), "optimizer": opt.state_dict(), "rng": rng_state(),
-                 "model_config": cfg.to_dict(), "vocab": vocab, "train_config": train_config}
-        return run.save_checkpoint(state, step)
+        cfg = self.cfg
+        self.model = model = distributed.sync_batchnorm(build_damsm(self.model_config)).to(self.device)
+        if cfg.image_encoder == "inception_v3" and ckpt is None:
+            try:
+                load_inception_weights(model.image_encoder.backbone, cfg.inception_weights)
+            except InceptionWeightsError as exc:
+                raise RunError(f"--inception-weights {cfg.inception_weights}: {exc}") from None
+        self.text_fwd = distributed.wrap(model.text_encoder)  # DDP (world > 1): gradients averaged in backward
+        self.image_fwd = distributed.wrap(model.image_encoder)
+        if cfg.compile:
+            self.image_fwd = torch.compile(self.image_fwd)
+        self.amp = distributed.autocast(self.device, cfg.precision)
+        self.params = [p for p in model.parameters() if p.requires_grad]
+        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.5, 0.999))
+        model.train()
+        return TrainState({"model": model, "optimizer": self.opt},
+                          meta={"model_config": self.model_config.to_dict(), "vocab": self.vocab,
+                                "train_config": cfg.to_dict()})
 
-    def evaluate(final=False):
-        nonlocal evaluated_at
+    def describe(self):
+        return (f"DAMSM {self.cfg.image_encoder}: {sum(p.numel() for p in self.params) / 1e6:.2f}M trainable "
+                f"parameters, D={self.model_config.dim}, image {self.model_config.image_size}px, {len(self.train_ds)} "
+                f"train / {len(self.test_ds)} {self.test_ds.split} images, vocab {len(self.vocab)}, "
+                f"device {self.device}")
+
+    def on_epoch(self, epoch):
+        for g in self.opt.param_groups:
+            g["lr"] = _lr_at(self.cfg.lr, epoch)
+
+    def step(self, batch, gen):
+        images, tokens, lengths, class_ids = _batch_to(batch, self.device)  # this rank's rows
+        out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths, class_ids, self.model_config,
+                         self.amp)  # the global batch's loss
+        self.loop.check_finite({"loss": out["loss"].item()})
+        self.opt.zero_grad(set_to_none=True)
+        out["loss"].backward()
+        torch.nn.utils.clip_grad_norm_(self.model.text_encoder.parameters(), self.cfg.grad_clip)  # AttnGAN's clip
+        self.opt.step()
+        return {k: out[k].item() for k in LOSS_KEYS}
+
+    def snapshot_due(self, step, epoch, epoch_ended):
+        return epoch_ended and epoch % self.cfg.eval_every == 0
+
+    def checkpoint_every(self):
+        return self.cfg.checkpoint_every
+
+    def snapshot(self, final=False):
+        """Test losses, real-image R-precision and attention maps; the record holds the running train means."""
+        from t2icli.viz.attention import save_attention_blocks
+
+        cfg, loop = self.cfg, self.loop
         t0 = time.perf_counter()
         rng = rng_state()  # evaluation must not move the training RNG streams (exact resume)
-        res = evaluate_damsm(model, test_ds, cfg, batch_size, device, runs=rprecision_runs if final else 3,
-                             seed=seed, n_attention=n_attention)
+        res = evaluate_damsm(self.model, self.test_ds, self.model_config, cfg.batch_size, self.device,
+                             runs=cfg.rprecision_runs if final else 3, seed=cfg.seed, n_attention=cfg.n_attention)
         set_rng_state(rng)
         if res["attention"] is not None:
-            save_attention_png(run.path(f"attn{step:08d}.png"), *res["attention"])
-        evaluated_at = step
-        res["seconds"] = time.perf_counter() - t0
-        return res
+            save_attention_blocks(loop.run.path(f"attn{loop.step:08d}.png"), *res["attention"])
+        self.last_eval = res
+        rp = res["rprecision"]
+        return {"lr": _lr_at(cfg.lr, max(loop.epoch - 1, 0)), "train": loop.running.take(), "test": res["losses"],
+                "test_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
+                "images_per_s": loop.images_per_s(), "train_seconds": loop.train_seconds,
+                "eval_seconds": time.perf_counter() - t0}
 
-    console, bar = None, None
-    if progress:
-        from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    def describe_record(self, rec):
+        tr, rp, test = rec["train"], rec["test_rprecision"], rec["test"]
+        parts = [f"epoch {rec['epoch']} step {rec['step']}"]
+        if tr:
+            parts.append(f"train loss {tr['loss']:.3f}")
+        parts.append(f"test loss {test['loss']:.3f} (w {test['w1'] + test['w2']:.3f}, s {test['s1'] + test['s2']:.3f})")
+        if rp:
+            parts.append(f"R-precision {rp['mean']:.3f}±{rp['std']:.3f}")
+        if rec["images_per_s"]:
+            parts.append(f"{rec['images_per_s']:.0f} samples/s")
+        return ", ".join(parts)
 
-        console = Console(stderr=True)
-        bar = Progress(TextColumn("[bold]damsm[/] ep {task.fields[epoch]}"), BarColumn(), MofNCompleteColumn(),
-                       TextColumn("{task.fields[info]}"), TimeElapsedColumn(), console=console, transient=False)
-        run.console = console
-        bar.start()
-        task = bar.add_task("train", total=total, completed=min(step, total), epoch=epoch, info="")
+    def export(self):
+        from t2icli.models.export import save_damsm
 
-    train_seconds, samples, stop = 0.0, 0, None
-    running = {k: 0.0 for k in LOSS_KEYS}
-    running_n = 0
-    result_test = None
-    try:
-        while stop is None:
-            if epoch >= epochs:
-                stop = "epochs"
-                break
-            if max_steps is not None and step >= max_steps:
-                stop = "steps"
-                break
-            for g in opt.param_groups:
-                g["lr"] = _lr_at(lr, epoch)
-            loader = make_loader(train_ds, batch_size, shuffle=True, drop_last=True, seed=seed, epoch=epoch,
-                                 start_batch=batch_in_epoch, num_workers=num_workers, rank=env.rank, world=env.world)
-            rng = torch.get_rng_state()
-            batches = iter(loader)  # DataLoader draws a base seed from the global RNG; keep dropout's stream intact
-            torch.set_rng_state(rng)
-            model.train()
-            t0 = time.perf_counter()
-            for batch in batches:
-                images, tokens, lengths, class_ids = _batch_to(batch, device)  # this rank's rows
-                torch.manual_seed(distributed.seed_for(seed, env.rank, step))  # dropout: f(seed, rank, step)
-                out = train_loss(text_fwd, image_fwd, images, tokens, lengths, class_ids, cfg, amp)  # global loss
-                loss_value = out["loss"].item()
-                if not math.isfinite(loss_value):
-                    raise RunError(f"loss is {loss_value} at step {step + 1} (epoch {epoch}); stopped without saving "
-                                   f"(the last checkpoint in {run.path('checkpoints')} is intact). Try a lower --lr.")
-                opt.zero_grad(set_to_none=True)
-                out["loss"].backward()
-                torch.nn.utils.clip_grad_norm_(model.text_encoder.parameters(), grad_clip)  # AttnGAN's RNN clip
-                opt.step()
-                step += 1
-                batch_in_epoch += 1
-                samples += len(class_ids) * env.world
-                for k in LOSS_KEYS:
-                    running[k] += out[k].item()
-                running_n += 1
-                now = time.perf_counter()
-                if bar is not None:
-                    sps = samples / max(train_seconds + now - t0, 1e-9)
-                    bar.update(task, completed=min(step, total), epoch=epoch,
-                               info=f"loss {loss_value:6.3f} w {out['w1'].item() + out['w2'].item():6.3f} "
-                                    f"s {out['s1'].item() + out['s2'].item():6.3f} {sps:6.0f} samples/s")
-                if step % log_every == 0 and bar is None:
-                    run.log(f"step {step} epoch {epoch} loss {loss_value:.4f}")
-                if max_steps is not None and step >= max_steps:
-                    stop = "steps"
-                elif deadline is not None and distributed.any_rank(now >= deadline):  # every rank stops together
-                    stop = "time"
-                if stop:
-                    break
-                if checkpoint_every and step % checkpoint_every == 0 and batch_in_epoch < per_epoch:
-                    checkpoint()  # within the epoch (the epoch's end writes its own); resumes at this batch
-            train_seconds += time.perf_counter() - t0
-            if batch_in_epoch >= per_epoch:  # epoch complete
-                epoch += 1
-                batch_in_epoch = 0
-                if epoch % eval_every == 0 and epoch < epochs and stop is None and env.is_main:
-                    res = evaluate()
-                    rec = _stats_record(step, epoch, _lr_at(lr, epoch - 1), running, running_n, res, samples,
-                                        train_seconds)
-                    run.append_stats(rec)
-                    run.log(_describe(rec))
-                    running, running_n = {k: 0.0 for k in LOSS_KEYS}, 0
-                if stop is None:
-                    checkpoint()
-        run.log(f"stopping ({stop}) at step {step}, epoch {epoch}")
-        if env.is_main:
-            res = evaluate(final=True)
-            rec = _stats_record(step, epoch, _lr_at(lr, max(epoch - 1, 0)), running, running_n, res, samples,
-                                train_seconds, final=True)
-            run.append_stats(rec)
-            run.log(_describe(rec))
-            checkpoint()
-            result_test = res
-    finally:
-        if bar is not None:
-            bar.stop()
-            run.console = None
-    export = run.path("damsm.pt")
-    if env.is_main:
-        save_damsm(export, model.text_encoder, model.image_encoder, cfg, vocab)
-        run.log(f"wrote {export}")
-    return {"run_dir": run.dir, "export": export, "step": step, "epoch": epoch, "stop": stop,
-            "samples_per_s": samples / train_seconds if train_seconds > 0 else None, "train_seconds": train_seconds,
-            "test": result_test["losses"] if result_test else None,
-            "rprecision": result_test["rprecision"] if result_test else None,
-            "is_main": env.is_main, "world": env.world}
+        return save_damsm(self.loop.run.path("damsm.pt"), self.model.text_encoder, self.model.image_encoder,
+                          self.model_config, self.vocab)
+
+    def result(self):
+        res = self.last_eval
+        return {"test": res["losses"] if res else None, "rprecision": res["rprecision"] if res else None}
 
 
-def _stats_record(step, epoch, lr, running, running_n, res, samples, train_seconds, final=False):
-    rp = res["rprecision"]
-    rec = {"step": step, "epoch": epoch, "lr": lr,
-           "train": {k: v / running_n for k, v in running.items()} if running_n else None,
-           "test": res["losses"],
-           "test_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
-           "samples_per_s": samples / train_seconds if train_seconds > 0 else None,
-           "train_seconds": train_seconds, "eval_seconds": res["seconds"]}
-    if final:
-        rec["final"] = True
-    return rec
+def train(cfg, resume=None, progress=True):
+    """Train the DAMSM encoders as configured by `cfg` (a DAMSMTrainConfig) into run folder cfg.out.
 
-
-def _describe(rec):
-    tr = rec["train"]
-    rp = rec["test_rprecision"]
-    parts = [f"epoch {rec['epoch']} step {rec['step']}"]
-    if tr:
-        parts.append(f"train loss {tr['loss']:.3f}")
-    parts.append(f"test loss {rec['test']['loss']:.3f} (w {rec['test']['w1'] + rec['test']['w2']:.3f}, "
-                 f"s {rec['test']['s1'] + rec['test']['s2']:.3f})")
-    if rp:
-        parts.append(f"R-precision {rp['mean']:.3f}±{rp['std']:.3f}")
-    if rec["samples_per_s"]:
-        parts.append(f"{rec['samples_per_s']:.0f} samples/s")
-    return ", ".join(parts)
+    Stops after --epochs, --steps or --max-minutes, whichever comes first; then evaluates the test split,
+    checkpoints and writes RUN/damsm.pt. resume: None, "latest" or a checkpoint / run folder. Returns the dict of
+    training.loop.fit with "test" (final test losses) and "rprecision" (real-image R-precision, or None; both None
+    on ranks other than 0). Raises T2IError subclasses naming the flag or path.
+    """
+    if not isinstance(cfg, DAMSMTrainConfig):
+        raise TypeError(f"train() takes a DAMSMTrainConfig, got {type(cfg).__name__}")
+    return fit(cfg, DAMSMTrainer, resume=resume, progress=progress)

@@ -259,15 +259,15 @@ def any_rank(flag):
     return bool(t.item() > 0)
 
 
-def open_run(out, config, resume=None, keep=3, notes=()):
+def open_run(out, config, resume=None, keep=3, notes=(), info=None):
     """training.run.open_run on rank 0 (its error, if any, raised on every rank); on the other ranks the run's
-    log, stats and checkpoint writes do nothing. Every trainer opens its run folder this way.
+    log, stats and checkpoint writes do nothing. Every trainer opens its run folder this way (training/loop.fit).
 
     Then logs `notes` (lines gathered before the log existed) and, when config asks for bf16 on a CPU device,
     that it is ignored."""
     from t2icli.training import run as runlib
 
-    run = on_main(lambda: runlib.open_run(out, config, resume=resume, keep=keep))
+    run = on_main(lambda: runlib.open_run(out, config, resume=resume, keep=keep, info=info))
     run = mute(run, "log", "append_stats", "save_checkpoint")
     for line in notes:
         run.log(line)
@@ -276,11 +276,10 @@ def open_run(out, config, resume=None, keep=3, notes=()):
     return run
 
 
-def launch(train_fn, device, batch_size, kwargs, error):
-    """Run train_fn(env, **kwargs) with kwargs["device"] = env.device inside init() / cleanup(): joins the torchrun
-    job if there is one and checks that the global batch splits over its ranks. A ValueError from either is raised
-    as `error` (the trainer's user-facing exception type). A failed rank does not wait for the others at cleanup
-    (torchrun stops them)."""
+def launch(train_fn, device, batch_size, error):
+    """Run train_fn(env) inside init() / cleanup(): joins the torchrun job if there is one and checks that the
+    global batch splits over its ranks. A ValueError from either is raised as `error` (the trainer's user-facing
+    exception type). A failed rank does not wait for the others at cleanup (torchrun stops them)."""
     try:
         env = init(device)
     except ValueError as exc:
@@ -292,7 +291,7 @@ def launch(train_fn, device, batch_size, kwargs, error):
         raise error(str(exc)) from None
     ok = False
     try:
-        result = train_fn(env, **dict(kwargs, device=env.device))
+        result = train_fn(env)
         ok = True
         return result
     finally:

@@ -1,6 +1,7 @@
 """The run folder every trainer writes: resolved config, log, per-epoch stats, atomic checkpoints and exact resume.
 
-    RUN/config.json         the resolved training config (written once, when the run starts)
+    RUN/config.json         the training config (training/config.py; written once, when the run starts)
+    RUN/run.json            what the run resolved from it: kind, model config, sizes, data set, processes
     RUN/log.txt             timestamped log lines (also shown on stderr)
     RUN/stats.jsonl         one JSON object per evaluation (train/test losses, speed, ...)
     RUN/checkpoints/ckpt-<step:08d>.pt   full training state, written atomically, last K kept
@@ -180,6 +181,7 @@ class Run:
             raise RunError(f"--keep {keep}: must be >= 1 (the number of newest checkpoints kept)")
         self.keep = int(keep)
         self.console = console  # a rich Console on stderr while a progress bar is live
+        self.config_at_start = {}  # what config.json held when the folder was opened (see open_run)
         try:
             os.makedirs(os.path.join(self.dir, CKPT_DIR), exist_ok=True)
         except OSError as exc:
@@ -244,12 +246,13 @@ class Run:
         return find_latest_checkpoint(self.dir)
 
 
-def open_run(out, config, resume=None, keep=3):
+def open_run(out, config, resume=None, keep=3, info=None):
     """Create or reopen the run folder `out`.
 
     resume: None (new run: `out` must not hold a run already), "latest" (newest checkpoint in `out`),
-    or a checkpoint file / run folder path. A new run writes config.json (the resolved config, a
-    JSON-able dict); a resumed run keeps the original one (the trainer checks compatibility).
+    or a checkpoint file / run folder path. A new run writes config.json (the config, a JSON-able dict)
+    and, when given, run.json (`info`: what the run resolved from it); a resumed run keeps the original
+    ones, and `Run.config_at_start` is what its config.json holds (to log what the resumed run changed).
     Returns a Run whose `resume_from` is the checkpoint path to load (or None). Raises RunError.
     """
     out = os.fspath(out)
@@ -262,12 +265,14 @@ def open_run(out, config, resume=None, keep=3):
     if ckpt is None and os.path.isdir(out) and os.listdir(out):
         raise RunError(f"--out {out}: folder is not empty; choose a new or empty folder")
     run = Run(out, resume_from=ckpt, keep=keep)
-    text = json.dumps(config, sort_keys=True, indent=2) + "\n"
-    if not os.path.isfile(run.path("config.json")):
+    run.config_at_start = _read_json(run.path("config.json")) or {}
+    for name, content in (("config.json", config), ("run.json", info)):
+        if content is None or os.path.isfile(run.path(name)):
+            continue
         try:
-            atomic_write_bytes(run.path("config.json"), text.encode("utf-8"))
+            atomic_write_bytes(run.path(name), (json.dumps(content, sort_keys=True, indent=2) + "\n").encode("utf-8"))
         except OSError as exc:
-            raise RunError(f"--out {out}: cannot write config.json ({exc.strerror or exc})") from None
+            raise RunError(f"--out {out}: cannot write {name} ({exc.strerror or exc})") from None
     for path in run.removed_temp_files:
         run.log(f"removed {path}: the temporary file of an interrupted write")
     if ckpt is not None:
@@ -279,6 +284,15 @@ def open_run(out, config, resume=None, keep=3):
                 run.log(f"dropped {dropped} stats.jsonl records after step {int(m.group(1))} "
                         "(written by the interrupted run after its last checkpoint; they are trained again)")
     return run
+
+
+def _read_json(path):
+    """The JSON content of `path`, or None when it is missing or unreadable."""
+    try:
+        with open(path, encoding="utf-8") as f:
+            return json.load(f)
+    except (OSError, ValueError):
+        return None
 
 
 def _trim_stats(run, step):

@@ -1,4 +1,4 @@
-"""Pictures: image grids with captions (snapshots of generators) and helpers to turn tensors into uint8 images."""
+"""Pictures, the only place they are drawn: image grids with captions, attention overlays, uint8 conversion."""
 
 from t2icli.viz.grid import save_image_grid, to_uint8, wrap_text
 

@@ -2,7 +2,7 @@
 
 import numpy as np
 
-__all__ = ["heat_colours", "blend_attention", "save_attention_figure"]
+__all__ = ["heat_colours", "blend_attention", "save_attention_figure", "save_attention_blocks"]
 
 
 def heat_colours(a):
@@ -62,4 +62,33 @@ def save_attention_figure(path, rows, words, tile=64, title=None):
             canvas.paste(Image.fromarray(over), (label_w + (1 + t) * (tile + 2) + 2, y))
     from t2icli.viz.grid import save_png
 
+    return save_png(canvas, path)
+
+
+def save_attention_blocks(path, images, words, alphas, tile=None):
+    """Write a word-attention picture of several captions: per image a block of its words in a row over
+    [image | its map of each word blended over it] (DAMSM's and the trainers' snapshots).
+
+    images: uint8 [K, S, S, 3]; words: K lists of words; alphas: K float tensors/arrays [T_k, h, w] (T_k =
+    len(words[k])). Returns `path`.
+    """
+    from PIL import Image, ImageDraw
+
+    from t2icli.viz.grid import save_png
+
+    K, S = len(images), images.shape[1]
+    tile = tile or max(64, S)
+    cols = 1 + max(len(w) for w in words)
+    text_h = 14
+    canvas = Image.new("RGB", (cols * tile, K * (tile + text_h)), (255, 255, 255))
+    draw = ImageDraw.Draw(canvas)
+    for k in range(K):
+        y = k * (tile + text_h)
+        big = np.asarray(Image.fromarray(np.ascontiguousarray(images[k])).resize((tile, tile), Image.BILINEAR))
+        canvas.paste(Image.fromarray(big), (0, y + text_h))
+        draw.text((2, y + 1), "image", fill=(0, 0, 0))
+        for t, word in enumerate(words[k]):
+            x = (t + 1) * tile
+            canvas.paste(Image.fromarray(blend_attention(big, np.asarray(alphas[k][t], np.float32))), (x, y + text_h))
+            draw.text((x + 2, y + 1), word[: max(1, tile // 6)], fill=(0, 0, 0))
     return save_png(canvas, path)

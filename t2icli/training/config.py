@@ -1,0 +1,365 @@
+"""One config dataclass per trainer: the fields a run is made of, their defaults and limits, presets, JSON round trip.
+
+Every `t2i train KIND` flag is a field of KIND's config, with the flag's name (`--batch-size` -> `batch_size`;
+the one exception, `--prompt TEXT` given several times, is the list `prompts`). The CLI builds the config
+(cli/train_options.py derives each option's default and click type from the field, so the two cannot drift),
+`validate()` checks it once, and the run folder's `config.json` is exactly `to_dict()`:
+`t2i train KIND --config RUN/config.json [flags]` rebuilds it, explicit flags overriding. Fields with no flag
+(e.g. `n_prompts`) are set from Python or from a config file. The limits of a field (`min`, `choices`, ...) are
+declared once, beside it, in the field's metadata: click enforces them on the command line and `validate()` for
+every other caller.
+
+This module imports no torch, so `t2i train KIND --help` stays instant.
+"""
+
+import dataclasses
+import json
+import math
+import os
+
+from t2icli.errors import ConfigError
+
+__all__ = ["TrainConfig", "DAMSMTrainConfig", "GANTrainConfig", "AttnGANTrainConfig",
+           "StackGAN2TrainConfig", "StackGANTrainConfig", "GanClsTrainConfig", "CONFIGS", "PRESETS", "flag_of",
+           "load_config_file"]
+
+
+# -- field declarations -----------------------------------------------------------------------------
+def _field(kind, default, **meta):
+    meta = {"kind": kind, **{k: v for k, v in meta.items() if v is not None}}
+    if isinstance(default, (list, tuple)):
+        return dataclasses.field(default_factory=lambda d=tuple(default): list(d), metadata=meta)
+    return dataclasses.field(default=default, metadata=meta)
+
+
+def Int(default=None, *, min=None, max=None):  # noqa: N802 - reads like a type in the declarations below
+    """An int field (None allowed when it is the default), optionally within [min, max]."""
+    return _field("int", default, min=min, max=max)
+
+
+def Float(default=None, *, min=None, max=None, min_open=False, max_open=False):  # noqa: N802
+    """A float field; min_open / max_open exclude the bound itself."""
+    return _field("float", default, min=min, max=max, min_open=min_open or None, max_open=max_open or None)
+
+
+def Bool(default=False, *, flag_only=False):  # noqa: N802
+    """A bool field: `--name/--no-name` on the command line, or a plain `--name` switch when flag_only."""
+    return _field("bool", default, flag_only=flag_only or None)
+
+
+def Str(default=None, *, choices=None):  # noqa: N802
+    """A string field, optionally one of `choices`."""
+    return _field("str", default, choices=tuple(choices) if choices else None)
+
+
+def Path(default=None, *, must_exist=True, dir_okay=True, file_okay=True):  # noqa: N802
+    """A filesystem path, stored absolute (so a config file reruns from any folder)."""
+    return _field("path", default, must_exist=must_exist, dir_okay=dir_okay, file_okay=file_okay)
+
+
+def Strs(default=()):  # noqa: N802
+    """A list of strings (a repeatable flag)."""
+    return _field("strs", default)
+
+
+def flag_of(name):
+    """The command-line flag of field `name`: `batch_size` -> `--batch-size` (`prompts` -> `--prompt`)."""
+    return "--prompt" if name == "prompts" else "--" + name.replace("_", "-")
+
+
+def _check_field(f, value):
+    """Raise ConfigError unless `value` fits field f's declaration."""
+    meta, flag = f.metadata, flag_of(f.name)
+    kind = meta.get("kind")
+    if value is None:
+        if f.default is None:
+            return
+        raise ConfigError(f"{flag}: a value is required")
+    if kind == "int" and (isinstance(value, bool) or not isinstance(value, int)):
+        raise ConfigError(f"{flag} {value!r}: must be an integer")
+    if kind == "float" and (isinstance(value, bool) or not isinstance(value, (int, float)) or math.isnan(value)):
+        raise ConfigError(f"{flag} {value!r}: must be a number")
+    if kind == "bool" and not isinstance(value, bool):
+        raise ConfigError(f"{flag} {value!r}: must be true or false")
+    if kind in ("str", "path") and not isinstance(value, str):
+        raise ConfigError(f"{flag} {value!r}: must be a string")
+    if kind == "strs" and not (isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)):
+        raise ConfigError(f"{flag} {value!r}: must be a list of strings")
+    lo, hi = meta.get("min"), meta.get("max")
+    if lo is not None and (value < lo or (meta.get("min_open") and value == lo)):
+        raise ConfigError(f"{flag} {value}: must be {'>' if meta.get('min_open') else '>='} {lo}")
+    if hi is not None and (value > hi or (meta.get("max_open") and value == hi)):
+        raise ConfigError(f"{flag} {value}: must be {'<' if meta.get('max_open') else '<='} {hi}")
+    if meta.get("choices") and value not in meta["choices"]:
+        raise ConfigError(f"{flag} {value!r}: choose from {', '.join(meta['choices'])}")
+    if kind == "path" and meta.get("must_exist"):
+        if not os.path.exists(value):
+            raise ConfigError(f"{flag} {value}: does not exist")
+        if os.path.isdir(value) and not meta.get("dir_okay", True):
+            raise ConfigError(f"{flag} {value}: is a folder, not a file")
+        if not os.path.isdir(value) and not meta.get("file_okay", True):
+            raise ConfigError(f"{flag} {value}: is a file, not a folder")
+
+
+# -- the configs ------------------------------------------------------------------------------------
+@dataclasses.dataclass
+class TrainConfig:
+    """The fields every trainer has. Subclasses set `kind`'s default (and its choices when one class trains two
+    kinds) and add their own fields."""
+
+    KINDS = ()  # the kinds this config trains; KINDS[0] is the default
+    STEPS_OR_EPOCHS = False  # True: --steps and --epochs exclude each other (else the first reached stops)
+
+    kind: str = Str()
+    data: str = Path(dir_okay=True, file_okay=False)
+    out: str = Path(must_exist=False, file_okay=False)
+    preset: str = Str()
+    batch_size: int = Int(48, min=2)
+    seed: int = Int(0, min=0)
+    device: str = Str("cpu")
+    precision: str = Str("fp32", choices=("fp32", "bf16"))
+    compile: bool = Bool(False, flag_only=True)
+    max_minutes: float = Float(None, min=0, min_open=True)
+    checkpoint_every: int = Int(None, min=1)
+    keep: int = Int(3, min=1)
+    workers: int = Int(0, min=0)
+    threads: int = Int(0, min=0)
+    log_every: int = Int(None, min=1)
+
+    def __post_init__(self):
+        if self.kind is None:
+            self.kind = self.KINDS[0]
+
+    def to_dict(self):
+        """The JSON-able dict of the fields (what RUN/config.json holds)."""
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def field_names(cls):
+        return [f.name for f in dataclasses.fields(cls)]
+
+    @classmethod
+    def from_dict(cls, d, where="config"):
+        """Inverse of to_dict. Raises ConfigError naming unknown keys (another trainer's config, a newer t2i)."""
+        if not isinstance(d, dict):
+            raise ConfigError(f"{where}: not a JSON object of training options")
+        unknown = sorted(set(d) - set(cls.field_names()))
+        if unknown:
+            raise ConfigError(f"{where}: unknown option(s) {', '.join(unknown)} for `t2i train "
+                              f"{'|'.join(cls.KINDS)}` (a config of another trainer, or of another t2i version?)")
+        return cls(**d)
+
+    def validate(self):
+        """Check every field against its declaration, then the rules that tie fields together. Normalises paths
+        to absolute ones. Raises ConfigError naming the flag. Returns self."""
+        if self.kind not in self.KINDS:
+            raise ConfigError(f"kind {self.kind!r}: this config trains {' or '.join(self.KINDS)}")
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if f.metadata.get("kind") == "float" and isinstance(value, int) and not isinstance(value, bool):
+                value = float(value)
+                setattr(self, f.name, value)
+            if f.metadata.get("kind") == "strs" and isinstance(value, tuple):
+                value = list(value)
+                setattr(self, f.name, value)
+            if f.metadata.get("kind") == "path" and isinstance(value, os.PathLike):
+                value = os.fspath(value)
+            _check_field(f, value)
+            if f.metadata.get("kind") == "path" and value is not None:
+                setattr(self, f.name, os.path.abspath(os.fspath(value)))
+        for name in ("data", "out"):
+            if getattr(self, name) is None:
+                raise ConfigError(f"{flag_of(name)} is required (or --config RUN/config.json)")
+        if self.preset is not None and self.preset not in PRESETS.get(self.kind, {}):
+            raise ConfigError(f"--preset {self.preset!r}: choose from {', '.join(PRESETS.get(self.kind, {})) or 'none'}")
+        self.check()
+        return self
+
+    def check(self):
+        """Rules between fields (subclasses extend it)."""
+
+    def describe_changes(self, old):
+        """'name: a -> b' for every field that differs from the dict `old` (e.g. a resumed run's config.json)."""
+        now = self.to_dict()
+        return [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in now if k in old and old.get(k) != now[k]]
+
+
+@dataclasses.dataclass
+class DAMSMTrainConfig(TrainConfig):
+    """`t2i train damsm`: the DAMSM text and image encoders (AttnGAN's pretrain_DAMSM.py)."""
+
+    KINDS = ("damsm",)
+
+    steps: int = Int(None, min=1)
+    epochs: int = Int(600, min=1)
+    lr: float = Float(0.002, min=0, min_open=True)
+    image_encoder: str = Str("small", choices=("small", "inception_v3"))
+    inception_weights: str = Path(dir_okay=False)
+    small_width: int = Int(16, min=4)
+    small_pool: str = Str("avgmax", choices=("avg", "avgmax"))
+    gamma1: float = Float(4.0, min=0, min_open=True)
+    gamma2: float = Float(5.0, min=0, min_open=True)
+    gamma3: float = Float(10.0, min=0, min_open=True)
+    dropout: float = Float(0.5, min=0, max=1, max_open=True)
+    grad_clip: float = Float(0.25, min=0, min_open=True)
+    eval_every: int = Int(1, min=1)
+    n_attention: int = Int(8, min=0)
+    rprecision_runs: int = Int(10, min=1)
+
+    def check(self):
+        if self.image_encoder == "small" and self.inception_weights is not None:
+            raise ConfigError("--inception-weights is only used with --image-encoder inception_v3")
+
+
+@dataclasses.dataclass
+class GANTrainConfig(TrainConfig):
+    """What the four GAN trainers share: the DAMSM run whose text encoder conditions them, widths, Adam, EMA,
+    snapshots."""
+
+    damsm: str = Path()
+    lr_g: float = Float(2e-4, min=0, min_open=True)
+    lr_d: float = Float(2e-4, min=0, min_open=True)
+    gf_dim: int = Int(32, min=1)
+    df_dim: int = Int(64, min=1)
+    z_dim: int = Int(100, min=1)
+    ema: bool = Bool(True)
+    ema_beta: float = Float(0.999, min=0, max=1, max_open=True)
+    snapshot_every: int = Int(1000, min=1)
+    prompts: list = Strs()
+    n_prompts: int = Int(8, min=0)
+    snapshot_rprecision: int = Int(300, min=0)
+    final_rprecision: int = Int(None, min=0)
+    rprecision_runs: int = Int(10, min=1)
+
+    def check(self):
+        if self.damsm is None:
+            raise ConfigError("--damsm is required (the DAMSM run from `t2i train damsm` on the same --data)")
+        if self.STEPS_OR_EPOCHS and self.steps is not None and self.epochs is not None:
+            raise ConfigError("give --steps or --epochs, not both")
+
+
+@dataclasses.dataclass
+class _TreeConfig(GANTrainConfig):
+    """AttnGAN and StackGAN++: one generator tree of 1-3 stages trained at once, one D per stage."""
+
+    STEPS_OR_EPOCHS = True
+
+    batch_size: int = Int(20, min=2)
+    steps: int = Int(None, min=1)
+    epochs: int = Int(None, min=1)  # neither: 600 epochs
+    stages: int = Int(3, min=1, max=3)
+    cond_dim: int = Int(100, min=1)
+    kl_weight: float = Float(1.0, min=0)
+    r1_gamma: float = Float(0.0, min=0)
+
+
+@dataclasses.dataclass
+class AttnGANTrainConfig(_TreeConfig):
+    """`t2i train attngan` (AttnGAN's trainer.py with cfg/bird_attn2.yml's knobs)."""
+
+    KINDS = ("attngan",)
+
+    damsm_weight: float = Float(5.0, min=0)
+    damsm_augment: bool = Bool(False)
+
+
+@dataclasses.dataclass
+class StackGAN2TrainConfig(_TreeConfig):
+    """`t2i train stackgan2` (StackGAN-v2's trainer.py): the tree without attention or DAMSM term."""
+
+    KINDS = ("stackgan2",)
+
+    color_consistency: bool = Bool(True)
+    cc_lambda1: float = Float(1.0, min=0)
+    cc_lambda2: float = Float(5.0, min=0)
+
+
+@dataclasses.dataclass
+class _BaselineConfig(GANTrainConfig):
+    """GAN-INT-CLS and StackGAN v1: conditioned on DAMSM sentence features or StackGAN's char-CNN-RNN embeddings."""
+
+    batch_size: int = Int(64, min=2)
+    text_embeddings: str = Path(dir_okay=False)
+
+    def check(self):
+        super().check()
+        if self.text_embeddings is not None and self.prompts:
+            raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
+                              "snapshots show the first training images' captions)")
+
+
+@dataclasses.dataclass
+class GanClsTrainConfig(_BaselineConfig):
+    """`t2i train gancls` (Reed et al. 2016, main_cls_int.lua)."""
+
+    KINDS = ("gancls",)
+    STEPS_OR_EPOCHS = True
+
+    gf_dim: int = Int(64, min=1)
+    steps: int = Int(None, min=1)
+    epochs: int = Int(None, min=1)  # neither: 600 epochs
+    lr_s: float = Float(2e-4, min=0, min_open=True)
+    proj_dim: int = Int(128, min=1)
+    interp: bool = Bool(True)
+    interp_beta: float = Float(0.5, min=0, max=1)
+    train_style_encoder: bool = Bool(False, flag_only=True)
+
+
+@dataclasses.dataclass
+class StackGANTrainConfig(_BaselineConfig):
+    """`t2i train stackgan` (StackGAN v1, StackGAN-Pytorch): Stage-I, then Stage-II with Stage-I frozen."""
+
+    KINDS = ("stackgan",)
+
+    gf_dim: int = Int(128, min=1)
+    stage1_steps: int = Int(10000, min=1)
+    stage2_steps: int = Int(10000, min=1)
+    cond_dim: int = Int(128, min=1)
+    res_blocks: int = Int(4, min=0)
+    kl_weight: float = Float(2.0, min=0)
+
+
+CONFIGS = {"damsm": DAMSMTrainConfig, "attngan": AttnGANTrainConfig, "stackgan2": StackGAN2TrainConfig,
+           "gancls": GanClsTrainConfig, "stackgan": StackGANTrainConfig}
+
+
+# -- presets: named sets of field values; an explicit flag overrides the preset's value -----------------------
+_TOY_PROMPTS = ["a red bird with blue wings", "a yellow bird with black wings", "a blue bird with a red crown",
+                "a green bird with white wings", "a white bird with a purple crown", "a black bird with orange wings"]
+_TOY_TREE = {
+    "description": "2 stages (32/64 px) on toybirds 64 px in about 6 minutes on 2 CPU cores",
+    "stages": 2, "gf_dim": 8, "df_dim": 8, "batch_size": 16, "steps": 4000, "lr_g": 2e-3, "lr_d": 2e-3,
+    "r1_gamma": 2.0, "z_dim": 64, "cond_dim": 64, "ema_beta": 0.99, "snapshot_every": 500, "max_minutes": 7.0,
+    "prompts": _TOY_PROMPTS,
+}
+PRESETS = {
+    "damsm": {},
+    "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True)},
+    "stackgan2": {"toybirds-cpu": dict(_TOY_TREE)},
+    "gancls": {"toybirds-cpu": {
+        "description": "DCGAN at 64 px with ngf = ndf = 16 on toybirds in under 8 minutes on 2 CPU cores",
+        "gf_dim": 16, "df_dim": 16, "batch_size": 32, "steps": 3000, "lr_g": 2e-4, "lr_d": 2e-4, "z_dim": 64,
+        "ema_beta": 0.99, "snapshot_every": 500, "max_minutes": 7.0, "prompts": _TOY_PROMPTS}},
+    "stackgan": {"toybirds-cpu": {
+        "description": "Stage-I 16 px then Stage-II 64 px on toybirds in under 8 minutes on 2 CPU cores",
+        "gf_dim": 16, "df_dim": 16, "batch_size": 32, "stage1_steps": 2500, "stage2_steps": 2500, "lr_g": 2e-4,
+        "lr_d": 2e-4, "z_dim": 64, "cond_dim": 64, "res_blocks": 2, "ema_beta": 0.99, "snapshot_every": 250,
+        "max_minutes": 7.0, "prompts": _TOY_PROMPTS}},
+}
+
+
+def load_config_file(path, kind):
+    """The dict of a RUN/config.json (or any such file) for `t2i train KIND --config PATH`. Raises ConfigError naming
+    the file if it is unreadable, not a KIND config, or has options KIND does not know."""
+    file = os.path.join(path, "config.json") if os.path.isdir(path) else path
+    try:
+        with open(file, encoding="utf-8") as f:
+            d = json.load(f)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"--config {file}: unreadable ({exc})") from None
+    if not isinstance(d, dict):
+        raise ConfigError(f"--config {file}: not a JSON object of training options")
+    if d.get("kind", kind) != kind:
+        raise ConfigError(f"--config {file}: a {d.get('kind')} run's config; rerun it with `t2i train {d.get('kind')}`")
+    CONFIGS[kind].from_dict(d, where=f"--config {file}")  # unknown keys are refused here
+    return d
