@@ -4,6 +4,8 @@ import os
 import subprocess
 import sys
 
+import pytest
+
 pytestmark = pytest.mark.long  # left out by scripts/test.sh --fast
 
 
