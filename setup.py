@@ -78,7 +78,8 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["t2icli", "t2icli.*"]),
     install_requires=["torch>=2.1", "ninja", "click>=8", "rich", "numpy", "pillow", "nltk", "scipy"],
-    extras_require={"test": ["pytest"]},
+    # tensorboard: `--tensorboard` on every trainer writes TensorBoard event files (torch.utils.tensorboard).
+    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
     entry_points={"console_scripts": ["t2i = t2icli.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -10,7 +10,7 @@
 export T2I_REQUIRE_EXT=${T2I_REQUIRE_EXT:-1}
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
-pipq pytest
+pipq pytest tensorboard  # tensorboard: the optional extra tests/test_tensorboard.py reads back
 marker=(-m "not slow")
 case "${1:-}" in
   --slow) marker=(); shift ;;

@@ -91,6 +91,12 @@ def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=No
         option(cls, "workers", "N", "Data-loading processes (0 = in the training process; best on a 2-core CPU)."),
         option(cls, "threads", "N", "CPU threads for torch (0 = torch's default, one per core). 1 is faster on a "
                                     "busy machine."),
+        option(cls, "log_every", "STEPS", "Append the running means of the losses to stats.jsonl (and log them "
+                                          "without a progress bar) every STEPS steps.  [default: total/20, at most "
+                                          "100]"),
+        option(cls, "tensorboard", None, "Also write the stats.jsonl scalars (losses, R-precision, img/s, learning "
+                                         "rates) and the snapshot grids to RUN/tensorboard/ for TensorBoard (needs "
+                                         "`pip install -e .[tensorboard]`)."),
         click.option("--progress/--no-progress", default=True, show_default=True,
                      help="Show the progress bar on stderr."),
     ]

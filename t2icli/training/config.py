@@ -125,6 +125,7 @@ class TrainConfig:
     workers: int = Int(0, min=0)
     threads: int = Int(0, min=0)
     log_every: int = Int(None, min=1)
+    tensorboard: bool = Bool(False, flag_only=True)
 
     def __post_init__(self):
         if self.kind is None:

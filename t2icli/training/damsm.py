@@ -17,6 +17,7 @@ loss stay fp32. `compile` wraps the image encoder in torch.compile (the LSTM's p
 
 import contextlib
 import dataclasses
+import os
 import time
 
 import numpy as np
@@ -243,14 +244,16 @@ class DAMSMTrainer(Trainer):
         res = evaluate_damsm(self.model, self.test_ds, self.model_config, cfg.batch_size, self.device,
                              runs=cfg.rprecision_runs if final else 3, seed=cfg.seed, n_attention=cfg.n_attention)
         set_rng_state(rng)
+        attention = None
         if res["attention"] is not None:
-            save_attention_blocks(loop.run.path(f"attn{loop.step:08d}.png"), *res["attention"])
+            attention = save_attention_blocks(loop.run.path(f"attn{loop.step:08d}.png"), *res["attention"])
         self.last_eval = res
         rp = res["rprecision"]
         return {"lr": _lr_at(cfg.lr, max(loop.epoch - 1, 0)), "train": loop.running.take(), "test": res["losses"],
                 "test_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")},
                 "images_per_s": loop.images_per_s(), "train_seconds": loop.train_seconds,
-                "eval_seconds": time.perf_counter() - t0}
+                "eval_seconds": time.perf_counter() - t0,
+                "attention": None if attention is None else os.path.basename(attention)}
 
     def describe_record(self, rec):
         tr, rp, test = rec["train"], rec["test_rprecision"], rec["test"]

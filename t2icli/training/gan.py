@@ -291,6 +291,7 @@ class GANTrainer(Trainer):
         """The stats record of a snapshot (and what result() reports)."""
         self.last_rp, self.last_grid, self.last_attention = rp, grid, attention
         return dict({"snapshot": os.path.basename(grid), "snapshot_seconds": time.perf_counter() - t0,
+                     "attention": None if attention is None else os.path.basename(attention),
                      "gen_rprecision": None if rp is None else {k: rp[k] for k in ("mean", "std", "n_negatives", "n")}},
                     **extra)
 

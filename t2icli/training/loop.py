@@ -220,7 +220,8 @@ class Loop:
         if self.trainer.log_records:
             rec = {"step": self.step, "epoch": self.epoch, "images_per_s": ips,
                    "cpu_seconds": time.process_time() - self.cpu_start,
-                   "wall_seconds": time.perf_counter() - self.t_start, "train": self.running.take()}
+                   "wall_seconds": time.perf_counter() - self.t_start, "train": self.running.take(),
+                   "lr": self.state.learning_rates()}
             if label:
                 rec["phase"] = label.strip()
             self.run.append_stats(rec)
@@ -321,6 +322,10 @@ def fit(cfg, trainer_cls, resume=None, progress=True):
         torch.set_num_threads(cfg.threads)
     if torch.device(cfg.device).type != "cpu" and not torch.cuda.is_available():
         raise RunError(f"--device {cfg.device}: no CUDA device is available")
+    if cfg.tensorboard:
+        from t2icli.training.tensorboard import check_available
+
+        check_available()  # before anything is written
     return distributed.launch(lambda env: _fit(cfg, trainer_cls, env, resume, progress), cfg.device, cfg.batch_size,
                               RunError)
 
@@ -348,10 +353,10 @@ def _fit(cfg, trainer_cls, env, resume, progress):
         loop.load_counters(ckpt)
         run.log(f"resumed at step {loop.step} (epoch {loop.epoch}, batch {loop.batch})")
     run.log(trainer.describe() + env.describe(cfg.batch_size))
-    if getattr(cfg, "tensorboard", False) and env.is_main:
+    if cfg.tensorboard and env.is_main:
         from t2icli.training.tensorboard import TensorBoard
 
-        loop.tensorboard = TensorBoard(run.path("tensorboard"))
+        loop.tensorboard = TensorBoard(run.dir)
     loop.start_bar()
     try:
         if loop.step == 0 and env.is_main and trainer.snapshot_at_start:

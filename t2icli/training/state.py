@@ -47,6 +47,16 @@ class TrainState:
         """The torch modules among the items (checked for finite weights before a save)."""
         return [(n, o) for n, o in self.items.items() if isinstance(o, torch.nn.Module)]
 
+    def learning_rates(self):
+        """{name: learning rate} of every optimiser among the items (name[i] for the i-th of a StateList)."""
+        rates = {}
+        for name, obj in self.items.items():
+            opts = obj.objects if isinstance(obj, StateList) else [obj]
+            for i, opt in enumerate(opts):
+                if isinstance(opt, torch.optim.Optimizer):
+                    rates[f"{name}[{i}]" if isinstance(obj, StateList) else name] = opt.param_groups[0]["lr"]
+        return rates
+
     def nonfinite(self):
         """Names of the modules holding a NaN or infinite parameter ([] when every weight is finite)."""
         return [n for n, m in self.modules() if not all(bool(torch.isfinite(p).all()) for p in m.parameters())]
