@@ -226,9 +226,24 @@ def test_cli_trains_and_prints_rprecision(tiny, tmp_path):
     out = tmp_path / "cli"
     r = CliRunner().invoke(main, ["train", "stackgan2"] + ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(out),
                                        "--stages", "1", "--steps", "1", "--batch-size", "4", "--gf-dim", "4",
-                                       "--df-dim", "2", "--z-dim", "4", "--cond-dim", "4", "--r1-gamma", "1",
+                                       "--df-dim", "2", "--z-dim", "4", "--cond-dim", "4", "--r1-gamma", "1", "--r1-every", "2",
                                        "--no-progress"])
     assert r.exit_code == 0, r.output
     assert "R-precision (generated images" in r.output
     assert (out / "generator.pt").is_file()
-    assert json.loads((out / "config.json").read_text())["r1_gamma"] == 1.0
+    cfg = json.loads((out / "config.json").read_text())
+    assert cfg["r1_gamma"] == 1.0 and cfg["r1_every"] == 2
+
+
+def test_lazy_r1_weights_every_kth_step():
+    """--r1-every K: the penalty on steps 0, K, 2K, ... only, weighted K times (StyleGAN2's lazy regularisation)."""
+    from types import SimpleNamespace
+
+    from t2icli.training.attngan import TreeTrainer
+
+    def weight(step, every, gamma=2.0):
+        me = SimpleNamespace(cfg=SimpleNamespace(r1_gamma=gamma, r1_every=every), loop=SimpleNamespace(step=step))
+        return TreeTrainer.r1_gamma(me)
+
+    assert [weight(s, 4) for s in range(9)] == [8.0, 0, 0, 0, 8.0, 0, 0, 0, 8.0]
+    assert [weight(s, 1) for s in range(3)] == [2.0, 2.0, 2.0] and weight(5, 3, gamma=0.0) == 0.0

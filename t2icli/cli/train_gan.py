@@ -32,6 +32,8 @@ def _tree_options(cls):
                                          "E||grad D||^2; 0 = none, as the papers). Keeps D from overpowering a young "
                                          "G: on toybirds it is what makes short CPU runs draw bird shapes instead of "
                                          "streaks."),
+        option(cls, "r1_every", "K", "Lazy R1 (as StyleGAN2): compute the penalty on every K-th step only, weighted "
+                                     "K times (its double backward is the dearest part of a D step)."),
     ]
     return lambda fn: apply_options(fn, opts)
 

@@ -51,32 +51,34 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     Returns {"d", "g", "g_adv", "kl", "damsm", "cc"}: floats, averaged over ranks (= the one-process values).
     """
     amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
+    phase = torch.profiler.record_function  # named regions for scripts/profile_gan.py (free when not profiling)
     device = tokens.device
-    with torch.no_grad():
+    with phase("t2i/text"), torch.no_grad():
         e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
     mask = word_mask(tokens)  # [b, T] True = padding
     e_bar_wrong = None  # one process: mismatched(e_bar); N processes: this rank's rows of the global batch's roll
     if distributed.current().world > 1:
         e_bar_wrong = distributed.local_rows(losses.mismatched(distributed.all_gather(e_bar)))  # [b, D]
-    with amp:
+    with phase("t2i/G forward"), amp:
         g_out = G_fwd(z, e_bar, e, mask, eps=eps)
     fakes = g_out["images"]  # S x [b, 3, s_i, s_i]
 
     # (1) discriminators: (real, text) / (fake, text) / (real, wrong text) + unconditional.
-    Ds.requires_grad_(True)
-    d_total = 0.0
-    for D, x_real, x_fake in zip(Ds if r1_gamma > 0 else D_fwd, reals, fakes):  # torch.compile: no double backward
-        with amp:
-            d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar, e_bar_wrong,
-                                                          r1_gamma)["loss"]
-    opt_D.zero_grad(set_to_none=True)
-    d_total.backward()
-    distributed.sync_grads(Ds.parameters())
-    opt_D.step()
+    with phase("t2i/D step"):
+        Ds.requires_grad_(True)
+        d_total = 0.0
+        for D, x_real, x_fake in zip(Ds if r1_gamma > 0 else D_fwd, reals, fakes):  # compile: no double backward
+            with amp:
+                d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar, e_bar_wrong,
+                                                              r1_gamma)["loss"]
+        opt_D.zero_grad(set_to_none=True)
+        d_total.backward()
+        distributed.sync_grads(Ds.parameters())
+        opt_D.step()
 
     # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
     Ds.requires_grad_(False)  # no D gradients wasted in the G step
-    with amp:
+    with phase("t2i/G adversarial"), amp:
         g_adv, _ = losses.generator_adv_loss(D_fwd, fakes, e_bar)
     kl = losses.kl_loss(g_out["mu"], g_out["logvar"])
     g_total = g_adv + kl_weight * kl
@@ -86,7 +88,7 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
             t = t.to(device)
             return distributed.all_gather_with_grad(t) if t.requires_grad else distributed.all_gather(t)
 
-        with amp:
+        with phase("t2i/DAMSM term"), amp:
             x_dam = fakes[-1] if damsm_aug is None else losses.shift_flip(fakes[-1], damsm_aug)
             dam = losses.generator_damsm_loss(image_encoder, x_dam, e, e_bar, lengths, class_ids,
                                               damsm_config.gamma1, damsm_config.gamma2, damsm_config.gamma3,
@@ -99,10 +101,11 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     vals = dict(zip(("d", "g", "g_adv", "kl", "damsm", "cc"), distributed.all_mean(stats).tolist()))
     if check is not None:
         check(vals)
-    opt_G.zero_grad(set_to_none=True)
-    g_total.backward()
-    distributed.sync_grads(G.parameters())
-    opt_G.step()
+    with phase("t2i/G backward"):
+        opt_G.zero_grad(set_to_none=True)
+        g_total.backward()
+        distributed.sync_grads(G.parameters())
+        opt_G.step()
     return vals
 
 
@@ -172,10 +175,16 @@ class TreeTrainer(GANTrainer):
                           amp=self.amp, kl_weight=cfg.kl_weight,
                           damsm_weight=cfg.damsm_weight if self.use_damsm else 0.0, damsm_config=self.damsm_config,
                           damsm_aug=aug, cc=(cfg.cc_lambda1, cfg.cc_lambda2) if self.use_cc else None,
-                          r1_gamma=cfg.r1_gamma, check=self.loop.check_finite)
+                          r1_gamma=self.r1_gamma(), check=self.loop.check_finite)
         if self.G_ema is not None:
             self.G_ema.update(self.G)
         return vals
+
+    def r1_gamma(self):
+        """The R1 weight of this step: lazy regularisation (StyleGAN2) computes the penalty on every r1_every-th
+        step only, weighted r1_every times, so its average weight stays r1_gamma."""
+        every = self.cfg.r1_every
+        return self.cfg.r1_gamma * every if self.loop.step % every == 0 else 0.0
 
     def snapshot(self, final=False):
         """Grid of every stage at fixed noise/prompts, the attention map of the last attention stage, and the

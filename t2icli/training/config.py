@@ -252,6 +252,7 @@ class _TreeConfig(GANTrainConfig):
     cond_dim: int = Int(100, min=1)
     kl_weight: float = Float(1.0, min=0)
     r1_gamma: float = Float(0.0, min=0)
+    r1_every: int = Int(1, min=1)
 
 
 @dataclasses.dataclass
