@@ -91,9 +91,9 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
     rprecision  DM-GAN's protocol: true caption vs 99 other-class captions per image (drawn with
                 replacement, ties are hits), 10 shuffled folds; also on the real test images (the ceiling)
     is          Inception Score, 10 shuffled splits, from --inception-weights
-    Generated images are truncated to uint8 as the references save them; captions are cut to --word-limit.
     fid         FID against the real test split (--fid-backbone), from --inception-weights
     attr        attribute accuracy of the attributes each caption mentions (toybirds)
+    Generated images are truncated to uint8 as the references save them; captions are cut to --word-limit.
 
     \b
     Examples:
