@@ -109,6 +109,30 @@ def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, 
     assert r2["n"] == 6 and r2["value"] > 0  # a different set, read against the cached reference
 
 
+def test_dmgan_fid_backbone_feeds_dmgans_input_range(tmp_path):
+    """DM-GAN eval/FID/inception.py:127-131 applies torchvision's transform_input formula to [0, 1] pixels: black
+    reaches the network as (0.485 - 0.5) / 0.5 = -0.03 in the red channel, white as 0.458 - 0.03 = 0.428."""
+    from t2icli.metrics.fid import build_backbone
+    from t2icli.models.inception import Inception3
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tv.pt"
+    torch.save(Inception3(num_classes=10, aux_logits=False).state_dict(), weights)
+    dm, info = build_backbone("dmgan", str(weights))
+    tv, _ = build_backbone("torchvision", str(weights))
+    assert info["backbone"] == "dmgan" and "(mean - 0.5) / 0.5" in info["input"]
+    seen = []
+    hook = dm.Conv2d_1a_3x3.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    x = torch.cat([torch.full((1, 3, 299, 299), -1.0), torch.full((1, 3, 299, 299), 1.0)])  # black, white
+    with torch.no_grad():
+        out = dm.features(x, logits=False)["pool"]
+    hook.remove()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(seen[0][0, :, 0, 0], (mean - 0.5) / 0.5) and torch.allclose(seen[0][1, :, 0, 0], std / 0.5 + (mean - 0.5) / 0.5)
+    with torch.no_grad():  # the same network as the torchvision backbone, on the remapped input
+        assert torch.allclose(out, tv.features(seen[0], logits=False)["pool"], atol=1e-6)
+
+
 @pytest.mark.parametrize("content", ["missing", "garbage", "wrong"])
 def test_fid_and_is_weights_errors(tmp_path, content):
     from t2icli.metrics.fid import build_backbone

@@ -7,7 +7,7 @@ import click
 from t2icli.cli.common import err, resolve_device
 
 _METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
-_BACKBONES = ["fid-inception", "torchvision"]
+_BACKBONES = ["fid-inception", "torchvision", "dmgan"]  # t2icli.metrics.fid.BACKBONES (no torch import)
 _IS_BACKBONES = ["auto", "torchvision", "tf-slim"]  # t2icli.metrics.inception_score.IS_BACKBONES (no torch import)
 
 
@@ -62,7 +62,9 @@ def _summary(r):
                    "output 0 is dropped before the softmax).")
 @click.option("--fid-backbone", default="fid-inception", show_default=True, type=click.Choice(_BACKBONES),
               help="fid-inception: TF inception-2015-12-05 weights as pytorch-fid/torch-fidelity use them; "
-                   "torchvision: ImageNet Inception-v3, what DM-GAN's/DF-GAN's published FIDs used.")
+                   "torchvision: ImageNet Inception-v3 fed [-1, 1]; dmgan: the same network fed as DM-GAN's FID "
+                   "code feeds it (torchvision's input transform applied to [0, 1] pixels), what DM-GAN's "
+                   "published FIDs used.")
 @click.option("--stats-only", is_flag=True, help="FID: only write the real test split's reference statistics "
                                                  "(cached in DATA/cache/) and print where.")
 @click.option("--is-backbone", default="auto", show_default=True, type=click.Choice(_IS_BACKBONES),
