@@ -10,8 +10,8 @@ import pytest
 import torch
 
 from t2icli.models import parameter_count
-from t2icli.models.attngan import (Generator, GeneratorConfig, build_discriminators, read_export, save_generator,
-                                   load_generator)
+from t2icli.models.attngan import (Generator, GeneratorConfig, GeneratorExportError, build_discriminators,
+                                   load_generator, read_export, save_generator)
 from t2icli.models.damsm import DAMSMConfig, build_damsm
 
 # AttnGAN's released vocabularies (its captions.pickle; text_encoder200.pth / text_encoder100.pth embed them).
@@ -64,6 +64,26 @@ def test_stackgan2_generator_and_discriminators_match_the_reference():
     G = _meta(lambda: Generator(gcfg))
     Ds = _meta(lambda: build_discriminators(gcfg, condition_dim=gcfg.cond_dim))
     assert [parameter_count(G)] + [parameter_count(D) for D in Ds] == [21239696, 5723906, 18834178, 71269122]
+
+
+def test_stackgan2_unconditional_mode_matches_the_reference():
+    """StackGAN-v2 with GAN.B_CONDITION False (code/model.py:140-143, 184-187, 260-264, 345-369; the rest of
+    birds_3stages.yml): G from z alone, z tiled where c would be; Ds with one unconditional head."""
+    gcfg = GeneratorConfig(image_size=256, stages=3, gf_dim=64, df_dim=64, z_dim=100, cond_dim=128, text_dim=1024,
+                           attention=False, conditional=False)
+    G = _meta(lambda: Generator(gcfg))
+    Ds = _meta(lambda: build_discriminators(gcfg))
+    assert [parameter_count(G)] + [parameter_count(D) for D in Ds] == [16472208, 2765569, 15875841, 68310785]
+    small = GeneratorConfig(image_size=32, stages=2, gf_dim=4, df_dim=2, z_dim=5, text_dim=6, attention=False,
+                            conditional=False)
+    out = Generator(small)(torch.randn(3, 5), None, None, None)
+    assert [tuple(x.shape) for x in out["images"]] == [(3, 3, 16, 16), (3, 3, 32, 32)] and out["mu"] is None
+    D = build_discriminators(small)[1]
+    assert D.logits(D(out["images"][1])).shape == (3,)
+    with pytest.raises(ValueError, match="no conditional head"):
+        D.logits(D(out["images"][1]), torch.randn(3, 6))
+    with pytest.raises(GeneratorExportError, match="no words to attend to"):
+        GeneratorConfig(conditional=False).validate()
 
 
 @pytest.mark.parametrize("cfg,expected", [

@@ -92,6 +92,9 @@ class GeneratorConfig(ConfigDict):
     # "reference": the widths of the reference code (see the module docstring). "legacy": StackGAN++ as t2i built
     # it before it matched StackGAN-v2 (every h_i at gf, joint conv to 2gf); only exports made then carry it.
     layout: str = "reference"
+    # False: StackGAN++'s unconditional mode (StackGAN-v2 cfg GAN.B_CONDITION False): no text, no conditioning
+    # augmentation; z alone starts the tree and stands in for c at every next stage, the Ds judge images only.
+    conditional: bool = True
 
     @classmethod
     def from_dict(cls, d):
@@ -119,6 +122,9 @@ class GeneratorConfig(ConfigDict):
             raise GeneratorExportError(f"generator layout {self.layout!r}: choose from {LAYOUTS}")
         if int(self.res_blocks) < 0:
             raise GeneratorExportError(f"res_blocks (R_NUM) must be >= 0, got {self.res_blocks}")
+        if not self.conditional and self.attention:
+            raise GeneratorExportError("an unconditional generator has no words to attend to: it is StackGAN++ only "
+                                       "(attention False)")
         halve = not self.attention and self.layout == "reference"
         if halve and int(self.gf_dim) % (1 << (int(self.stages) - 1)):
             raise GeneratorExportError(f"gf_dim {self.gf_dim}: StackGAN++ halves it at each of its {self.stages} "
@@ -255,9 +261,12 @@ class Generator(nn.Module):
         cfg = config
         sizes = cfg.sizes
         w = cfg.widths  # channels of every h_i
-        self.ca = CondAugment(cfg.text_dim, cfg.cond_dim)
-        self.f0 = InitStage(cfg.z_dim, cfg.cond_dim, cfg.gf_dim, sizes[0])
-        self.f = nn.ModuleList([NextStage(w[i - 1], cfg.text_dim, cfg.cond_dim, cfg.attention, cfg.res_blocks,
+        # Unconditional StackGAN++ (StackGAN-v2 code/model.py:140-143, 184-187, 260-264): no CA, F_0 sees z alone
+        # and the next stages join z tiled where c would be.
+        self.ca = CondAugment(cfg.text_dim, cfg.cond_dim) if cfg.conditional else None
+        c_dim = cfg.cond_dim if cfg.conditional else cfg.z_dim
+        self.f0 = InitStage(cfg.z_dim, cfg.cond_dim if cfg.conditional else 0, cfg.gf_dim, sizes[0])
+        self.f = nn.ModuleList([NextStage(w[i - 1], cfg.text_dim, c_dim, cfg.attention, cfg.res_blocks,
                                           out_dim=w[i], joint=cfg.layout) for i in range(1, len(sizes))])
         self.to_img = nn.ModuleList([nn.Sequential(_conv3x3(w[i], 3), nn.Tanh()) for i in range(len(sizes))])  # G_i
 
@@ -267,9 +276,14 @@ class Generator(nn.Module):
 
         Returns {"images": [x_i [B, 3, s_i, s_i] in [-1, 1]], "mu", "logvar" [B, cond_dim], "c" [B, cond_dim],
         and with return_attn "attn": [beta_i [B, T, s_{i-1}^2] for i >= 1] (empty list without attention)}.
+        An unconditional generator ignores e_bar, e, mask and eps; its mu and logvar are None and c is z.
         """
-        c, mu, logvar = self.ca(e_bar, eps)
-        h = self.f0(z, c)  # h_0 [B, gf, s_0, s_0]
+        if self.ca is None:
+            c, mu, logvar = z, None, None  # StackGAN-v2 G_NET.forward: c_code = z_code
+            h = self.f0(z, z[:, :0])  # h_0 from z alone
+        else:
+            c, mu, logvar = self.ca(e_bar, eps)
+            h = self.f0(z, c)  # h_0 [B, gf, s_0, s_0]
         images, attn = [self.to_img[0](h)], []
         for i, stage in enumerate(self.f, start=1):
             h, beta = stage(h, c, e, mask, return_attn=return_attn)  # h_i [B, widths[i], s_i, s_i]
@@ -295,13 +309,16 @@ class StageDiscriminator(nn.Module):
     8df code at every size (the generalisation t2i has always used for small stages).
 
     Heads (AttnGAN's D_GET_LOGITS): unconditional conv4x4(code) (none with uncond=False, as StackGAN's
-    Stage-I D); conditional: [code ; condition tiled 4x4] -> 3x3 conv to 8df + BN + LeakyReLU -> conv4x4.
+    Stage-I D); conditional: [code ; condition tiled 4x4] -> 3x3 conv to 8df + BN + LeakyReLU -> conv4x4
+    (none with cond=False, as StackGAN++'s unconditional mode).
     `cond_dim` is the condition's size: the sentence feature e_bar (AttnGAN, text_dim) or the CA mean mu
     (StackGAN, StackGAN++: cond_dim).
     """
 
-    def __init__(self, size, df_dim, cond_dim, uncond=True):
+    def __init__(self, size, df_dim, cond_dim, uncond=True, cond=True):
         super().__init__()
+        if not (uncond or cond):
+            raise ValueError("a discriminator needs a conditional or an unconditional head")
         n_down = int(math.log2(size // 4))
         layers, cin = [], 3
         for k in range(n_down):
@@ -320,8 +337,8 @@ class StageDiscriminator(nn.Module):
             cin //= 2
         self.encode = nn.Sequential(*layers)
         self.uncond = nn.Conv2d(code, 1, 4, 4) if uncond else None
-        self.joint = nn.Sequential(*_block3x3_leaky(code + cond_dim, code))
-        self.cond = nn.Conv2d(code, 1, 4, 4)
+        self.joint = nn.Sequential(*_block3x3_leaky(code + cond_dim, code)) if cond else None
+        self.cond = nn.Conv2d(code, 1, 4, 4) if cond else None
 
     def forward(self, x):
         """x [B, 3, s, s] -> image code [B, 8df, 4, 4]."""
@@ -334,6 +351,8 @@ class StageDiscriminator(nn.Module):
             if self.uncond is None:
                 raise ValueError("this discriminator has no unconditional head (uncond=False)")
             return self.uncond(code).view(-1)
+        if self.cond is None:
+            raise ValueError("this discriminator has no conditional head (cond=False)")
         tiled = e_bar[:, :, None, None].expand(-1, -1, code.shape[2], code.shape[3]).to(code.dtype)
         return self.cond(self.joint(torch.cat([code, tiled], dim=1))).view(-1)
 
@@ -348,12 +367,13 @@ def build_discriminators(config, condition_dim=None):
 
     condition_dim: size of what the conditional heads see; default the sentence feature (text_dim), as AttnGAN.
     StackGAN++ conditions its Ds on the CA mean mu instead (StackGAN-v2 code/model.py D_NET64, efg = EMBEDDING_DIM):
-    pass config.cond_dim for that.
+    pass config.cond_dim for that. An unconditional config (StackGAN++ without text) gets Ds with the
+    unconditional head only.
     """
     if isinstance(config, dict):
         config = GeneratorConfig.from_dict(config)
     dim = config.text_dim if condition_dim is None else int(condition_dim)
-    return nn.ModuleList([StageDiscriminator(s, config.df_dim, dim) for s in config.sizes])
+    return nn.ModuleList([StageDiscriminator(s, config.df_dim, dim, cond=config.conditional) for s in config.sizes])
 
 
 def init_weights(module):
