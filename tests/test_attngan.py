@@ -193,16 +193,23 @@ def test_non_finite_loss_stops_and_names_step(tiny, tmp_path, monkeypatch):
 def test_cli_bad_inputs(tiny, tmp_path):
     from t2icli.cli import main
 
+    # Through the group, as a user runs them: user errors become messages in LazyGroup.invoke.
+    def attngan_(args):
+        return ["train", "attngan", *args]
+
+    def stackgan2_(args):
+        return ["train", "stackgan2", *args]
+
     runner = CliRunner()
     base = ["--data", tiny["data"], "--damsm", tiny["damsm"], "--out", str(tmp_path / "r"), "--no-progress"]
-    r = runner.invoke(main, ["train", "attngan"] + base + ["--stages", "3"])
+    r = runner.invoke(main, attngan_(base + ["--stages", "3"]))
     assert r.exit_code == 1 and "--stages 3" in r.output and "first stage of 8 px" in r.output
-    r = runner.invoke(main, ["train", "attngan"] + base + ["--batch-size", "0"])
+    r = runner.invoke(main, attngan_(base + ["--batch-size", "0"]))
     assert r.exit_code == 2 and "--batch-size" in r.output
-    r = runner.invoke(main, ["train", "stackgan2"] + base + ["--steps", "2", "--epochs", "2"])
+    r = runner.invoke(main, stackgan2_(base + ["--steps", "2", "--epochs", "2"]))
     assert r.exit_code == 2 and "not both" in r.output
-    r = runner.invoke(main, ["train", "attngan"] + ["--data", tiny["data"], "--damsm", tiny["data"], "--out", str(tmp_path / "r"),
-                               "--stages", "2"])
+    r = runner.invoke(main, attngan_(["--data", tiny["data"], "--damsm", tiny["data"], "--out", str(tmp_path / "r"),
+                                      "--stages", "2"]))
     assert r.exit_code == 1 and "no DAMSM export" in r.output
     # A DAMSM trained on another vocabulary: the error names both paths.
     from t2icli.models.damsm import DAMSMConfig, build_damsm
@@ -213,11 +220,11 @@ def test_cli_bad_inputs(tiny, tmp_path):
     cfg = DAMSMConfig(vocab_size=3, image_size=32, small_width=4, hidden=4, embedding_dim=4)
     m = build_damsm(cfg)
     save_damsm(str(other), m.text_encoder, m.image_encoder, cfg, ["<end>", "a", "b"])
-    r = runner.invoke(main, ["train", "attngan"] + ["--data", tiny["data"], "--damsm", str(other), "--out", str(tmp_path / "r"),
-                               "--stages", "2"])
+    r = runner.invoke(main, attngan_(["--data", tiny["data"], "--damsm", str(other), "--out", str(tmp_path / "r"),
+                                      "--stages", "2"]))
     assert r.exit_code == 1 and str(other) in r.output and tiny["data"] in r.output
     assert not (tmp_path / "r").exists()  # nothing written before the checks
-    assert "char-CNN-RNN" in runner.invoke(main, ["train", "stackgan2"] + ["--help"]).output
+    assert "char-CNN-RNN" in runner.invoke(main, stackgan2_(["--help"])).output
 
 
 def test_cli_trains_and_prints_rprecision(tiny, tmp_path):

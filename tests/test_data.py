@@ -133,10 +133,95 @@ def test_test_split_is_deterministic_and_unaugmented(tmp_path):
     assert ds.caption_texts(0)[-1] == "a zebra-striped RED bird!"
 
 
-def test_resolution_larger_than_data_is_an_error(tmp_path):
+def test_crop_larger_than_the_stored_images_is_flagged_as_upsampling(tmp_path):
+    """A crop whose AttnGAN load size int(C * 76 / 64) exceeds the stored pixels upsamples (an old or small
+    folder, e.g. 299-px DAMSM crops of 256-px images): allowed, and said so in ds.upsamples."""
+    write_tiny(tmp_path / "ds")  # stored at 32
+    ds = PreparedDataset(tmp_path / "ds", "train", resolutions=(64,))
+    assert ds.crop == 64 and ds.load == 76 and ds.upsamples and ds[0]["images"][0].shape == (3, 64, 64)
+    assert PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32)).upsamples  # 32 from 38: as toybirds
+    assert not PreparedDataset(tmp_path / "ds", "test", resolutions=(16, 32), train=False).upsamples
+
+
+def _write_paper_sized(out):
+    """Two train + one test image stored as prep stores CUB for 256-px models (stored_size_for(256) = 355)."""
+    from t2icli.data.images import stored_size_for
+
+    rng = np.random.default_rng(0)
+    stored = stored_size_for(256)
+    with DatasetWriter(out, source="unit", image_size=256, word_limit=6, stored_size=stored) as w:
+        for split, n in (("train", 2), ("test", 1)):
+            s = w.split(split)
+            for i in range(n):
+                s.add(rng.integers(0, 256, size=(stored, stored, 3), dtype=np.uint8), ["red bird"], i, f"{split}{i}")
+        return w.finish()
+
+
+def test_no_upsampling_of_stored_images_at_the_paper_sizes(tmp_path):
+    """AttnGAN's 64/128/256 stages load 304 px and DAMSM's Inception crops load 355 (main.py:122-126 with
+    BASE_SIZE 64 x 4 and DAMSM/bird.yml BASE_SIZE 299): the 355-px stored images serve both without upsampling,
+    and DAMSM's 299 crop is a window of the stored pixels themselves (no resampling at all)."""
+    from t2icli.data.images import load_size, stored_size_for
+
+    assert (load_size(256), load_size(299), stored_size_for(256), stored_size_for(64)) == (304, 355, 355, 76)
+    meta = _write_paper_sized(tmp_path / "cub")
+    assert meta["image_size"] == 256 and meta["stored_size"] == 355 and meta["format_version"] == 2
+    gan = PreparedDataset(tmp_path / "cub", "train", resolutions=(64, 128, 256), seed=1)
+    assert (gan.crop, gan.load, gan.upsamples) == (256, 304, False)
+    assert [tuple(x.shape) for x in gan[0]["images"]] == [(3, 64, 64), (3, 128, 128), (3, 256, 256)]
+    damsm = PreparedDataset(tmp_path / "cub", "train", resolutions=(299,), seed=1)
+    assert (damsm.crop, damsm.load, damsm.upsamples) == (299, 355, False)
+    for i in range(len(damsm)):
+        x = ((damsm[i]["images"][0] + 1) * 127.5).round().to(torch.uint8).permute(1, 2, 0).numpy()  # [299, 299, 3]
+        stored = np.asarray(damsm.stored_uint8[i])
+        windows = [stored[y : y + 299, x0 : x0 + 299] for y in range(57) for x0 in range(57)]
+        assert any(np.array_equal(x, w) or np.array_equal(x, w[:, ::-1]) for w in windows)
+
+
+def test_images_uint8_is_the_image_size_view_of_larger_stored_images(tmp_path):
+    from PIL import Image
+
+    _write_paper_sized(tmp_path / "cub")
+    ds = PreparedDataset(tmp_path / "cub", "test", train=False)
+    assert ds.images_uint8.shape == (1, 256, 256, 3) and ds.stored_uint8.shape == (1, 355, 355, 3)
+    want = np.asarray(Image.fromarray(np.asarray(ds.stored_uint8[0])).resize((256, 256), Image.Resampling.LANCZOS))
+    assert np.array_equal(ds.images_uint8[0], want) and np.array_equal(ds.images_uint8[[0]][0], want)
+    assert np.array_equal(np.asarray(ds.images_uint8)[0], want) and ds[0]["images"][0].shape == (3, 256, 256)
+
+
+def test_format_version_1_folders_still_load(tmp_path):
     write_tiny(tmp_path / "ds")
-    with pytest.raises(DataError, match="larger than"):
-        PreparedDataset(tmp_path / "ds", "train", resolutions=(64,))
+    path = tmp_path / "ds" / "dataset.json"
+    meta = json.loads(path.read_text())
+    for key in ("stored_size", "vocab_from"):
+        del meta[key]
+    meta["format_version"] = 1
+    path.write_text(json.dumps(meta))
+    loaded = load_meta(tmp_path / "ds")
+    assert loaded["stored_size"] == loaded["image_size"] == 32 and loaded["vocab_from"] == "train"
+    ds = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32))
+    assert ds.stored_size == 32 and ds.images_uint8 is ds.stored_uint8 and ds[0]["images"][1].shape == (3, 32, 32)
+    meta["stored_size"] = 40  # a stored size that disagrees with images.npy is damage, named
+    path.write_text(json.dumps(meta))
+    with pytest.raises(DataError, match="images of 32x32 px"):
+        load_meta(tmp_path / "ds")
+
+
+def test_vocabulary_from_train_or_train_and_test(tmp_path):
+    """AttnGAN builds its vocabulary from train + test captions (datasets.py:179-186); t2i's default on train."""
+    for vocab_from in ("train", "train+test"):
+        with DatasetWriter(tmp_path / vocab_from, source="unit", image_size=8, word_limit=5,
+                           vocab_from=vocab_from) as w:
+            w.split("train").add(np.zeros((8, 8, 3), np.uint8), ["red bird"], 0, "a")
+            w.split("test").add(np.zeros((8, 8, 3), np.uint8), ["blue bird"], 1, "b")
+            meta = w.finish()
+        words = json.loads((tmp_path / vocab_from / "vocab.json").read_text())
+        assert meta["vocab_from"] == vocab_from and ("blue" in words) == (vocab_from == "train+test")
+        assert meta["splits"]["test"]["oov_words"] == (1 if vocab_from == "train" else 0)
+    with pytest.raises(DataError, match="--vocab"):
+        DatasetWriter(tmp_path / "x", source="unit", image_size=8, word_limit=5, vocab_from="test")
+    with pytest.raises(DataError, match="--stored-size 4"):
+        DatasetWriter(tmp_path / "y", source="unit", image_size=8, word_limit=5, stored_size=4)
 
 
 def test_sampler_resume_and_ranks_cover_the_global_batches():

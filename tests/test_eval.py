@@ -111,6 +111,30 @@ def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, 
     assert r2["n"] == 6 and r2["value"] > 0  # a different set, read against the cached reference
 
 
+def test_dmgan_fid_backbone_feeds_dmgans_input_range(tmp_path):
+    """DM-GAN eval/FID/inception.py:127-131 applies torchvision's transform_input formula to [0, 1] pixels: black
+    reaches the network as (0.485 - 0.5) / 0.5 = -0.03 in the red channel, white as 0.458 - 0.03 = 0.428."""
+    from t2icli.metrics.fid import build_backbone
+    from t2icli.models.inception import Inception3
+
+    torch.manual_seed(0)
+    weights = tmp_path / "tv.pt"
+    torch.save(Inception3(num_classes=10, aux_logits=False).state_dict(), weights)
+    dm, info = build_backbone("dmgan", str(weights))
+    tv, _ = build_backbone("torchvision", str(weights))
+    assert info["backbone"] == "dmgan" and "(mean - 0.5) / 0.5" in info["input"]
+    seen = []
+    hook = dm.Conv2d_1a_3x3.register_forward_pre_hook(lambda m, a: seen.append(a[0]))
+    x = torch.cat([torch.full((1, 3, 299, 299), -1.0), torch.full((1, 3, 299, 299), 1.0)])  # black, white
+    with torch.no_grad():
+        out = dm.features(x, logits=False)["pool"]
+    hook.remove()
+    mean, std = torch.tensor([0.485, 0.456, 0.406]), torch.tensor([0.229, 0.224, 0.225])
+    assert torch.allclose(seen[0][0, :, 0, 0], (mean - 0.5) / 0.5) and torch.allclose(seen[0][1, :, 0, 0], std / 0.5 + (mean - 0.5) / 0.5)
+    with torch.no_grad():  # the same network as the torchvision backbone, on the remapped input
+        assert torch.allclose(out, tv.features(seen[0], logits=False)["pool"], atol=1e-6)
+
+
 @pytest.mark.parametrize("content", ["missing", "garbage", "wrong"])
 def test_fid_and_is_weights_errors(tmp_path, content):
     from t2icli.metrics.fid import build_backbone
@@ -134,13 +158,54 @@ def test_inception_score_from_probs():
     from t2icli.metrics.inception_score import inception_score_from_probs
 
     K = 10
-    onehot = np.eye(K)[np.arange(100) % K]  # confident and evenly spread: IS = K
-    mean, std, scores = inception_score_from_probs(onehot, splits=10)
+    onehot = np.eye(K)[np.arange(100) % K]  # confident and evenly spread over every split: IS = K
+    mean, std, scores = inception_score_from_probs(onehot, splits=10, shuffle=False)
     assert mean == pytest.approx(K, rel=1e-6) and std == pytest.approx(0, abs=1e-6) and len(scores) == 10
+    assert 1 < inception_score_from_probs(onehot, splits=10)[0] < K  # shuffled splits are not all balanced
     mean, _, _ = inception_score_from_probs(np.full((50, K), 1.0 / K), splits=10)  # no information: IS = 1
     assert mean == pytest.approx(1.0)
     with pytest.raises(MetricError, match="at least 10 images"):
         inception_score_from_probs(onehot[:5], splits=10)
+
+
+def test_inception_score_splits_are_shuffled_not_class_ordered():
+    """Test-caption order is class by class on CUB: 10 consecutive splits of 50 classes see 5 classes each, and a
+    perfectly diverse, confident generator would score IS 5. StackGAN's / DM-GAN's evaluation shuffles first
+    (DM-GAN eval/IS/bird/inception_score_bird.py:91-92) and every split sees ~all classes."""
+    from t2icli.metrics.inception_score import inception_score_from_probs
+
+    probs = np.eye(50)[np.repeat(np.arange(50), 20)]  # 1000 confident images, class by class
+    consecutive, _, _ = inception_score_from_probs(probs, splits=10, shuffle=False)
+    assert consecutive == pytest.approx(5.0)
+    mean, std, scores = inception_score_from_probs(probs, splits=10, seed=3)
+    perm = np.random.default_rng(3).permutation(1000)  # the shuffled value, computed by hand
+    want = []
+    for i in range(10):
+        part = np.bincount(perm[i * 100 : (i + 1) * 100] // 20, minlength=50) / 100  # p(y) of the split
+        nz = part[part > 0]
+        want.append(np.exp(-(nz * np.log(nz)).sum()))  # confident images: IS = exp(H(p(y)))
+    assert scores == pytest.approx(want, rel=1e-9) and mean == pytest.approx(np.mean(want))
+    assert mean > 30 and inception_score_from_probs(probs, splits=10, seed=4)[0] != mean  # the seed matters
+
+
+def test_tf_slim_pooling_excludes_the_padding():
+    """TF-slim's 'SAME' 3x3 average pool (DM-GAN eval/IS/bird/inception/slim/inception_model.py, every mixed
+    block's branch_pool) averages only the real pixels under the window; torchvision's divides by 9."""
+    from t2icli.metrics.inception_score import tf_slim_inception
+    from t2icli.models.inception import InceptionA, InceptionC, InceptionE
+
+    x = torch.arange(1.0, 10.0).reshape(1, 1, 3, 3)  # [[1 2 3] [4 5 6] [7 8 9]]
+    by_hand = torch.tensor([[(1 + 2 + 4 + 5) / 4, (1 + 2 + 3 + 4 + 5 + 6) / 6, (2 + 3 + 5 + 6) / 4],
+                            [(1 + 2 + 4 + 5 + 7 + 8) / 6, 45 / 9, (2 + 3 + 5 + 6 + 8 + 9) / 6],
+                            [(4 + 5 + 7 + 8) / 4, (4 + 5 + 6 + 7 + 8 + 9) / 6, (5 + 6 + 8 + 9) / 4]])
+    model = tf_slim_inception(51)
+    blocks = [m for m in model.modules() if isinstance(m, (InceptionA, InceptionC, InceptionE))]
+    assert len(blocks) == 9  # Mixed_5b..5d, 6b..6e, 7b, 7c: all of them
+    for block in blocks:
+        assert torch.allclose(block.pool3(x)[0, 0], by_hand)
+    assert InceptionA.pool3(x)[0, 0, 0, 0] == pytest.approx(12 / 9)  # torchvision counts the padding
+    assert {k: v.shape for k, v in model.state_dict().items()} == {
+        k: v.shape for k, v in __import__("t2icli.models.inception", fromlist=["x"]).Inception3(51).state_dict().items()}
 
 
 def test_inception_score_drops_background_logit(tiny, tmp_path):
@@ -155,6 +220,17 @@ def test_inception_score_drops_background_logit(tiny, tmp_path):
     res = inception_score(images, str(weights), num_classes=5, splits=2, batch_size=4)
     assert res["background_dropped"] and res["n"] == 4 and res["splits"] == 2 and len(res["weights_sha256"]) == 64
     assert 1.0 <= res["mean"] <= 5.0
+    assert res["backbone"] == "tf-slim" and "exclude the padding" in res["pooling"] and "shuffled" in res["split_order"]
+    tv = inception_score(images, str(weights), num_classes=5, splits=2, batch_size=4, backbone="torchvision")
+    assert tv["backbone"] == "torchvision" and "include the padding" in tv["pooling"]
+    from t2icli.metrics.fid_inception import avg3_no_pad
+    from t2icli.metrics.inception_score import load_classifier
+
+    auto = load_classifier(str(weights), 5)[0]  # a background output: the TF-slim network
+    plain = load_classifier(str(weights), 5, backbone="torchvision")[0]
+    assert auto.Mixed_7c.pool3 is avg3_no_pad and plain.Mixed_7c.pool3 is not avg3_no_pad
+    with pytest.raises(MetricError, match="--is-backbone"):
+        inception_score(images, str(weights), num_classes=5, splits=2, backbone="slim")
     with pytest.raises(MetricError, match="--num-classes 10"):
         inception_score(images, str(weights), num_classes=10, splits=2)
 
@@ -173,6 +249,10 @@ def test_negatives_come_from_other_classes_fresh_per_image():
     assert not np.array_equal(neg[0], neg[1])  # drawn afresh for each image
     with pytest.raises(MetricError):
         draw_negatives(np.array([0]), np.array([0, 0]), np.array([0, 1, 2]), 5, rng)
+    # With replacement even when there are enough other-class images (DM-GAN datasets.py:315-324 draws each
+    # negative independently): 99 of 200 one-caption images repeat some, as 99 draws without replacement can't.
+    many = draw_negatives(np.zeros(50, int), np.arange(201), np.arange(202), 99, np.random.default_rng(1))
+    assert (many > 0).all() and max(99 - len(np.unique(row)) for row in many) > 0
 
 
 def test_dmgan_rprecision_perfect_chance_and_folds():
@@ -189,9 +269,38 @@ def test_dmgan_rprecision_perfect_chance_and_folds():
     noise = dmgan_rprecision(rng.normal(size=(30, 16)), pool[rows], pool, img_cls, classes, starts, n_negatives=20)
     assert noise["mean"] < 0.5
     tie = dmgan_rprecision(np.zeros((30, 16)), pool[rows], pool, img_cls, classes, starts, n_negatives=20)
-    assert tie["mean"] == 0.0  # the true caption must be strictly highest
+    assert tie["mean"] == 1.0  # all 100 scores equal: a hit, as DM-GAN's argmax returns the true caption first
     with pytest.raises(MetricError, match="10 folds"):
         dmgan_rprecision(pool[:5], pool[:5], pool, img_cls[:5], classes, starts)
+
+
+def test_dmgan_rprecision_ties_with_identical_captions_and_shuffled_folds():
+    from t2icli.metrics.rprecision_folds import PROTOCOL_CHOICES, dmgan_rprecision
+
+    rng = np.random.default_rng(2)
+    m = 100  # 100 test images of 100 classes, one caption each; every other caption has the same text
+    pool = rng.normal(size=(m, 8))
+    pool[1::2] = pool[0]  # same sentence feature: a negative may tie with the true caption exactly
+    starts, classes = np.arange(m + 1), np.arange(m)
+    rows = np.arange(m)
+    f = pool[rows]  # images aligned with their captions
+    res = dmgan_rprecision(f, pool[rows], pool, classes, classes, starts, n_negatives=99, folds=10, seed=0)
+    assert res["mean"] == 1.0  # the ties (odd rows) count as hits
+    # Class-ordered hits: the first half of the images hit, the second half miss. Consecutive folds would be
+    # [1]*5 + [0]*5 (std 0.5); shuffled folds (DM-GAN trainer.py:487) mix them.
+    f = np.concatenate([pool[:50], -pool[50:]])
+    res = dmgan_rprecision(f, pool, pool, classes, classes, starts, n_negatives=99, folds=10, seed=0)
+    assert res["mean"] == pytest.approx(0.5) and res["std"] < 0.3 and 0 < min(res["folds"]) <= max(res["folds"]) < 1
+    assert PROTOCOL_CHOICES == {"negatives_drawn": "with replacement, other-class test images", "ties": "hit",
+                                "fold_order": "shuffled (seeded) before splitting"}
+
+
+def test_eval_images_are_truncated_to_uint8_as_the_references():
+    from t2icli.metrics.generate import to_uint8
+
+    x = torch.tensor([-1.0, -0.999, 0.0, 0.999, 1.0]).reshape(1, 1, 1, 5).expand(1, 3, 1, 5)
+    assert to_uint8(x)[0, 0, :, 0].tolist() == [0, 0, 128, 255, 255]  # rounded (PNGs of t2i sample)
+    assert to_uint8(x, "truncate")[0, 0, :, 0].tolist() == [0, 0, 127, 254, 255]  # (x + 1) * 127.5 -> uint8
 
 
 # -- attribute accuracy ----------------------------------------------------------------------------
@@ -263,6 +372,8 @@ def test_eval_rprecision_json_is_one_object(tiny):
     assert out["metric"] == "rprecision" and out["n"] == 30 and out["folds"] == 10 and out["negatives"] == 99
     assert out["encoder_run"] == os.path.abspath(tiny["damsm"]) and out["seed"] == 0
     assert 0 <= out["mean"] <= 1 and 0 <= out["real"]["mean"] <= 1 and len(out["fold_values"]) == 10
+    assert out["word_limit"] == 25 and out["uint8"].startswith("truncate") and out["ties"] == "hit"
+    assert "with replacement" in out["negatives_drawn"] and out["fold_order"].startswith("shuffled")
     assert "generating" in res.stderr
     again = run("eval", "--metric", "rprecision", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 30,
                 "--json", "--damsm", tiny["damsm"], "--device", "cpu")

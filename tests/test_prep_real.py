@@ -13,7 +13,8 @@ from PIL import Image, ImageDraw
 import t2icli.data.images as images_mod
 from t2icli.cli import main
 from t2icli.data.format import load_meta
-from t2icli.data.images import bbox_crop_box, center_square_box, decode_image
+from t2icli.data.images import (bbox_crop_box, center_square_box, centre_square_of, decode_image, square_resize,
+                                stored_size_for)
 
 BLUE, RED = (0, 0, 255), (255, 0, 0)
 CUB_CLASSES = ["001.Black_footed_Albatross", "002.Laysan_Albatross", "003.Sooty_Albatross"]
@@ -96,6 +97,9 @@ def check_cub_output(out, n_train=6, n_test=3, size=32):
     assert meta["source"] == "cub" and meta["image_size"] == size and meta["word_limit"] == 18
     assert meta["splits"]["train"]["images"] == n_train and meta["splits"]["test"]["images"] == n_test
     assert meta["bbox_crop"] is True and meta["root"] == "CUB_200_2011" and "definition" in meta["split"]
+    assert meta["vocab_from"] == "train+test" and meta["format_version"] == 2  # AttnGAN's vocabulary
+    size = meta["stored_size"]  # the pixels checked below are the stored ones
+    assert size == stored_size_for(meta["image_size"])
     train = np.load(out / "train" / "images.npy", mmap_mode="r")
     test = np.load(out / "test" / "images.npy", mmap_mode="r")
     assert train.shape == (n_train, size, size, 3) and test.shape == (n_test, size, size, 3)
@@ -105,7 +109,8 @@ def check_cub_output(out, n_train=6, n_test=3, size=32):
     assert set(np.load(out / "test" / "classes.npy").tolist()) == {2}
     assert meta["split"]["train_classes"] == [0, 1] and meta["split"]["test_classes"] == [2]
     # Unclipped crops (first 2 images of a class) are centred on the red box; clipped ones (the third,
-    # box at the top-left corner) keep the box at the top-left and the background at the bottom.
+    # box at the top-left corner; their clipped box's centred square) keep the box at the top-left and the
+    # background at the bottom.
     def is_red(px):
         return np.abs(px.astype(int) - RED).max() < 40
 
@@ -131,6 +136,20 @@ def test_cub_end_to_end(tmp_path, layout):
     assert s["splits"]["train"]["images"] == 6 and s["bad_images"] == [] and s["images_per_s"] > 0
     meta = check_cub_output(out)
     assert meta["caption_layout"] == layout and s["caption_layout"] == layout
+
+
+def test_cub_stored_size_and_vocabulary_options(tmp_path):
+    root, caps = make_cub(tmp_path, "attngan")
+    out = tmp_path / "data"
+    s = summary_of(run("prep", "cub", "--root", root, "--captions", caps, "--out", out, "--size", 32,
+                       "--stored-size", 40, "--vocab", "train", "--workers", 1))
+    meta = load_meta(out)
+    assert (s["stored_size"], meta["stored_size"], meta["image_size"], meta["vocab_from"]) == (40, 40, 32, "train")
+    assert meta["splits"]["test"]["oov_words"] > 0  # "class 2" and the test image numbers are not in train
+    assert np.load(out / "test" / "images.npy", mmap_mode="r").shape == (3, 40, 40, 3)
+    res = run("prep", "cub", "--root", root, "--captions", caps, "--out", tmp_path / "bad", "--size", 32,
+              "--stored-size", 24)
+    assert_failed_cleanly(res, tmp_path / "bad", "--stored-size 24", "smaller than the image size 32")
 
 
 def test_cub_is_deterministic_whatever_the_workers(tmp_path):
@@ -167,12 +186,30 @@ def test_bbox_crop_maps_the_box_where_computed(tmp_path):
     red = (np.abs(im - RED).max(axis=2) < 60)
     assert red[12:48, 12:48].all() and not red[:8].any() and not red[52:].any()
     assert not red[:, :8].any() and not red[:, 52:].any()
-    # Clipped at the top-left corner: crop (0, 0, 60, 45) stretched to 60 x 60:
-    # box x 10..50 -> 10..50, y 5..25 -> 6.7..33.
+    # Clipped at the top-left corner: crop (0, 0, 60, 45), whose centred square (7, 0, 52, 45) is resized to
+    # 60 x 60 (x 4/3 both ways): box x 10..50 -> 4..57, y 5..25 -> 6.7..33.
     save_image(path, (100, 80), (10, 5, 40, 20), fmt="PNG")
     im = decode_image(path, 60, bbox=(10, 5, 40, 20)).astype(int)
     red = (np.abs(im - RED).max(axis=2) < 60)
-    assert red[10:31, 13:47].all() and not red[37:].any() and not red[:, 53:].any() and not red[:4].any()
+    assert red[10:31, 8:54].all() and not red[37:].any() and not red[:, :2].any() and not red[:4].any()
+
+
+def test_clipped_box_keeps_its_aspect_ratio(tmp_path):
+    """AttnGAN resizes a clipped (non-square) box with transforms.Scale(int), which keeps its aspect ratio, then
+    random-crops a square (datasets.py:59-71, main.py:123-126); t2i stores the box's centred square. A square
+    drawn in the photo stays square: stretching the 150 x 100 box to a square would make it 1.5x wider."""
+    assert centre_square_of((0, 0, 150, 100)) == (25, 0, 125, 100) and centre_square_of((5, 7, 45, 87)) == (5, 27, 45, 67)
+    im = Image.new("RGB", (300, 200), BLUE)
+    ImageDraw.Draw(im).rectangle([80, 40, 119, 79], fill=RED)  # a 40 x 40 red square
+    im.save(tmp_path / "p.png")
+    bbox = (50, 20, 100, 60)  # r = 75, centre (100, 50): box (25, 0, 175, 125), clipped at the top: 150 x 125
+    assert bbox_crop_box(bbox, 300, 200) == (25, 0, 175, 125)
+    out = decode_image(tmp_path / "p.png", 100, bbox=bbox)
+    assert np.array_equal(out, square_resize(im, (37, 0, 162, 125), 100))  # the centred 125 x 125 square
+    red = np.abs(out.astype(int) - RED).max(axis=2) < 60
+    rows, cols = np.flatnonzero(red.any(1)), np.flatnonzero(red.any(0))
+    height, width = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
+    assert abs(width - height) <= 1 and abs(height - 40 * 100 / 125) <= 2
 
 
 def test_cub_corrupt_image_over_the_limit_fails_listing_it(tmp_path):
@@ -275,7 +312,8 @@ def test_flowers_end_to_end_and_bad_inputs(tmp_path):
     assert (meta["splits"]["train"]["images"], meta["splits"]["test"]["images"]) == (4, 2)
     assert np.load(out / "train" / "classes.npy").tolist() == [0, 0, 2, 2]
     assert np.load(out / "test" / "classes.npy").tolist() == [1, 1]
-    assert np.load(out / "train" / "images.npy", mmap_mode="r").shape == (4, 24, 24, 3)
+    assert meta["stored_size"] == stored_size_for(24) == 28 and meta["vocab_from"] == "train"
+    assert np.load(out / "train" / "images.npy", mmap_mode="r").shape == (4, 28, 28, 3)
 
     out2 = tmp_path / "data2"
     # An image with no caption file.
@@ -325,7 +363,8 @@ def test_coco_end_to_end_and_bad_inputs(tmp_path):
     assert meta["source"] == "coco" and meta["word_limit"] == 12
     assert (meta["splits"]["train"]["images"], meta["splits"]["test"]["images"]) == (3, 2)
     assert np.load(out / "train" / "classes.npy").tolist() == [4, 9, 25]  # class id = image id, by id
-    assert np.load(out / "test" / "images.npy", mmap_mode="r").shape == (2, 16, 16, 3)
+    assert meta["vocab_from"] == "train+test" and meta["stored_size"] == 19  # int(16 * 76 / 64)
+    assert np.load(out / "test" / "images.npy", mmap_mode="r").shape == (2, 19, 19, 3)
     rows = [json.loads(line) for line in (out / "train" / "captions.jsonl").read_text().splitlines()]
     # Image 9 has 7 captions with annotation ids 90, 3, 57, 12, 41, 8, 77: the 5 lowest ids are kept, in id order.
     assert rows[1]["file"] == "train2014/COCO_train2014_000000000009.jpg"
@@ -377,7 +416,7 @@ def test_folder_end_to_end(tmp_path):
     rows = []
     for split in ("train", "test"):
         rows += [json.loads(line) for line in (out / split / "captions.jsonl").read_text().splitlines()]
-        assert np.load(out / split / "images.npy", mmap_mode="r").shape[1:] == (20, 20, 3)
+        assert np.load(out / split / "images.npy", mmap_mode="r").shape[1:] == (23, 23, 3)  # stored_size_for(20)
     assert sorted(r["file"] for r in rows) == sorted(files)
     cls = {r["file"]: c for r, c in zip(rows, np.concatenate(
         [np.load(out / "train" / "classes.npy"), np.load(out / "test" / "classes.npy")]))}

@@ -114,7 +114,7 @@ def test_dataset_of_an_older_format_version(tiny, tmp_path):
     meta["format_version"] = 0
     (data / "dataset.json").write_text(json.dumps(meta))
     out = tmp_path / "run"
-    words = ["dataset format version 0", "reads version 1", "prepare it again"]
+    words = ["dataset format version 0", "reads versions 1, 2", "prepare it again"]
     failed(run("train", "damsm", "--data", data, "--out", out, *DAMSM_TINY), 1, *words)
     failed(run("train", "attngan", "--data", data, "--damsm", tiny["damsm"], "--out", out, *GAN_TINY), 1, *words)
     failed(run("eval", "--model", tiny["gan"], "--data", data, "--device", "cpu"), 1, *words)

@@ -7,7 +7,8 @@ import click
 from t2icli.cli.common import err, resolve_device
 
 _METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
-_BACKBONES = ["fid-inception", "torchvision"]
+_BACKBONES = ["fid-inception", "torchvision", "dmgan"]  # t2icli.metrics.fid.BACKBONES (no torch import)
+_IS_BACKBONES = ["auto", "torchvision", "tf-slim"]  # t2icli.metrics.inception_score.IS_BACKBONES (no torch import)
 
 
 def _round(x):
@@ -33,7 +34,8 @@ def _summary(r):
     if m == "fid":
         return f"FID ({r['backbone']}, n={r['n']} vs {r['n_real']} real, {r['resize']}): {_round(r['value'])}"
     if m == "is":
-        return f"Inception Score (n={r['n']}, {r['splits']} splits): {_round(r['mean'])} ± {_round(r['std'])}"
+        return (f"Inception Score ({r['backbone']}, n={r['n']}, {r['splits']} shuffled splits): "
+                f"{_round(r['mean'])} ± {_round(r['std'])}")
     return json.dumps(r)
 
 
@@ -60,11 +62,20 @@ def _summary(r):
                    "output 0 is dropped before the softmax).")
 @click.option("--fid-backbone", default="fid-inception", show_default=True, type=click.Choice(_BACKBONES),
               help="fid-inception: TF inception-2015-12-05 weights as pytorch-fid/torch-fidelity use them; "
-                   "torchvision: ImageNet Inception-v3, what DM-GAN's/DF-GAN's published FIDs used.")
+                   "torchvision: ImageNet Inception-v3 fed [-1, 1]; dmgan: the same network fed as DM-GAN's FID "
+                   "code feeds it (torchvision's input transform applied to [0, 1] pixels), what DM-GAN's "
+                   "published FIDs used.")
 @click.option("--stats-only", is_flag=True, help="FID: only write the real test split's reference statistics "
                                                  "(cached in DATA/cache/) and print where.")
+@click.option("--is-backbone", default="auto", show_default=True, type=click.Choice(_IS_BACKBONES),
+              help="IS network: torchvision's Inception-v3 pooling, or tf-slim (3x3 average pools exclude the padding, "
+                   "as the TF-slim model StackGAN's fine-tuned CUB classifier was trained in); auto = tf-slim for a "
+                   "classifier with a background output (--num-classes 50 with 51 outputs), else torchvision.")
 @click.option("--splits", default=10, show_default=True, metavar="N", type=click.IntRange(min=1),
-              help="IS: number of splits.")
+              help="IS: number of splits (of the images shuffled with --seed, as StackGAN's/DM-GAN's evaluation).")
+@click.option("--word-limit", default=None, metavar="N", type=click.IntRange(min=1),
+              help="Words per test caption (longer ones are cut as in training).  [default: 25, or 20 on COCO, as "
+                   "AttnGAN's/DM-GAN's eval_bird.yml / eval_coco.yml]")
 @click.option("--attr-steps", default=1500, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="attr: training steps of the attribute classifier (trained once per data set and value, cached "
                    "in DATA/cache/).")
@@ -75,15 +86,16 @@ def _summary(r):
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
 def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, inception_weights, num_classes, fid_backbone,
-             stats_only, splits, attr_steps, seed, batch_size, device, as_json):
+             stats_only, is_backbone, splits, word_limit, attr_steps, seed, batch_size, device, as_json):
     """Evaluate a generator on the test captions of its data set.
 
     \b
-    rprecision  DM-GAN's protocol: true caption vs 99 other-class captions per image, 10 folds;
-                also on the real test images (the ceiling)
-    is          Inception Score, 10 splits, from --inception-weights
+    rprecision  DM-GAN's protocol: true caption vs 99 other-class captions per image (drawn with
+                replacement, ties are hits), 10 shuffled folds; also on the real test images (the ceiling)
+    is          Inception Score, 10 shuffled splits, from --inception-weights
     fid         FID against the real test split (--fid-backbone), from --inception-weights
     attr        attribute accuracy of the attributes each caption mentions (toybirds)
+    Generated images are truncated to uint8 as the references save them; captions are cut to --word-limit.
 
     \b
     Examples:
@@ -115,7 +127,8 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
         results = evaluate(metrics, model_run, data, n_samples=n_samples, damsm=damsm,
                            inception_weights=inception_weights, num_classes=num_classes, fid_backbone=fid_backbone,
                            splits=splits, seed=seed, batch_size=batch_size, device=dev, progress=progress, log=err,
-                           skip=skip, attr_steps=attr_steps, text_embeddings=text_embeddings)
+                           skip=skip, attr_steps=attr_steps, text_embeddings=text_embeddings, word_limit=word_limit,
+                           is_backbone=is_backbone)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

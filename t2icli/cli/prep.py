@@ -64,7 +64,15 @@ def _dir_option(flag, help):
 
 
 SIZE = click.option("--size", default=256, show_default=True, metavar="PX", type=click.IntRange(min=16),
-                    help="Side of the prepared square images in pixels.")
+                    help="Image size the models train at (the generator's final side), in pixels.")
+STORED = click.option("--stored-size", default=None, metavar="PX", type=click.IntRange(min=16),
+                      help="Side the images are stored at (>= --size); training resizes and random-crops from it.  "
+                           "[default: int(size*76/64), and at least 355 from --size 256 up, so that neither "
+                           "AttnGAN's 256 crops of 304 nor DAMSM's 299 crops of 355 are upsampled]")
+VOCAB = click.option("--vocab", "vocab_from", default="train+test", show_default=True,
+                     type=click.Choice(["train+test", "train"]),
+                     help="Captions the vocabulary is built from: train+test as AttnGAN's build_dictionary, or "
+                          "train only.")
 WORKERS = click.option("--workers", default=2, show_default=True, metavar="N", type=click.IntRange(min=1),
                        help="Image decoding processes (the output does not depend on it).")
 
@@ -75,12 +83,15 @@ WORKERS = click.option("--workers", default=2, show_default=True, metavar="N", t
                            "or AttnGAN's (text/ + train/filenames.pickle, test/filenames.pickle).")
 @OUT
 @SIZE
+@STORED
+@VOCAB
 @WORKERS
-def cub(root, captions, out, size, workers):
+def cub(root, captions, out, size, stored_size, vocab_from, workers):
     """CUB-200-2011 birds, cropped around each bird's box as AttnGAN does, class-disjoint split.
 
     The caption layout is detected; the split is StackGAN/AttnGAN's (8855 train / 2933 test
-    images from 150 / 50 classes). Class ids are the CUB species (001.* -> 0).
+    images from 150 / 50 classes). Class ids are the CUB species (001.* -> 0). A box clipped by
+    the image border keeps its aspect ratio (its centred square is stored, never stretched).
 
     \b
     Example:
@@ -88,7 +99,8 @@ def cub(root, captions, out, size, workers):
     """
     from t2icli.data.cub import prepare_cub
 
-    summary = prepare_cub(root, captions, out, size=size, workers=workers)
+    summary = prepare_cub(root, captions, out, size=size, workers=workers, stored_size=stored_size,
+                          vocab_from=vocab_from)
     _report(summary)
 
 
@@ -98,8 +110,9 @@ def cub(root, captions, out, size, workers):
                            "with trainvalclasses.txt and testclasses.txt.")
 @OUT
 @SIZE
+@STORED
 @WORKERS
-def flowers(root, captions, out, size, workers):
+def flowers(root, captions, out, size, stored_size, workers):
     """Oxford-102 flowers with Reed et al.'s captions; centre square crop (no boxes), class split.
 
     \b
@@ -108,7 +121,7 @@ def flowers(root, captions, out, size, workers):
     """
     from t2icli.data.flowers import prepare_flowers
 
-    summary = prepare_flowers(root, captions, out, size=size, workers=workers)
+    summary = prepare_flowers(root, captions, out, size=size, workers=workers, stored_size=stored_size)
     _report(summary)
 
 
@@ -116,10 +129,12 @@ def flowers(root, captions, out, size, workers):
 @_dir_option("--root", "COCO folder with train2014/, val2014/ and annotations/captions_*2014.json.")
 @OUT
 @SIZE
+@STORED
+@VOCAB
 @click.option("--limit", default=None, metavar="N", type=click.IntRange(min=1),
               help="Keep only the first N images (by image id) of each split.  [default: all]")
 @WORKERS
-def coco(root, out, size, limit, workers):
+def coco(root, out, size, stored_size, vocab_from, limit, workers):
     """MS-COCO 2014 captions: train2014 -> train, val2014 -> test; 5 captions per image.
 
     Class id = image id (COCO has no caption classes: only the image itself is masked
@@ -132,7 +147,8 @@ def coco(root, out, size, limit, workers):
     """
     from t2icli.data.coco import prepare_coco
 
-    summary = prepare_coco(root, out, size=size, limit=limit, workers=workers)
+    summary = prepare_coco(root, out, size=size, limit=limit, workers=workers, stored_size=stored_size,
+                           vocab_from=vocab_from)
     _report(summary)
 
 
@@ -144,12 +160,13 @@ def coco(root, out, size, limit, workers):
               type=click.FloatRange(0, 1, min_open=True, max_open=True),
               help="Fraction of the images held out as the test split.")
 @SIZE
+@STORED
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
               help="Seed of the test split choice.")
 @click.option("--word-limit", default=18, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="Words per caption used in training (longer captions are cut as AttnGAN does).")
 @WORKERS
-def folder(root, out, test_fraction, size, seed, word_limit, workers):
+def folder(root, out, test_fraction, size, stored_size, seed, word_limit, workers):
     """Your own images: any folder of images with a same-stem .txt of captions beside each.
 
     Class id = the image's sub-folder (top-level files share class 0). EXIF orientation is
@@ -162,5 +179,5 @@ def folder(root, out, test_fraction, size, seed, word_limit, workers):
     from t2icli.data.folder import prepare_folder
 
     summary = prepare_folder(root, out, size=size, test_fraction=test_fraction, seed=seed,
-                             word_limit=word_limit, workers=workers)
+                             word_limit=word_limit, workers=workers, stored_size=stored_size)
     _report(summary)

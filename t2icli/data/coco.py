@@ -8,7 +8,7 @@ annotations/captions_val2014.json (the same names with 2017 are accepted instead
   stops the prep, naming it.
 - Class id: the COCO image id. COCO has no classes for captions, so when DAMSM masks
   same-class negatives only the image itself is masked.
-- Images: centred square of side min(W, H), resized to S x S with LANCZOS; images are
+- Images: centred square of side min(W, H), resized to the stored size with LANCZOS; images are
   streamed to disk by the writer, so memory does not grow with the data set.
 - `limit`: keep only the first N images (by image id) of each split, for a quick subset.
 """
@@ -65,10 +65,13 @@ def read_captions_json(path, image_dir, split, limit=None):
     return items
 
 
-def prepare_coco(root, out, size=256, limit=None, workers=2, max_bad_fraction=None):
+def prepare_coco(root, out, size=256, limit=None, workers=2, max_bad_fraction=None, stored_size=None,
+                 vocab_from="train+test"):
     """Prepare COCO captions into `out` (train2014 -> train, val2014 -> test; centre square, S x S).
 
-    limit: keep the first N images of each split (None: all). Returns the prep summary dict.
+    limit: keep the first N images of each split (None: all); stored_size: the stored side (None:
+    images.stored_size_for(S)); vocab_from: "train+test" (AttnGAN's build_dictionary) or "train".
+    Returns the prep summary dict.
     Raises DataError naming the path on an unknown layout, an image with no captions, or > 1% bad images.
     """
     root = os.path.abspath(os.fspath(root))
@@ -88,4 +91,4 @@ def prepare_coco(root, out, size=256, limit=None, workers=2, max_bad_fraction=No
         "captions_per_image": f"first {CAPTIONS_PER_IMAGE} in annotation id order",
     }
     return write_items(items, out, "coco", size, WORD_LIMIT, extra, workers=workers,
-                       max_bad_fraction=max_bad_fraction)
+                       max_bad_fraction=max_bad_fraction, stored_size=stored_size, vocab_from=vocab_from)

@@ -129,12 +129,15 @@ def _split_of_attngan(captions):
     return split_of, definition, keys
 
 
-def prepare_cub(root, captions, out, size=256, workers=2, max_bad_fraction=None):
-    """Prepare CUB-200-2011 into `out`: AttnGAN bbox crop, S x S images, class-disjoint split.
+def prepare_cub(root, captions, out, size=256, workers=2, max_bad_fraction=None, stored_size=None,
+                vocab_from="train+test"):
+    """Prepare CUB-200-2011 into `out`: AttnGAN bbox crop (aspect ratio kept), class-disjoint split.
 
     root: CUB_200_2011 folder; captions: a folder in Reed's or AttnGAN's layout (see module doc);
-    size: S. Returns the prep summary dict (split counts, bad images, seconds, images/s).
-    Raises DataError (naming the path) on a bad layout, missing/empty captions, or > 1% bad images.
+    size: the models' image size S; stored_size: the stored side (None: images.stored_size_for(S), 355 for 256);
+    vocab_from: "train+test" (AttnGAN's build_dictionary, datasets.py:179-186) or "train". Returns the prep
+    summary dict (split counts, bad images, seconds, images/s). Raises DataError (naming the path) on a bad
+    layout, missing/empty captions, or > 1% bad images.
     """
     root = os.path.abspath(os.fspath(root))
     captions = os.path.abspath(os.fspath(captions))
@@ -186,12 +189,14 @@ def prepare_cub(root, captions, out, size=256, workers=2, max_bad_fraction=None)
         "split": {"definition": definition, "class_disjoint": True,
                   "train_classes": sorted(classes["train"]), "test_classes": sorted(classes["test"])},
         "bbox_crop": True,
-        "crop": "AttnGAN: square of side 2*int(0.75*max(w,h)) around the box centre, clipped to the image",
+        "crop": "AttnGAN: square of side 2*int(0.75*max(w,h)) around the box centre, clipped to the image, then "
+                "its centred square (aspect ratio kept)",
         "class_ids": "CUB class number - 1 (from the class folder prefix)",
         "left_out_not_in_split": left_out,
     }
     summary = write_items(items, out, "cub", size, WORD_LIMIT, extra, workers=workers,
-                          max_bad_fraction=max_bad_fraction, warnings=warnings)
+                          max_bad_fraction=max_bad_fraction, warnings=warnings, stored_size=stored_size,
+                          vocab_from=vocab_from)
     summary["caption_layout"] = layout
     summary["left_out_not_in_split"] = left_out
     return summary

@@ -1,10 +1,12 @@
 """The dataset and loader every trainer uses: images at each stage's resolution plus a caption.
 
-Augmentation follows AttnGAN: resize to 76/64 of the stored size, random crop back to it,
-random horizontal flip, then one antialiased downsample per requested resolution. All
-randomness (crop, flip, which caption, which words of an over-long caption) is a pure
-function of (seed, epoch, index), so a resumed or distributed run sees exactly the same
-samples as an uninterrupted single-process one.
+Augmentation follows AttnGAN (taoxugit/AttnGAN code/main.py:122-126, datasets.py:59-88): for a crop of side C
+(the largest requested resolution) the stored image is resized to int(C * 76 / 64) and a random C x C square
+is cut from it, randomly flipped, then downsampled once per smaller resolution (the lower stages' Scale).
+Prep stores images large enough (dataset.json stored_size) that this resize never upsamples at the paper
+sizes: 355 px serve both AttnGAN's 256 crops of 304 and DAMSM's 299 crops of 355. All randomness (crop,
+flip, which caption, which words of an over-long caption) is a pure function of (seed, epoch, index), so a
+resumed or distributed run sees exactly the same samples as an uninterrupted single-process one.
 """
 
 import json
@@ -15,6 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from t2icli.data.format import DataError, load_meta
+from t2icli.data.images import load_size
 from t2icli.data.text import Vocab, cut_caption
 
 
@@ -24,6 +27,13 @@ class PreparedDataset(torch.utils.data.Dataset):
     ds[i] -> {"images": [float [3, r, r] in [-1, 1] for r in resolutions],
               "tokens": int64 [word_limit] (0-padded), "length": int, "class_id": int, "index": int,
               "caption": int (which of the image's captions)}
+
+    size: the data set's image size S (dataset.json image_size); stored_size: the side of the stored pixels
+    (>= S); crop: the largest resolution (S by default; 299 for DAMSM's Inception encoder); load: AttnGAN's
+    int(crop * 76 / 64). `upsamples` is True when training resizes the stored images up (load > stored_size:
+    a folder prepared at a smaller --stored-size, or before format version 2). images_uint8 [n, S, S, 3] gives
+    the images at S (resized from the stored ones when they are larger) for evaluation; stored_uint8 the
+    stored array.
     """
 
     def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None):
@@ -33,10 +43,13 @@ class PreparedDataset(torch.utils.data.Dataset):
             raise DataError(f"{self.path}: no split {split!r} (has {sorted(self.meta['splits'])})")
         self.split = split
         self.size = int(self.meta["image_size"])
+        self.stored_size = int(self.meta["stored_size"])
         self.resolutions = tuple(int(r) for r in (resolutions or (self.size,)))
-        for r in self.resolutions:
-            if r > self.size:
-                raise DataError(f"{self.path}: resolution {r} is larger than the dataset's image size {self.size}")
+        if not self.resolutions or min(self.resolutions) < 1:
+            raise DataError(f"{self.path}: resolutions {self.resolutions} must be >= 1 px")
+        self.crop = max(self.resolutions)
+        self.load = load_size(self.crop)
+        self.upsamples = self.load > self.stored_size if train else self.crop > self.stored_size
         self.train = bool(train)
         self.seed = int(seed)
         self.word_limit = int(word_limit or self.meta["word_limit"])
@@ -45,7 +58,9 @@ class PreparedDataset(torch.utils.data.Dataset):
         with open(os.path.join(self.path, "vocab.json"), encoding="utf-8") as f:
             self.vocab = json.load(f)
         self._vocab = Vocab(self.vocab)
-        self.images_uint8 = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")  # [n, S, S, 3]
+        self.stored_uint8 = np.load(os.path.join(folder, "images.npy"), mmap_mode="r")  # [n, P, P, 3]
+        self.images_uint8 = (self.stored_uint8 if self.stored_size == self.size
+                             else ResizedImages(self.stored_uint8, self.size))  # [n, S, S, 3]
         self.class_ids = np.load(os.path.join(folder, "classes.npy"))  # [n]
         self.tokens = np.load(os.path.join(folder, "tokens.npy"))  # [total words]
         self.caption_starts = np.load(os.path.join(folder, "caption_starts.npy"))  # [n_captions + 1]
@@ -54,13 +69,13 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.attributes = np.load(attr_path) if os.path.exists(attr_path) else None  # [n, A]
         mentions_path = os.path.join(folder, "caption_mentions.npy")
         self.caption_mentions = np.load(mentions_path) if os.path.exists(mentions_path) else None  # [n_captions]
-        n = len(self.images_uint8)
+        n = len(self.stored_uint8)
         if not (len(self.class_ids) == n and len(self.image_captions) == n + 1):
             raise DataError(f"{folder}: array lengths disagree; prepare the dataset again")
         self._texts = None
 
     def __len__(self):
-        return len(self.images_uint8)
+        return len(self.stored_uint8)
 
     def set_epoch(self, epoch):
         """Select the epoch whose augmentation and caption choice __getitem__ reproduces."""
@@ -109,13 +124,14 @@ class PreparedDataset(torch.utils.data.Dataset):
         rng = self._rng(index)
         k = int(rng.integers(self.n_captions(index)))
         tokens, length = self.cut(self.caption_ids(self.image_captions[index] + k), rng)
-        img = torch.from_numpy(np.array(self.images_uint8[index])).permute(2, 0, 1)  # [3, S, S] uint8
-        img = img.unsqueeze(0).float()  # [1, 3, S, S]
+        img = torch.from_numpy(np.array(self.stored_uint8[index])).permute(2, 0, 1)  # [3, P, P] uint8
+        img = img.unsqueeze(0).float()  # [1, 3, P, P]
         if self.train:
-            big = int(self.size * 76 / 64)
-            img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
-            y, x = (int(v) for v in rng.integers(0, big - self.size + 1, size=2))
-            img = img[:, :, y : y + self.size, x : x + self.size]
+            big, c = self.load, self.crop  # Scale(int(C * 76 / 64)), RandomCrop(C)
+            if big != self.stored_size:
+                img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
+            y, x = (int(v) for v in rng.integers(0, big - c + 1, size=2))
+            img = img[:, :, y : y + c, x : x + c]  # [1, 3, C, C]
             if rng.random() < 0.5:
                 img = img.flip(3)
         images = []
@@ -132,6 +148,41 @@ class PreparedDataset(torch.utils.data.Dataset):
             "index": int(index),
             "caption": k,
         }
+
+
+class ResizedImages:
+    """A read-only view of stored uint8 images [n, P, P, 3] at side S: view[idx] -> uint8 numpy [..., S, S, 3].
+
+    idx is an int, a slice or an index array; each image is resized on access with PIL LANCZOS, the filter prep
+    used, so a folder stored at P > S gives evaluation the images a folder prepared at S would hold (up to the
+    second resampling)."""
+
+    def __init__(self, stored, size):
+        self.stored, self.size = stored, int(size)
+        self.shape = (len(stored), self.size, self.size, 3)
+        self.dtype = np.dtype(np.uint8)
+        self.ndim = 4
+
+    def __len__(self):
+        return len(self.stored)
+
+    def _resize(self, im):
+        from PIL import Image
+
+        return np.asarray(Image.fromarray(np.asarray(im)).resize((self.size, self.size), Image.Resampling.LANCZOS))
+
+    def __getitem__(self, idx):
+        if isinstance(idx, (int, np.integer)):
+            return self._resize(self.stored[int(idx)])  # [S, S, 3]
+        batch = self.stored[idx]  # [k, P, P, 3]
+        out = np.empty((len(batch), self.size, self.size, 3), np.uint8)
+        for k in range(len(batch)):
+            out[k] = self._resize(batch[k])
+        return out
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[np.arange(len(self))]
+        return out if dtype is None else out.astype(dtype)
 
 
 def collate(samples):

@@ -8,7 +8,7 @@ Inputs:
 Split: trainvalclasses -> train, testclasses -> test (StackGAN/AttnGAN's class-disjoint split,
 7034 / 1155 images when complete). Class id: the class folder number - 1 (`class_00001` -> 0).
 There are no bounding boxes, so each image is cropped to its centred square of side
-min(W, H) and resized to S x S with LANCZOS. Every image in `root` must have a caption
+min(W, H) and resized to the stored size with LANCZOS. Every image in `root` must have a caption
 file (a missing or empty one stops the prep, naming the file); a caption file whose image
 is missing from `root` counts as a bad image.
 """
@@ -26,8 +26,9 @@ _IMAGE = re.compile(r"^image_\d+\.jpg$")
 _CLASS = re.compile(r"^class_(\d+)$")
 
 
-def prepare_flowers(root, captions, out, size=256, workers=2, max_bad_fraction=None):
-    """Prepare Oxford-102 flowers into `out` (centre square crop, S x S, Reed's class split).
+def prepare_flowers(root, captions, out, size=256, workers=2, max_bad_fraction=None, stored_size=None):
+    """Prepare Oxford-102 flowers into `out` (centre square crop, Reed's class split; stored_size: the stored
+    side, None: images.stored_size_for(S)).
 
     Returns the prep summary dict. Raises DataError naming the path on an unknown layout,
     a missing/empty caption file, a class in neither list, or > 1% bad images.
@@ -90,4 +91,4 @@ def prepare_flowers(root, captions, out, size=256, workers=2, max_bad_fraction=N
         "class_ids": "flower class number - 1 (from text_c10/class_NNNNN)",
     }
     return write_items(items, out, "flowers", size, WORD_LIMIT, extra, workers=workers,
-                       max_bad_fraction=max_bad_fraction, warnings=warnings)
+                       max_bad_fraction=max_bad_fraction, warnings=warnings, stored_size=stored_size)

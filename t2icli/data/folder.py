@@ -36,8 +36,9 @@ def choose_test(n, test_fraction, seed):
 
 
 def prepare_folder(root, out, size=256, test_fraction=0.1, seed=0, word_limit=WORD_LIMIT, workers=2,
-                   max_bad_fraction=None):
-    """Prepare a folder of images with same-stem .txt captions into `out` (see module doc).
+                   max_bad_fraction=None, stored_size=None):
+    """Prepare a folder of images with same-stem .txt captions into `out` (see module doc; stored_size: the
+    stored side, None: images.stored_size_for(size)).
 
     Returns the prep summary dict. Raises DataError naming the path when no image is found,
     a caption file is missing or empty, fewer than 2 images exist, or > 1% images are bad.
@@ -73,4 +74,5 @@ def prepare_folder(root, out, size=256, test_fraction=0.1, seed=0, word_limit=WO
         "classes": folders,
     }
     return write_items(items, out, "folder", size, word_limit, extra, workers=workers,
-                       max_bad_fraction=max_bad_fraction, exif_transpose=True, warnings=warnings)
+                       max_bad_fraction=max_bad_fraction, exif_transpose=True, warnings=warnings,
+                       stored_size=stored_size)

@@ -2,15 +2,22 @@
 
 A prepared dataset is a folder:
 
-    dataset.json            format version, source, image size, word limit, splits and counts
-    vocab.json              the vocabulary (list of words, index 0 = "<end>"), built on train
-    <split>/images.npy      uint8 [N, S, S, 3], memory-mappable: no JPEG decoding per step
+    dataset.json            format version, source, image size, stored size, word limit, splits and counts
+    vocab.json              the vocabulary (list of words, index 0 = "<end>"), built on train (or train+test)
+    <split>/images.npy      uint8 [N, P, P, 3], memory-mappable: no JPEG decoding per step
     <split>/classes.npy     int64 [N] class ids (species for CUB/flowers; see each source)
     <split>/captions.jsonl  one JSON object per image: {"file": ..., "captions": [...]}
     <split>/tokens.npy      int32 [total words] every caption's token ids, concatenated
     <split>/caption_starts.npy  int64 [n_captions + 1] offsets of each caption in tokens
     <split>/image_captions.npy  int64 [N + 1] offsets of each image's captions
     <split>/attributes.npy  int64 [N, A] (only for sources with attribute truth: toybirds)
+
+Two sizes (format version 2): `image_size` S is the size the models work at (the generator's final image),
+`stored_size` P >= S the side of the stored pixels, chosen so that nothing is upsampled at the paper sizes
+(AttnGAN loads int(S * 76 / 64) px and random-crops S; DAMSM's Inception encoder loads 355 and crops 299).
+`vocab_from` says which splits' captions built the vocabulary ("train", or "train+test" as AttnGAN's
+build_dictionary). Version-1 folders still load: their stored size is their image size, their vocabulary
+was built on train.
 
 Prep writes everything into a temporary sibling folder and renames it into place at the
 end, so an interrupted prep never leaves a folder that looks complete. Writing the same
@@ -27,8 +34,10 @@ import numpy as np
 from t2icli.data.text import Vocab, build_vocab
 from t2icli.errors import T2IError
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
+READABLE_VERSIONS = (1, 2)  # version 1: no stored_size (= image_size), no vocab_from (= "train")
 META_FILE = "dataset.json"
+VOCAB_SOURCES = ("train", "train+test")
 
 
 class DataError(T2IError):
@@ -54,14 +63,16 @@ def load_meta(path):
     except (OSError, ValueError) as exc:
         raise DataError(f"{meta_path}: unreadable ({exc})") from exc
     version = meta.get("format_version") if isinstance(meta, dict) else None
-    if version != FORMAT_VERSION:
+    if version not in READABLE_VERSIONS:
         raise DataError(
-            f"{path}: dataset format version {version!r}, this t2i reads version {FORMAT_VERSION}; "
-            "prepare it again with this version's `t2i prep`"
+            f"{path}: dataset format version {version!r}, this t2i reads versions "
+            f"{', '.join(map(str, READABLE_VERSIONS))}; prepare it again with this version's `t2i prep`"
         )
     splits = meta.get("splits")
     if not isinstance(splits, dict) or "train" not in splits:
         raise DataError(f"{meta_path}: no 'splits' with a train split; prepare the dataset again")
+    meta.setdefault("stored_size", meta.get("image_size"))  # version 1 stored the images at image_size
+    meta.setdefault("vocab_from", "train")
     for split, counts in splits.items():
         for name in ("images.npy", "classes.npy", "tokens.npy", "caption_starts.npy", "image_captions.npy"):
             file = os.path.join(path, split, name)
@@ -71,6 +82,9 @@ def load_meta(path):
             if name == "images.npy" and isinstance(counts, dict) and shape[:1] != (counts.get("images"),):
                 raise DataError(f"{file}: holds {shape[0] if shape else 0} images, {META_FILE} says "
                                 f"{counts.get('images')}; the dataset is damaged, prepare it again")
+            if name == "images.npy" and len(shape) == 4 and shape[1:3] != (meta["stored_size"],) * 2:
+                raise DataError(f"{file}: images of {shape[1]}x{shape[2]} px, {META_FILE} says "
+                                f"{meta['stored_size']}; the dataset is damaged, prepare it again")
     return meta
 
 
@@ -146,18 +160,24 @@ class DatasetWriter:
     Use as a context manager: on an exception the temporary folder is removed and `out`
     is left as it was.
 
-        with DatasetWriter(out, source="cub", image_size=256, word_limit=18) as w:
+        with DatasetWriter(out, source="cub", image_size=256, word_limit=18, stored_size=355) as w:
             split = w.split("train")
             split.add(image, captions, class_id, filename)
             ...
             w.finish(extra={...})
     """
 
-    def __init__(self, out, source, image_size, word_limit, extra=None):
+    def __init__(self, out, source, image_size, word_limit, extra=None, stored_size=None, vocab_from="train"):
         self.out = os.path.abspath(os.fspath(out))
         check_out_dir(self.out)
         self.source = source
         self.image_size = int(image_size)
+        self.stored_size = self.image_size if stored_size is None else int(stored_size)
+        if self.stored_size < self.image_size:
+            raise DataError(f"--stored-size {self.stored_size}: smaller than the image size {self.image_size}")
+        if vocab_from not in VOCAB_SOURCES:
+            raise DataError(f"--vocab {vocab_from}: choose from {', '.join(VOCAB_SOURCES)}")
+        self.vocab_from = vocab_from
         self.word_limit = int(word_limit)
         self.extra = dict(extra or {})
         parent = os.path.dirname(self.out)
@@ -188,12 +208,13 @@ class DatasetWriter:
         """A writer for split `name` ('train' or 'test')."""
         if name in self.splits:
             raise ValueError(f"split {name!r} already written")
-        s = _SplitWriter(os.path.join(self.tmp, name), self.image_size)
+        s = _SplitWriter(os.path.join(self.tmp, name), self.stored_size)
         self.splits[name] = s
         return s
 
     def finish(self, extra=None):
-        """Build the vocabulary on train, write token ids and dataset.json, rename into place."""
+        """Build the vocabulary (on train, or on every split with vocab_from="train+test"), write token ids and
+        dataset.json, rename into place."""
         if "train" not in self.splits:
             raise ValueError("a dataset needs a train split")
         for s in self.splits.values():
@@ -201,7 +222,8 @@ class DatasetWriter:
         for name, s in self.splits.items():
             if s.n == 0:
                 raise DataError(f"split {name!r} has no images")
-        vocab = Vocab(build_vocab(c for caps in self.splits["train"].captions for c in caps))
+        sources = [self.splits["train"]] if self.vocab_from == "train" else list(self.splits.values())
+        vocab = Vocab(build_vocab(c for split in sources for caps in split.captions for c in caps))
         with open(os.path.join(self.tmp, "vocab.json"), "w", encoding="utf-8") as f:
             f.write(dumps(vocab.words))
         splits = {}
@@ -212,11 +234,14 @@ class DatasetWriter:
             "format_version": FORMAT_VERSION,
             "source": self.source,
             "image_size": self.image_size,
+            "stored_size": self.stored_size,
             "word_limit": self.word_limit,
             "vocab_size": len(vocab),
+            "vocab_from": self.vocab_from,
             "n_classes": int(len(np.unique(classes))),
             "splits": splits,
-            "oov_policy": "words not in the train vocabulary are dropped from token ids; text is kept verbatim",
+            "oov_policy": f"words not in the vocabulary (built on {self.vocab_from}) are dropped from token ids; "
+                          "text is kept verbatim",
         }
         meta.update(self.extra)
         meta.update(extra or {})
@@ -270,7 +295,7 @@ class _SplitWriter:
         self.captions, self.classes, self.files, self.attributes = [], [], [], []
 
     def add(self, image, captions, class_id, filename, attributes=None):
-        """Append one image (uint8 [S, S, 3]) with its captions (list[str], at least one)."""
+        """Append one image (uint8 [P, P, 3], P the stored size) with its captions (list[str], at least one)."""
         image = np.ascontiguousarray(image, dtype=np.uint8)
         if image.shape != (self.size, self.size, 3):
             raise ValueError(f"{filename}: image shape {image.shape}, expected {(self.size, self.size, 3)}")
@@ -285,7 +310,7 @@ class _SplitWriter:
         self.n += 1
 
     def add_many(self, images, captions, classes, filenames, attributes=None):
-        """Append a batch: images uint8 [n, S, S, 3] and per-image lists."""
+        """Append a batch: images uint8 [n, P, P, 3] and per-image lists."""
         for k in range(len(images)):
             self.add(images[k], captions[k], classes[k], filenames[k], None if attributes is None else attributes[k])
 

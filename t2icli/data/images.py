@@ -10,12 +10,16 @@ Image conventions (the same for every source):
 - Decoding: PIL. Greyscale, palette, CMYK and 16-bit images are converted to 8-bit RGB;
   images with transparency are composited onto white. ICC profiles are ignored.
   Truncated or corrupt files are bad images (skipped, counted, listed), never patched up.
-- Cropping: with a bounding box, AttnGAN's square around the box (`bbox_crop_box`);
-  without one, the centred square of side min(W, H) (`center_square_box`).
-- Resizing: PIL LANCZOS straight from the crop box to S x S (a crop clipped by the image
-  border is stretched to the square, as AttnGAN's crop-then-resize does). A JPEG whose crop
-  is at least 2 S wide is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below S
-  pixels across the crop): large photos prepare several times faster.
+- Cropping: with a bounding box, AttnGAN's square around the box (`bbox_crop_box`), clipped by
+  the image border; without one, the whole image. Either box is then cut to its centred square
+  (`centre_square_of`), so the aspect ratio is kept: AttnGAN does not stretch a clipped box, it
+  resizes its shorter side with transforms.Scale(int) and random-crops the square it trains on
+  (taoxugit/AttnGAN code/datasets.py:59-71, code/main.py:123-126). The prepared square is the
+  centred one; the reference's random crop can also reach the ends of a clipped box's longer side.
+- Resizing: PIL LANCZOS straight from the square box to P x P, P the stored size (stored_size_for:
+  large enough that the training crops of the paper configurations are never upsampled). A JPEG
+  whose crop is at least 2 P wide is first decoded at 1/2, 1/4 or 1/8 scale by libjpeg (never below
+  P pixels across the crop): large photos prepare several times faster.
 """
 
 import math
@@ -35,6 +39,27 @@ MAX_BAD_FRACTION = 0.01
 
 #: Resampling filter used for every prepared image (named in dataset.json).
 RESAMPLE = "LANCZOS (JPEGs whose crop is >= 2x the size: first decoded at 1/2, 1/4 or 1/8 scale by libjpeg)"
+
+#: What the aspect-preserving crop does (named in dataset.json).
+CROP_TO_SQUARE = ("the box's centred square (side = its shorter side): aspect ratio kept, nothing stretched, as "
+                  "AttnGAN's Scale(int) + RandomCrop")
+
+#: DAMSM's Inception encoder loads int(299 * 76 / 64) = 355 px and random-crops 299 (AttnGAN DAMSM/bird.yml:
+#: TREE.BASE_SIZE 299; pretrain_DAMSM.py:235-240).
+DAMSM_LOAD_SIZE = int(299 * 76 / 64)
+
+
+def load_size(crop):
+    """AttnGAN's load size for a random crop of side `crop`: transforms.Scale(int(crop * 76 / 64)) (main.py:124)."""
+    return int(int(crop) * 76 / 64)
+
+
+def stored_size_for(size):
+    """The side to store images at for models of `size` px so that no paper configuration upsamples them:
+    AttnGAN's load size int(size * 76 / 64) (304 for 256), and at least DAMSM's 355 from size 256 up (the paper
+    sizes, where DAMSM's Inception encoder is trained on the same images). E.g. 64 -> 76, 256 -> 355."""
+    size = int(size)
+    return max(load_size(size), DAMSM_LOAD_SIZE) if size >= 256 else load_size(size)
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
 
@@ -76,6 +101,18 @@ def center_square_box(width, height):
     side = min(width, height)
     x1 = (width - side) // 2
     y1 = (height - side) // 2
+    return x1, y1, x1 + side, y1 + side
+
+
+def centre_square_of(box):
+    """The centred square inside box (x1, y1, x2, y2), of side its shorter side: (x1, y1, x2, y2).
+
+    A bounding-box crop clipped by the image border is not square; keeping its centred square keeps the aspect
+    ratio (what AttnGAN's Scale(int) + RandomCrop trains on) instead of stretching the box to a square."""
+    x1, y1, x2, y2 = box
+    w, h = x2 - x1, y2 - y1
+    side = min(w, h)
+    x1, y1 = x1 + (w - side) // 2, y1 + (h - side) // 2
     return x1, y1, x1 + side, y1 + side
 
 
@@ -132,7 +169,8 @@ def square_resize(im, box, size):
 
 
 def decode_image(path, size, bbox=None, exif_transpose=False, jpeg_draft=True):
-    """Load, crop (bbox: AttnGAN crop; None: centre square) and resize one image -> uint8 [size, size, 3].
+    """Load, crop (bbox: AttnGAN crop; None: whole image), cut to the box's centred square (aspect ratio kept) and
+    resize one image -> uint8 [size, size, 3].
 
     The crop box is computed on the full-resolution (EXIF-oriented if asked) image. jpeg_draft:
     when the crop is at least twice `size`, let libjpeg decode a JPEG at 1/2, 1/4 or 1/8 scale
@@ -148,6 +186,7 @@ def decode_image(path, size, bbox=None, exif_transpose=False, jpeg_draft=True):
         box = center_square_box(w, h) if bbox is None else bbox_crop_box(bbox, w, h)
         if box[2] <= box[0] or box[3] <= box[1]:
             raise ValueError(f"empty crop {box} for a {w}x{h} image (bounding box {bbox})")
+        box = centre_square_of(box)  # a box clipped by the border: keep its aspect ratio, never stretch it
         reduce = min(box[2] - box[0], box[3] - box[1]) / size  # largest reduction keeping the crop >= size
         if jpeg_draft and im.format == "JPEG" and reduce >= 2:
             im.draft(None, (math.ceil(w0 / reduce), math.ceil(h0 / reduce)))
@@ -250,13 +289,14 @@ def require_captions(path, captions):
 
 
 def write_items(items, out, source, size, word_limit, extra, workers=2, max_bad_fraction=None,
-                exif_transpose=False, warnings=(), splits=("train", "test")):
+                exif_transpose=False, warnings=(), splits=("train", "test"), stored_size=None, vocab_from="train"):
     """Decode `items` (list[Item]) into a prepared dataset at `out`; return the prep summary dict.
 
-    Unreadable images are skipped and listed; more than `max_bad_fraction` of them (default
-    MAX_BAD_FRACTION) fails the prep with the list, leaving `out` untouched. The summary holds
-    the split counts, the bad images, warnings, seconds and images/s; dataset.json holds
-    `extra` plus the (relative) names of the skipped images.
+    size: the models' image size S; stored_size: the side the images are stored at (None: stored_size_for(S));
+    vocab_from: "train" or "train+test" (which captions build the vocabulary). Unreadable images are skipped
+    and listed; more than `max_bad_fraction` of them (default MAX_BAD_FRACTION) fails the prep with the list,
+    leaving `out` untouched. The summary holds the split counts, the bad images, warnings, seconds and
+    images/s; dataset.json holds `extra` plus the (relative) names of the skipped images.
     """
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -272,14 +312,17 @@ def write_items(items, out, source, size, word_limit, extra, workers=2, max_bad_
     bad_names = []
     extra = dict(extra)
     extra.setdefault("resize", f"PIL {RESAMPLE}")
-    with DatasetWriter(out, source=source, image_size=size, word_limit=word_limit, extra=extra) as writer:
+    extra.setdefault("crop_to_square", CROP_TO_SQUARE)
+    stored = stored_size_for(size) if stored_size is None else int(stored_size)
+    with DatasetWriter(out, source=source, image_size=size, word_limit=word_limit, extra=extra, stored_size=stored,
+                       vocab_from=vocab_from) as writer:
         split_writers = {name: writer.split(name) for name in splits}
         columns = (TextColumn(f"prep {source}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
         # auto_refresh=False: no refresh thread is running when decode_items forks its workers.
         with Progress(*columns, console=console, transient=True, auto_refresh=False) as progress:
             task = progress.add_task("images", total=len(items))
             shown = 0.0
-            for it, image, error in decode_items(items, size, workers, exif_transpose):
+            for it, image, error in decode_items(items, stored, workers, exif_transpose):
                 progress.advance(task)
                 if time.perf_counter() - shown > 0.2:
                     progress.refresh()
@@ -305,6 +348,8 @@ def write_items(items, out, source, size, word_limit, extra, workers=2, max_bad_
         "out": os.path.abspath(os.fspath(out)),
         "source": source,
         "image_size": size,
+        "stored_size": stored,
+        "vocab_from": vocab_from,
         "splits": meta["splits"],
         "n_classes": meta["n_classes"],
         "vocab_size": meta["vocab_size"],

@@ -4,8 +4,12 @@ FID = |mu_r - mu_g|^2 + Tr(Sigma_r + Sigma_g - 2 (Sigma_r Sigma_g)^(1/2)) over t
 of an Inception-v3. Two backbones, both from a weights file the user gives (--inception-weights):
   fid-inception  TF inception-2015-12-05 in the PyTorch layout that pytorch-fid / torch-fidelity use
                  (FIDInception3: TF pooling, 1008 classes) - the FID most papers mean;
-  torchvision    torchvision's ImageNet Inception-v3 - what DM-GAN's and DF-GAN's published FIDs
-                 actually used, so compare with their tables only in this mode.
+  torchvision    torchvision's ImageNet Inception-v3 fed [-1, 1], as its transform_input intends;
+  dmgan          the same network fed as DM-GAN's eval/FID/inception.py:124-131 feeds it, which is what
+                 DM-GAN's published FIDs (and the AttnGAN FIDs in its tables) were computed on: it applies
+                 torchvision's transform_input formula x * std / 0.5 + (mean - 0.5) / 0.5 to [0, 1] pixels
+                 (transforms.ToTensor) instead of to ImageNet-normalised ones, so the network sees about
+                 [-0.03, 0.43] rather than [-1, 1]. Compare with those tables only in this mode.
 Both take uint8 RGB exactly as saved, resized bilinearly to 299 and scaled to [-1, 1] (common.RESIZE):
 pytorch-fid feeds its FID Inception that way, and torchvision's `transform_input` maps ImageNet-normalised
 input to the same [-1, 1] range, so raw [0, 1] pixels scaled to [-1, 1] are what both nets see.
@@ -22,10 +26,31 @@ import numpy as np
 from t2icli.fileio import atomic_write_bytes
 from t2icli.metrics.common import MetricError, RESIZE, check_file, file_sha256, inception_input, sha256_of, uint8_batches
 
-__all__ = ["BACKBONES", "frechet_distance", "build_backbone", "extract_features", "feature_stats",
+__all__ = ["BACKBONES", "INPUTS", "dmgan_inception", "frechet_distance", "build_backbone", "extract_features", "feature_stats",
            "reference_stats", "fid_of_images", "stats_cache_path"]
 
-BACKBONES = ("fid-inception", "torchvision")
+BACKBONES = ("fid-inception", "torchvision", "dmgan")
+#: What each backbone's network sees (recorded in every FID result).
+INPUTS = {"fid-inception": "x / 127.5 - 1", "torchvision": "x / 127.5 - 1",
+          "dmgan": "p = x / 255, then p * std / 0.5 + (mean - 0.5) / 0.5 per channel with ImageNet's mean and std "
+                   "(DM-GAN eval/FID/inception.py:127-131)"}
+
+
+def dmgan_inception(num_classes=1000, aux_logits=True):
+    """torchvision-layout Inception-v3 whose features(x) take x in [-1, 1] (as every t2i backbone) and feed the
+    network DM-GAN's input: p = (x + 1) / 2 in [0, 1], then p * std / 0.5 + (mean - 0.5) / 0.5 per channel."""
+    import torch
+
+    from t2icli.models.inception import Inception3
+
+    class DMGANInception3(Inception3):
+        def features(self, x, logits=True):
+            mean = torch.tensor((0.485, 0.456, 0.406), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            std = torch.tensor((0.229, 0.224, 0.225), device=x.device, dtype=x.dtype).view(1, 3, 1, 1)
+            p = (x + 1) / 2  # [B, 3, 299, 299] in [0, 1], what transforms.ToTensor gave DM-GAN's loader
+            return super().features(p * (std / 0.5) + (mean - 0.5) / 0.5, logits)
+
+    return DMGANInception3(num_classes=num_classes, aux_logits=aux_logits)
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
@@ -76,14 +101,15 @@ def build_backbone(backbone, weights, device="cpu"):
     else:
         has_aux = isinstance(state, dict) and any(str(k).startswith("AuxLogits.") for k in state)
         fc = state.get("fc.weight") if isinstance(state, dict) else None
-        model = Inception3(num_classes=fc.shape[0] if torch.is_tensor(fc) else 1000, aux_logits=has_aux)
+        build = dmgan_inception if backbone == "dmgan" else Inception3
+        model = build(num_classes=fc.shape[0] if torch.is_tensor(fc) else 1000, aux_logits=has_aux)
     try:
         load_inception_weights(model, state)
     except InceptionWeightsError as exc:
         raise MetricError(f"--inception-weights {weights} for --fid-backbone {backbone}: {exc}") from None
     model.to(device).eval().requires_grad_(False)
     info = {"backbone": backbone, "weights": os.path.abspath(weights), "weights_sha256": file_sha256(weights),
-            "resize": RESIZE}
+            "resize": RESIZE, "input": INPUTS[backbone]}
     return model, info
 
 

@@ -13,12 +13,12 @@ import torch.nn.functional as F
 
 from t2icli.models.inception import Inception3, InceptionA, InceptionC, InceptionE
 
-__all__ = ["FIDInception3", "FID_NUM_CLASSES"]
+__all__ = ["FIDInception3", "FID_NUM_CLASSES", "avg3_no_pad"]
 
 FID_NUM_CLASSES = 1008
 
 
-def _avg3_no_pad(x):
+def avg3_no_pad(x):
     """3x3 stride-1 average pool whose border windows average only the real pixels (TF 'SAME' pooling)."""
     return F.avg_pool2d(x, kernel_size=3, stride=1, padding=1, count_include_pad=False)
 
@@ -31,13 +31,13 @@ def _max3(x):
 class FIDInceptionA(InceptionA):
     """Mixed_5b..5d with the TF average pool."""
 
-    pool3 = staticmethod(_avg3_no_pad)
+    pool3 = staticmethod(avg3_no_pad)
 
 
 class FIDInceptionC(InceptionC):
     """Mixed_6b..6e with the TF average pool."""
 
-    pool3 = staticmethod(_avg3_no_pad)
+    pool3 = staticmethod(avg3_no_pad)
 
 
 class FIDInceptionE(InceptionE):
@@ -47,7 +47,7 @@ class FIDInceptionE(InceptionE):
         super().__init__(cin)
         if pool not in ("avg", "max"):
             raise ValueError(f"pool must be 'avg' or 'max', got {pool!r}")
-        self.pool3 = _max3 if pool == "max" else _avg3_no_pad
+        self.pool3 = _max3 if pool == "max" else avg3_no_pad
 
 
 class FIDInception3(Inception3):

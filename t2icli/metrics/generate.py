@@ -12,12 +12,27 @@ import torch
 
 from t2icli.metrics.common import MetricError
 
-__all__ = ["GeneratorModel", "load_model", "noise", "test_captions", "generate_from_test_captions", "to_uint8"]
+__all__ = ["GeneratorModel", "load_model", "noise", "test_captions", "generate_from_test_captions", "to_uint8",
+           "EVAL_UINT8", "eval_word_limit"]
 
 
-def to_uint8(x):
-    """Images in [-1, 1], float tensor [B, 3, H, W] -> uint8 numpy [B, H, W, 3] (clipped, rounded)."""
-    return np.clip(np.rint((x.detach().float().cpu().numpy() + 1.0) * 127.5), 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
+#: How `t2i eval` turns generated images into uint8 (recorded in every result).
+EVAL_UINT8 = "truncate: uint8((x + 1) * 127.5), as AttnGAN / DM-GAN save the images they evaluate"
+
+
+def to_uint8(x, rounding="round"):
+    """Images in [-1, 1], float tensor [B, 3, H, W] -> uint8 numpy [B, H, W, 3] (clipped).
+
+    rounding="round": nearest integer (PNGs of `t2i sample`, training grids). rounding="truncate": towards zero,
+    as the references write the images they evaluate (MinfengZhu/DM-GAN code/trainer.py:460-461,
+    taoxugit/AttnGAN code/trainer.py save_singleimages: `((x + 1) * 127.5).astype(np.uint8)`), so `t2i eval`
+    scores the same pixels the published numbers were computed on.
+    """
+    if rounding not in ("round", "truncate"):
+        raise ValueError(f"rounding must be 'round' or 'truncate', got {rounding!r}")
+    v = (x.detach().float().cpu().numpy() + 1.0) * 127.5  # [B, 3, H, W] in [0, 255]
+    v = np.rint(v) if rounding == "round" else np.floor(v)
+    return np.clip(v, 0, 255).astype(np.uint8).transpose(0, 2, 3, 1)
 
 
 def noise(seed, indices, z_dim, cond_dim):
@@ -183,21 +198,30 @@ def test_captions(ds, n_samples, seed=0):
     return {"tokens": tokens, "lengths": lengths, "rows": rows, "images": image_of_row[rows]}
 
 
+def eval_word_limit(meta):
+    """The evaluation configs' caption word limit for a prepared data set's dataset.json `meta`: 20 for COCO
+    (taoxugit/AttnGAN code/cfg/eval_coco.yml:30), else 25 (eval_bird.yml:30; DM-GAN's eval configs agree)."""
+    return 20 if meta.get("source") == "coco" else 25
+
+
 def generate_from_test_captions(model, data, n_samples, seed=0, split="test", batch_size=50, progress=None,
-                                text_embeddings=None):
+                                text_embeddings=None, word_limit=None, rounding="truncate"):
     """Final-stage uint8 images [n, S, S, 3] generated from the test captions (cycled up to n_samples).
 
     Image j comes from caption j mod n_captions with noise (seed, j). text_embeddings: the split's char-CNN-RNN
     embeddings file (a model trained on --text-embeddings): caption k of image i is then conditioned on row
-    (i, k mod E) of it, as in training, instead of being encoded. Returns (images uint8 numpy, captions dict of
-    `test_captions`, ds). Raises MetricError if the model's vocabulary is not the data's, DataError for a bad file.
+    (i, k mod E) of it, as in training, instead of being encoded. word_limit: captions longer than this are cut
+    (None: the evaluation configs' limit, eval_word_limit). rounding: to_uint8's ("truncate" as the references).
+    Returns (images uint8 numpy, captions dict of `test_captions`, ds). Raises MetricError if the model's
+    vocabulary is not the data's, DataError for a bad file.
     """
     from t2icli.data import PreparedDataset, load_meta
 
     meta = load_meta(data)
     if split not in meta["splits"]:
         split = "train"
-    ds = PreparedDataset(data, split, train=False, seed=seed)
+    word_limit = eval_word_limit(meta) if word_limit is None else int(word_limit)
+    ds = PreparedDataset(data, split, train=False, seed=seed, word_limit=word_limit)
     if list(ds.vocab) != list(model.vocab):
         raise MetricError(f"--model was trained on a different vocabulary ({len(model.vocab)} words) than --data "
                           f"{os.fspath(data)} ({len(ds.vocab)} words)")
@@ -217,7 +241,7 @@ def generate_from_test_captions(model, data, n_samples, seed=0, split="test", ba
             x = model.generate_embedded(t[idx], idx, seed=seed, batch_size=batch_size)
         else:
             x = model.generate(caps["tokens"][idx], caps["lengths"][idx], idx, seed=seed, batch_size=batch_size)
-        out.append(to_uint8(x["images"][-1]))
+        out.append(to_uint8(x["images"][-1], rounding))
         if progress:
             progress(int(idx[-1]) + 1, len(caps["rows"]))
     return np.concatenate(out), caps, ds

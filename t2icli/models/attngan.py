@@ -5,8 +5,14 @@ One generator class serves both: `attention=True` is AttnGAN (stage i >= 1 atten
 
     c, mu, logvar = F_ca(e_bar)                       conditioning augmentation, c in R^cond_dim
     h_0 = F_0(z, c)                                   FC -> 4x4 -> upsampling blocks -> first stage size
-    h_i = F_i(h_{i-1}, F_attn_i(e, h_{i-1}))          attention (or tiled c), 2 residual blocks, one x2 upsampling
+    h_i = F_i(h_{i-1}, F_attn_i(e, h_{i-1}))          attention (or tiled c), R_NUM residual blocks, one x2 upsampling
     x_i = G_i(h_i) = tanh(conv3x3(h_i))               one image per stage, each twice the previous side
+
+Widths as the reference code (docs/FIDELITY.md cites the lines): AttnGAN keeps every h_i at gf channels
+(taoxugit/AttnGAN code/model.py G_NET); StackGAN++ halves them along the tree, gf -> gf/2 -> gf/4, each next
+stage joining [c tiled ; h] with a 3x3 conv back to its input width (hanzhanggit/StackGAN-v2 code/model.py
+NEXT_STAGE_G, G_NET). The discriminators are the references' D_NET64 / D_NET128 / D_NET256 (see
+StageDiscriminator).
 
 The inference export (RUN/generator.pt) is written and read by models/export.py.
 """
@@ -27,6 +33,7 @@ __all__ = [
 ]
 
 MIN_FIRST_SIZE = 16
+LAYOUTS = ("reference", "legacy")
 
 
 def stage_sizes(image_size, stages):
@@ -60,23 +67,53 @@ class GeneratorConfig(ConfigDict):
 
     image_size: int = 64  # final stage's side
     stages: int = 3
-    gf_dim: int = 32  # channels of every h_i; F_0's 4x4 block has 16x that
+    gf_dim: int = 32  # channels of h_0 (AttnGAN: of every h_i); F_0's 4x4 block has 16x that
     df_dim: int = 64
     z_dim: int = 100
     cond_dim: int = 100  # c of conditioning augmentation
     text_dim: int = 256  # D of the DAMSM words e and sentence e_bar
     attention: bool = True  # AttnGAN; False = StackGAN++
-    res_blocks: int = 2
+    res_blocks: int = 2  # the reference's GAN.R_NUM: residual blocks per next stage (2 for CUB, 3 for COCO)
+    # "reference": the widths of the reference code (see the module docstring). "legacy": StackGAN++ as t2i built
+    # it before it matched StackGAN-v2 (every h_i at gf, joint conv to 2gf); only exports made then carry it.
+    layout: str = "reference"
+    # False: StackGAN++'s unconditional mode (StackGAN-v2 cfg GAN.B_CONDITION False): no text, no conditioning
+    # augmentation; z alone starts the tree and stands in for c at every next stage, the Ds judge images only.
+    conditional: bool = True
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of to_dict. An export without "layout" predates the field: its StackGAN++ G is "legacy"."""
+        d = dict(d)
+        d.setdefault("layout", "legacy")
+        return super().from_dict(d)
 
     @property
     def sizes(self):
         """Side of every stage's image, e.g. [16, 32, 64]."""
         return stage_sizes(self.image_size, self.stages)
 
+    @property
+    def widths(self):
+        """Channels of every h_i: [gf] * stages (AttnGAN, legacy) or [gf, gf/2, gf/4] (StackGAN++)."""
+        halve = not self.attention and self.layout == "reference"
+        return [int(self.gf_dim) >> i if halve else int(self.gf_dim) for i in range(int(self.stages))]
+
     def validate(self):
         """Raise ModelConfigError for an impossible configuration."""
         check_stages(self.image_size, self.stages)
         self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
+        if self.layout not in LAYOUTS:
+            raise ModelConfigError(f"generator layout {self.layout!r}: choose from {LAYOUTS}")
+        if int(self.res_blocks) < 0:
+            raise ModelConfigError(f"res_blocks (R_NUM) must be >= 0, got {self.res_blocks}")
+        if not self.conditional and self.attention:
+            raise ModelConfigError("an unconditional generator has no words to attend to: it is StackGAN++ only "
+                                       "(attention False)")
+        halve = not self.attention and self.layout == "reference"
+        if halve and int(self.gf_dim) % (1 << (int(self.stages) - 1)):
+            raise ModelConfigError(f"gf_dim {self.gf_dim}: StackGAN++ halves it at each of its {self.stages} "
+                                       f"stages, so it must be a multiple of {1 << (int(self.stages) - 1)}")
         return self
 
 
@@ -111,16 +148,23 @@ class ResBlock(nn.Module):
 
 
 class CondAugment(nn.Module):
-    """Conditioning augmentation F_ca: e_bar [B, text_dim] -> FC -> GLU -> (mu, logvar); c = mu + sigma * eps."""
+    """Conditioning augmentation F_ca: e_bar [B, text_dim] -> FC -> act -> (mu, logvar); c = mu + sigma * eps.
 
-    def __init__(self, text_dim, cond_dim):
+    act="glu": FC to 4 cond_dim, GLU (AttnGAN, StackGAN++ CA_NET). act="relu": FC to 2 cond_dim, ReLU (StackGAN v1,
+    hanzhanggit/StackGAN-Pytorch code/model.py CA_NET; its logvar is >= 0, so sigma >= 1: the reference's own choice).
+    """
+
+    def __init__(self, text_dim, cond_dim, act="glu"):
         super().__init__()
-        self.cond_dim = int(cond_dim)
-        self.fc = nn.Linear(text_dim, 4 * self.cond_dim)  # GLU halves it to [mu | logvar]
+        if act not in ("glu", "relu"):
+            raise ValueError(f"conditioning augmentation act must be 'glu' or 'relu', got {act!r}")
+        self.cond_dim, self.act = int(cond_dim), act
+        self.fc = nn.Linear(text_dim, (4 if act == "glu" else 2) * self.cond_dim)  # GLU halves it to [mu | logvar]
 
     def forward(self, e_bar, eps=None):
         """e_bar [B, text_dim]; eps [B, cond_dim] or None (drawn from the global RNG). Returns (c, mu, logvar)."""
-        x = F.glu(self.fc(e_bar), dim=1)  # [B, 2 * cond_dim]
+        x = self.fc(e_bar)
+        x = F.glu(x, dim=1) if self.act == "glu" else F.relu(x)  # [B, 2 * cond_dim]
         mu, logvar = x[:, : self.cond_dim], x[:, self.cond_dim :]  # [B, cond_dim] each
         if eps is None:
             eps = torch.randn_like(mu)
@@ -150,23 +194,31 @@ class InitStage(nn.Module):
 
 
 class NextStage(nn.Module):
-    """F_i (i >= 1): joins h_{i-1} with word context (attention) or the tiled code c, 2 residual blocks, x2 up.
+    """F_i (i >= 1): joins h_{i-1} with word context (attention) or the tiled code c, residual blocks, x2 up.
 
-    h [B, gf, s, s] -> h' [B, gf, 2s, 2s]; also returns beta [B, T, s*s] (attention) or None.
+    h [B, gf, s, s] -> h' [B, out_dim, 2s, 2s] (out_dim defaults to gf); also returns beta [B, T, s*s] (attention)
+    or None. Widths by kind:
+      attention (AttnGAN NEXT_STAGE_G):   [h ; ctx] 2gf -> R_NUM ResBlock(2gf) -> up to out_dim
+      joint="reference" (StackGAN-v2):   [c ; h] -> 3x3 conv + GLU to gf -> R_NUM ResBlock(gf) -> up to out_dim
+      joint="legacy" (t2i before):       [h ; c] -> 3x3 conv + GLU to 2gf -> R_NUM ResBlock(2gf) -> up to out_dim
     """
 
-    def __init__(self, gf_dim, text_dim, cond_dim, attention=True, res_blocks=2):
+    def __init__(self, gf_dim, text_dim, cond_dim, attention=True, res_blocks=2, out_dim=None, joint="reference"):
         super().__init__()
         self.attention = bool(attention)
+        out_dim = int(out_dim or gf_dim)
         if self.attention:
             self.proj = nn.Conv2d(text_dim, gf_dim, 1, bias=False)  # words -> image channels (AttnGAN's conv1x1)
             self.joint = nn.Identity()
-        else:  # StackGAN++: concat tiled c, then a 3x3 conv back to 2 * gf channels
+            width = 2 * gf_dim
+        else:  # StackGAN++: concat tiled c, then a 3x3 conv (GLU halves its 2 * width outputs)
             self.proj = None
-            self.joint = nn.Sequential(_conv3x3(gf_dim + cond_dim, 4 * gf_dim), nn.BatchNorm2d(4 * gf_dim),
+            width = gf_dim if joint == "reference" else 2 * gf_dim
+            self.joint = nn.Sequential(_conv3x3(gf_dim + cond_dim, 2 * width), nn.BatchNorm2d(2 * width),
                                        nn.GLU(dim=1))
-        self.res = nn.Sequential(*[ResBlock(2 * gf_dim) for _ in range(res_blocks)])
-        self.up = UpBlock(2 * gf_dim, gf_dim)
+        self.c_first = not self.attention and joint == "reference"  # StackGAN-v2 concatenates (c, h)
+        self.res = nn.Sequential(*[ResBlock(width) for _ in range(res_blocks)])
+        self.up = UpBlock(width, out_dim)
 
     def forward(self, h, c, e, mask, return_attn=False):
         """h [B, gf, s, s]; c [B, cond_dim]; e [B, text_dim, T]; mask [B, T] True = padding."""
@@ -178,7 +230,8 @@ class NextStage(nn.Module):
             ctx, beta = out if return_attn else (out, None)  # ctx [B, gf, s*s], beta [B, T, s*s]
             x = torch.cat([h, ctx.reshape(B, C, s, s)], dim=1)  # [B, 2gf, s, s]
         else:
-            x = self.joint(torch.cat([h, c[:, :, None, None].expand(-1, -1, s, s).to(h.dtype)], dim=1))  # [B, 2gf, s, s]
+            tiled = c[:, :, None, None].expand(-1, -1, s, s).to(h.dtype)  # [B, cond_dim, s, s]
+            x = self.joint(torch.cat([tiled, h] if self.c_first else [h, tiled], dim=1))  # [B, width, s, s]
         return self.up(self.res(x)), beta
 
 
@@ -192,11 +245,15 @@ class Generator(nn.Module):
         self.config = config.validate()
         cfg = config
         sizes = cfg.sizes
-        self.ca = CondAugment(cfg.text_dim, cfg.cond_dim)
-        self.f0 = InitStage(cfg.z_dim, cfg.cond_dim, cfg.gf_dim, sizes[0])
-        self.f = nn.ModuleList([NextStage(cfg.gf_dim, cfg.text_dim, cfg.cond_dim, cfg.attention, cfg.res_blocks)
-                                for _ in sizes[1:]])
-        self.to_img = nn.ModuleList([nn.Sequential(_conv3x3(cfg.gf_dim, 3), nn.Tanh()) for _ in sizes])  # G_i
+        w = cfg.widths  # channels of every h_i
+        # Unconditional StackGAN++ (StackGAN-v2 code/model.py:140-143, 184-187, 260-264): no CA, F_0 sees z alone
+        # and the next stages join z tiled where c would be.
+        self.ca = CondAugment(cfg.text_dim, cfg.cond_dim) if cfg.conditional else None
+        c_dim = cfg.cond_dim if cfg.conditional else cfg.z_dim
+        self.f0 = InitStage(cfg.z_dim, cfg.cond_dim if cfg.conditional else 0, cfg.gf_dim, sizes[0])
+        self.f = nn.ModuleList([NextStage(w[i - 1], cfg.text_dim, c_dim, cfg.attention, cfg.res_blocks,
+                                          out_dim=w[i], joint=cfg.layout) for i in range(1, len(sizes))])
+        self.to_img = nn.ModuleList([nn.Sequential(_conv3x3(w[i], 3), nn.Tanh()) for i in range(len(sizes))])  # G_i
 
     def forward(self, z, e_bar, e, mask, eps=None, return_attn=False):
         """z [B, z_dim] ~ N(0, I); e_bar [B, text_dim] sentence; e [B, text_dim, T] words; mask [B, T] True = pad;
@@ -204,12 +261,17 @@ class Generator(nn.Module):
 
         Returns {"images": [x_i [B, 3, s_i, s_i] in [-1, 1]], "mu", "logvar" [B, cond_dim], "c" [B, cond_dim],
         and with return_attn "attn": [beta_i [B, T, s_{i-1}^2] for i >= 1] (empty list without attention)}.
+        An unconditional generator ignores e_bar, e, mask and eps; its mu and logvar are None and c is z.
         """
-        c, mu, logvar = self.ca(e_bar, eps)
-        h = self.f0(z, c)  # h_0 [B, gf, s_0, s_0]
+        if self.ca is None:
+            c, mu, logvar = z, None, None  # StackGAN-v2 G_NET.forward: c_code = z_code
+            h = self.f0(z, z[:, :0])  # h_0 from z alone
+        else:
+            c, mu, logvar = self.ca(e_bar, eps)
+            h = self.f0(z, c)  # h_0 [B, gf, s_0, s_0]
         images, attn = [self.to_img[0](h)], []
         for i, stage in enumerate(self.f, start=1):
-            h, beta = stage(h, c, e, mask, return_attn=return_attn)  # h_i [B, gf, s_i, s_i]
+            h, beta = stage(h, c, e, mask, return_attn=return_attn)  # h_i [B, widths[i], s_i, s_i]
             images.append(self.to_img[i](h))
             if beta is not None:
                 attn.append(beta)
@@ -223,45 +285,80 @@ class Generator(nn.Module):
 class StageDiscriminator(nn.Module):
     """One stage's D: image [B, 3, s, s] -> code [B, 8df, 4, 4] -> unconditional and conditional logits [B].
 
-    The conditional head joins the code with the sentence feature e_bar tiled to 4x4 (AttnGAN's D_GET_LOGITS).
+    The image path is the reference's D_NET64 / D_NET128 / D_NET256 (taoxugit/AttnGAN code/model.py; the same
+    in hanzhanggit/StackGAN-v2 code/model.py and StackGAN-Pytorch's STAGE1_D / STAGE2_D): stride-2 4x4 convs
+    double the width from df (no BN on the first) down to 4x4, ending at df * 2^(n - 1) for n = log2(s / 4)
+    downsamplings (8df at 64 px, 16df at 128, 32df at 256); then 3x3 conv blocks halve it back to the code's
+    8df, one per doubling beyond 8df (none at 64 px, 16->8 at 128, 32->16->8 at 256). Below 64 px (toybirds'
+    first stages) the widths never reach 8df, and one 3x3 block raises them to 8df: the heads see the same
+    8df code at every size (the generalisation t2i has always used for small stages).
+
+    Heads (AttnGAN's D_GET_LOGITS): unconditional conv4x4(code) (none with uncond=False, as StackGAN's
+    Stage-I D); conditional: [code ; condition tiled 4x4] -> 3x3 conv to 8df + BN + LeakyReLU -> conv4x4
+    (none with cond=False, as StackGAN++'s unconditional mode).
+    `cond_dim` is the condition's size: the sentence feature e_bar (AttnGAN, text_dim) or the CA mean mu
+    (StackGAN, StackGAN++: cond_dim).
     """
 
-    def __init__(self, size, df_dim, text_dim):
+    def __init__(self, size, df_dim, cond_dim, uncond=True, cond=True):
         super().__init__()
+        if not (uncond or cond):
+            raise ValueError("a discriminator needs a conditional or an unconditional head")
         n_down = int(math.log2(size // 4))
         layers, cin = [], 3
         for k in range(n_down):
-            cout = df_dim * 2 ** min(k, 3)
+            cout = df_dim * 2 ** k  # uncapped, as the references: 16df at 128 px, 32df at 256 px
             layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=False))
             if k > 0:  # no BN on the first layer, as DCGAN/AttnGAN
                 layers.append(nn.BatchNorm2d(cout))
             layers.append(nn.LeakyReLU(0.2, inplace=True))
             cin = cout
         code = 8 * df_dim
-        layers += [nn.Conv2d(cin, code, 3, 1, 1, bias=False), nn.BatchNorm2d(code), nn.LeakyReLU(0.2, inplace=True)]
+        if cin < code:  # below 64 px: one block up to the code width
+            layers += _block3x3_leaky(cin, code)
+            cin = code
+        while cin > code:  # Block3x3_leakRelu 32df -> 16df -> 8df (img_code_s64_1, img_code_s64_2)
+            layers += _block3x3_leaky(cin, cin // 2)
+            cin //= 2
         self.encode = nn.Sequential(*layers)
-        self.uncond = nn.Conv2d(code, 1, 4, 4)
-        self.joint = nn.Sequential(nn.Conv2d(code + text_dim, code, 3, 1, 1, bias=False), nn.BatchNorm2d(code),
-                                   nn.LeakyReLU(0.2, inplace=True))
-        self.cond = nn.Conv2d(code, 1, 4, 4)
+        self.uncond = nn.Conv2d(code, 1, 4, 4) if uncond else None
+        self.joint = nn.Sequential(*_block3x3_leaky(code + cond_dim, code)) if cond else None
+        self.cond = nn.Conv2d(code, 1, 4, 4) if cond else None
 
     def forward(self, x):
         """x [B, 3, s, s] -> image code [B, 8df, 4, 4]."""
         return self.encode(x)
 
     def logits(self, code, e_bar=None):
-        """Unconditional logit [B] (e_bar None) or conditional logit [B] of code with sentence e_bar [B, text_dim]."""
+        """Unconditional logit [B] (e_bar None) or conditional logit [B] of code with the condition e_bar
+        [B, cond_dim] (sentence feature or CA mean). Raises ValueError for e_bar None without an unconditional head."""
         if e_bar is None:
+            if self.uncond is None:
+                raise ValueError("this discriminator has no unconditional head (uncond=False)")
             return self.uncond(code).view(-1)
+        if self.cond is None:
+            raise ValueError("this discriminator has no conditional head (cond=False)")
         tiled = e_bar[:, :, None, None].expand(-1, -1, code.shape[2], code.shape[3]).to(code.dtype)
         return self.cond(self.joint(torch.cat([code, tiled], dim=1))).view(-1)
 
 
-def build_discriminators(config):
-    """One independent StageDiscriminator per stage of `config` (GeneratorConfig or dict), as an nn.ModuleList."""
+def _block3x3_leaky(cin, cout):
+    """The references' Block3x3_leakRelu: 3x3 conv (no bias) -> BN -> LeakyReLU(0.2), as a list of layers."""
+    return [_conv3x3(cin, cout), nn.BatchNorm2d(cout), nn.LeakyReLU(0.2, inplace=True)]
+
+
+def build_discriminators(config, condition_dim=None):
+    """One independent StageDiscriminator per stage of `config` (GeneratorConfig or dict), as an nn.ModuleList.
+
+    condition_dim: size of what the conditional heads see; default the sentence feature (text_dim), as AttnGAN.
+    StackGAN++ conditions its Ds on the CA mean mu instead (StackGAN-v2 code/model.py D_NET64, efg = EMBEDDING_DIM):
+    pass config.cond_dim for that. An unconditional config (StackGAN++ without text) gets Ds with the
+    unconditional head only.
+    """
     if isinstance(config, dict):
         config = GeneratorConfig.from_dict(config)
-    return nn.ModuleList([StageDiscriminator(s, config.df_dim, config.text_dim) for s in config.sizes])
+    dim = config.text_dim if condition_dim is None else int(condition_dim)
+    return nn.ModuleList([StageDiscriminator(s, config.df_dim, dim, cond=config.conditional) for s in config.sizes])
 
 
 def init_weights(module):

@@ -61,11 +61,24 @@ class SmallImageEncoder(nn.Module):
 
 class InceptionImageEncoder(nn.Module):
     """AttnGAN's CNN_ENCODER: frozen Inception-v3, input resized to 299; Mixed_6e [768, 17, 17] through a
-    1x1 conv to D (local), the 2048-d average pool through a linear layer to D (global)."""
+    1x1 conv to D (local), the 2048-d average pool through a linear layer to D (global).
 
-    def __init__(self, out_dim=256):
+    batch_stats: False (default) keeps the backbone in eval mode whatever train() says: frozen weights AND frozen
+    BatchNorm statistics. True lets the backbone follow train()/eval() as the reference's DAMSM training does
+    (taoxugit/AttnGAN code/pretrain_DAMSM.py:51 calls cnn_model.train() on the whole encoder): in training its
+    BatchNorm layers normalise with batch statistics and their running statistics drift toward the data set, and
+    those drifted statistics are what the GAN's DAMSM term later uses in eval mode (trainer.py:62). Its weights
+    stay frozen either way. The backbone's AuxLogits and fc are kept only so torchvision's ImageNet weights load
+    strictly; `unused_parameters` names them (models.parameter_count leaves them out, as the reference's
+    CNN_ENCODER does not hold them).
+    """
+
+    unused_parameters = ("backbone.AuxLogits", "backbone.fc")
+
+    def __init__(self, out_dim=256, batch_stats=False):
         super().__init__()
         self.out_dim = int(out_dim)
+        self.batch_stats = bool(batch_stats)
         self.backbone = Inception3(aux_logits=True)
         self.backbone.requires_grad_(False)
         self.emb_features = nn.Conv2d(768, self.out_dim, 1, bias=False)
@@ -74,9 +87,9 @@ class InceptionImageEncoder(nn.Module):
         nn.init.uniform_(self.emb_cnn_code.weight, -0.1, 0.1)
 
     def train(self, mode=True):
-        """The backbone stays in eval mode (frozen BatchNorm statistics) whatever the mode."""
+        """Set the heads' mode; the backbone follows it only with batch_stats (else it stays in eval mode)."""
         super().train(mode)
-        self.backbone.eval()
+        self.backbone.train(bool(mode) and self.batch_stats)
         return self
 
     def forward(self, x):

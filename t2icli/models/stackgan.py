@@ -7,6 +7,10 @@
                                                     four x2 upsampling blocks -> S = 4 s_1
     D_i(x, mu_i)                                    image code [., 4, 4] joined with the CA mean mu_i tiled (3x3)
 
+The layers are hanzhanggit/StackGAN-Pytorch code/model.py's: CA_NET is FC(2c) + ReLU, STAGE1_G, STAGE2_G; the
+Ds are models.attngan.StageDiscriminator, whose 64 px form is STAGE1_D (conditional head only) and whose 256 px
+form is STAGE2_D (down to 32ndf, 3x3 blocks back to 8ndf, conditional and unconditional heads).
+
 G_1 is trained first, then frozen while G_2 trains (t2icli/training/stackgan.py). `StackGAN` holds both and has the
 multi-stage generator's forward signature, so sampling and evaluation drive it like the others: both stages share
 the conditioning noise eps of an image.
@@ -18,9 +22,9 @@ import math
 import torch
 import torch.nn as nn
 
-from t2icli.models.attngan import CondAugment
+from t2icli.models.attngan import CondAugment, StageDiscriminator
 from t2icli.models.config import ConfigDict, ModelConfigError
-from t2icli.models.gancls import CondDiscriminator, check_size
+from t2icli.models.gancls import check_size
 
 __all__ = ["StackGANConfig", "Stage1Generator", "Stage2Generator", "StackGAN", "build_discriminators", "stage_sizes"]
 
@@ -42,7 +46,17 @@ class StackGANConfig(ConfigDict):
     z_dim: int = 100
     cond_dim: int = 128  # c (and mu) of conditioning augmentation
     text_dim: int = 256  # t: DAMSM sentence feature (256) or char-CNN-RNN embedding (1024)
-    res_blocks: int = 4  # Stage-II residual blocks
+    res_blocks: int = 4  # Stage-II residual blocks (GAN.R_NUM)
+    # Conditioning augmentation: "relu" = StackGAN-Pytorch's CA_NET (FC to 2c, ReLU); "glu" = the AttnGAN CA t2i
+    # used before (FC to 4c, GLU); only exports made then carry it.
+    ca: str = "relu"
+
+    @classmethod
+    def from_dict(cls, d):
+        """Inverse of to_dict. An export without "ca" predates the field: its conditioning augmentation is "glu"."""
+        d = dict(d)
+        d.setdefault("ca", "glu")
+        return super().from_dict(d)
 
     @property
     def sizes(self):
@@ -57,6 +71,8 @@ class StackGANConfig(ConfigDict):
         self.check_positive("gf_dim", "df_dim", "z_dim", "cond_dim", "text_dim")
         if int(self.res_blocks) < 0:
             raise ModelConfigError(f"res_blocks must be >= 0, got {self.res_blocks}")
+        if self.ca not in ("relu", "glu"):
+            raise ModelConfigError(f"StackGAN conditioning augmentation {self.ca!r}: choose relu or glu")
         return self
 
 
@@ -134,9 +150,9 @@ class StackGAN(nn.Module):
             config = StackGANConfig.from_dict(config)
         self.config = cfg = config.validate()
         s1 = cfg.sizes[0]
-        self.ca1 = CondAugment(cfg.text_dim, cfg.cond_dim)
+        self.ca1 = CondAugment(cfg.text_dim, cfg.cond_dim, act=cfg.ca)
         self.g1 = Stage1Generator(cfg.z_dim, cfg.cond_dim, cfg.gf_dim, s1)
-        self.ca2 = CondAugment(cfg.text_dim, cfg.cond_dim)
+        self.ca2 = CondAugment(cfg.text_dim, cfg.cond_dim, act=cfg.ca)
         self.g2 = Stage2Generator(cfg.cond_dim, cfg.gf_dim, cfg.res_blocks)
 
     def forward(self, z, e_bar, e=None, mask=None, eps=None, return_attn=False, stages=2):
@@ -155,8 +171,13 @@ class StackGAN(nn.Module):
 
 
 def build_discriminators(config):
-    """[D_1 at S/4, D_2 at S] as an nn.ModuleList; each scores (image, mu) with a 3x3 joint conv as StackGAN."""
+    """[D_1 at S/4, D_2 at S] as an nn.ModuleList; each scores (image, mu) with a 3x3 joint conv as StackGAN.
+
+    D_1 is STAGE1_D (conditional head only), D_2 is STAGE2_D (conditional and unconditional heads); both are
+    StageDiscriminators conditioned on the CA mean (cond_dim), as hanzhanggit/StackGAN-Pytorch code/model.py.
+    """
     if isinstance(config, dict):
         config = StackGANConfig.from_dict(config)
-    return nn.ModuleList([CondDiscriminator(s, config.df_dim, config.cond_dim, proj_dim=None, joint_kernel=3)
-                          for s in config.sizes])
+    s1, s2 = config.sizes
+    return nn.ModuleList([StageDiscriminator(s1, config.df_dim, config.cond_dim, uncond=False),
+                          StageDiscriminator(s2, config.df_dim, config.cond_dim, uncond=True)])
