@@ -209,13 +209,14 @@ def _graph_ops(gm):
     return {str(n.target) for n in gm.graph.nodes if n.op == "call_function"}
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("fault", [None, "mask_bug"])
-def test_first_use_inside_torch_compile(fresh, faulty, fault):
+def test_first_use_inside_torch_compile(fresh, faulty, fault, device):
     """The first use is a compiled call: the check runs while dynamo traces (eagerly, outside the graph), and the
     graph holds the kernel when it passed, the reference when it did not (one warning)."""
     if fault:
-        faulty("word_region_attention", "cpu", fault)
-    h, e, mask = _attn_inputs("cpu")
+        faulty("word_region_attention", device, fault)
+    h, e, mask = _attn_inputs(device)
     graphs = []
 
     def backend(gm, example_inputs):
