@@ -26,7 +26,8 @@
 #     replaced. Without one, _env.sh installs torch==2.13.0 from the package index, which is a CPU build on
 #     PyPI's default index: then this script stops and says to install a CUDA build first.
 #   * nvcc (the CUDA toolkit) of the CUDA major version torch was built with, on PATH or in $CUDA_HOME, and a
-#     C++ compiler: the extension is compiled here (about a minute or two on many cores).
+#     C++ compiler: the extension is compiled here (an estimate: a minute or two on many cores; 2-7 minutes on
+#     2 busy cores, measured).
 #   * these Python packages present, or a package index pip can reach: ninja click rich numpy pillow scipy
 #     setuptools wheel pytest (only missing ones are installed: with all present nothing is downloaded), and
 #     triton for --compile's CUDA kernels (it ships with CUDA builds of torch).
