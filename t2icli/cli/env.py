@@ -62,5 +62,6 @@ def _verdict(r):
     """One self-check record as words: 'ok (max error 3.9e-07, 12 ms)' or 'FAILED (...): ...'."""
     if r["ok"]:
         return f"ok (max error {r['error']:.1e}, {r['ms']:.0f} ms)"
-    why = r["exception"] or f"{r['worst']} max error {r['error']:.1e} > {r['tolerance']:.0e}"
+    why = (r["exception"] or (f"NaN/inf in {r['nonfinite']}" if r["nonfinite"] else
+                              f"{r['worst']} max error {r['error']:.1e} > {r['tolerance']:.0e}"))
     return f"FAILED ({why}): this process uses the reference for it"
