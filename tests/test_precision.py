@@ -149,8 +149,17 @@ def _step(G, Ds, damsm, dcfg, batch, amp):
     return vals, grads
 
 
+@pytest.fixture
+def one_thread():
+    """One CPU thread: the bf16 CPU convolutions' thread pool spins for seconds on a busy 2-core machine."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 @pytest.mark.parametrize("device", DEVICES)
-def test_attngan_step_bf16_autocast_matches_fp32(device, monkeypatch):
+def test_attngan_step_bf16_autocast_matches_fp32(device, monkeypatch, one_thread):
     """t2icli.training.attngan.train_step with a bf16 autocast context (built here: distributed.autocast gives a
     null context on CPU) against the same step in fp32, from the same weights and batch."""
     G, Ds, damsm, dcfg, batch = _tiny_attngan(device)
