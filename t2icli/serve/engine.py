@@ -1,9 +1,9 @@
 """What `t2i serve` answers, without the web framework: captions -> JSON-able images of every stage, attention maps, interpolations.
 
 Images travel as PNG data URLs (`data:image/png;base64,...`). Generation goes through t2icli.sample, so image k of a
-caption is the image `t2i sample --seed SEED` draws as #k: a pure function of (caption, seed, k). One lock runs one
-request's generation at a time: the model is shared, and on a CPU (or one GPU) concurrent forward passes only
-compete for the same cores, so queueing them keeps each request's latency predictable and its result unchanged.
+caption is the image `t2i sample --seed SEED` draws as #k: a pure function of (caption, seed, k), whatever else is
+being generated. One lock runs one caption's generation at a time: the model is shared, and on a CPU (or one GPU)
+concurrent forward passes would only compete for the same cores; the PNG encoding runs outside it.
 """
 
 import base64

@@ -112,17 +112,17 @@ function renderResult(res, seed, n) {
   let known = 0;
   for (const tok of res.tokens) {
     const span = el("span", {className: `word ${tok.status}`}, tok.word);
-    if (tok.status === "known") {
+    if (tok.status === "known" && res.attention.length) {  // only attention models have maps to point at
       const index = known++;
       span.dataset.word = index;
       span.tabIndex = 0;
-      span.title = res.attention.length ? "point here: its attention map over each image" : "";
+      span.title = "point here: its attention map over each image";
       span.addEventListener("mouseenter", () => showWord(article, index));
       span.addEventListener("focus", () => showWord(article, index));
       span.addEventListener("mouseleave", () => showWord(article, pinned));
       span.addEventListener("blur", () => showWord(article, pinned));
       span.addEventListener("click", () => { pinned = pinned === index ? null : index; showWord(article, pinned); });
-    } else {
+    } else if (tok.status !== "known") {
       span.title = tok.status === "oov" ? "not in the model's vocabulary: ignored" : "past the model's word limit: ignored";
     }
     caption.append(span, " ");
