@@ -141,7 +141,8 @@ def test_api_model_card_reads_the_optional_run_files(tiny, tmp_path):
     assert card["eval"] == [] and card["training_rprecision"] is None and card["steps"] is None
     assert card["limits"]["max_n"] == 16 and card["captions"] is True and card["notes"] == []
 
-    (run / "config.json").write_text(json.dumps({"data": str(tmp_path / "gone"), "dataset": {
+    (run / "config.json").write_text(json.dumps({"data": str(tmp_path / "gone")}))  # the data folder is gone:
+    (run / "run.json").write_text(json.dumps({"dataset": {  # the run's own record of it
         "source": "toybirds", "image_size": 32, "splits": {"train": {"images": 20}}}}))
     stats = [{"step": 100, "gen_rprecision": {"mean": 0.5, "std": 0.1, "n": 40, "n_negatives": 9}},
              {"step": 200, "gen_rprecision": None}, {"step": 300, "gen_rprecision": {"mean": 0.75, "std": 0.05, "n": 40}}]

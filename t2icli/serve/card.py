@@ -1,8 +1,8 @@
 """The model card `t2i serve` shows: which generator is loaded, on what data and how far it trained, with its eval figures.
 
-Everything beyond the export itself is optional: the run folder's config.json (data set), stats.jsonl (the training
-R-precision of the last snapshot) and eval.json (`t2i eval --json` output) are read when present and readable, and a
-problem with one of them becomes a line in the card's "notes" rather than an error.
+Everything beyond the export itself is optional: the run folder's run.json / config.json (the data set), stats.jsonl
+(the training R-precision of the last snapshot) and eval.json (`t2i eval --json` output) are read when present and
+readable, and a problem with one of them becomes a line in the card's "notes" rather than an error.
 """
 
 import json
@@ -77,17 +77,18 @@ def _last_rprecision(stats_path, notes):
     return last
 
 
-def _dataset(model, config, notes):
-    """{"source", "path", "image_size", "train_images"} of the data the model was trained on, as far as known."""
-    path = model.config.get("data") or (config or {}).get("data")
+def _dataset(model, records, notes):
+    """{"source", "path", "image_size", "train_images"} of the data the model was trained on, as far as known.
+    records: the run's run.json and config.json dicts (either may be None)."""
+    path = model.config.get("data") or next((r["data"] for r in records if r and isinstance(r.get("data"), str)), None)
     meta = None
     if path and os.path.isfile(os.path.join(path, "dataset.json")):
         meta = _read_json(os.path.join(path, "dataset.json"), notes)
     if not isinstance(meta, dict):  # the data folder is elsewhere (a shipped model): the run's own record of it
-        meta = (config or {}).get("dataset") if isinstance((config or {}).get("dataset"), dict) else {}
+        meta = next((r["dataset"] for r in records if r and isinstance(r.get("dataset"), dict)), {})
     splits = meta.get("splits") if isinstance(meta.get("splits"), dict) else {}
     train = splits.get("train") if isinstance(splits.get("train"), dict) else {}
-    return {"source": meta.get("source") or (config or {}).get("source"), "path": path,
+    return {"source": meta.get("source"), "path": path,
             "image_size": meta.get("image_size"), "train_images": train.get("images")}
 
 
@@ -104,8 +105,8 @@ def model_card(model, model_run, pretrained=False):
 
     run = os.path.abspath(model_run if os.path.isdir(model_run) else os.path.dirname(os.path.abspath(model_run)))
     notes = []
-    config = _read_json(os.path.join(run, "config.json"), notes)
-    config = config if isinstance(config, dict) else None
+    records = [_read_json(os.path.join(run, name), notes) for name in ("run.json", "config.json")]
+    records = [r if isinstance(r, dict) else None for r in records]
     evaluation = _read_json(os.path.join(run, "eval.json"), notes)
     training = _last_rprecision(os.path.join(run, "stats.jsonl"), notes)
     steps = model.config.get("step")
@@ -122,6 +123,6 @@ def model_card(model, model_run, pretrained=False):
         "ema": model.config.get("ema"), "text_source": model.text_source, "captions": captions_error is None,
         "captions_error": captions_error, "vocab_size": len(model.vocab),
         "word_limit": (model.config.get("damsm_config") or {}).get("word_limit"),
-        "data": _dataset(model, config, notes), "eval": eval_figures(evaluation), "training_rprecision": training,
+        "data": _dataset(model, records, notes), "eval": eval_figures(evaluation), "training_rprecision": training,
         "device": str(model.device), "notes": notes,
     }
