@@ -15,6 +15,19 @@ source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 # nltk: only to cross-check the tokenizer (t2i itself never imports it); tensorboard: the optional extra that
 # tests/test_tensorboard.py reads back
 pip_missing pytest:pytest nltk:nltk tensorboard:tensorboard
+# httpx, selenium, fastapi, uvicorn: the API and browser tests of t2i serve (fastapi + uvicorn are its [serve] extra)
+pip_missing httpx:httpx selenium:selenium fastapi:fastapi uvicorn:uvicorn
+# The browser test of `t2i serve` drives Debian's chromium with its chromedriver (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "t2i: installing chromium + chromium-driver for the browser test (apt-get)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver fonts-dejavu-core; } >&2 ||
+      echo "t2i: WARNING: apt-get could not install chromium; the browser test fails in CI, skips otherwise" >&2
+  else
+    echo "t2i: no chromium/chromedriver and no root apt-get; the browser test fails in CI, skips otherwise" >&2
+  fi
+fi
 marker=(-m "not slow")
 case "${1:-}" in
   --slow) marker=(); shift ;;
