@@ -369,3 +369,35 @@ def test_stackgan_epochs_per_stage_and_lr_decay(tiny, tmp_path):
     assert lr[1]["opt_G[0]"] == lr[per_epoch]["opt_G[0]"] == pytest.approx(2e-4)  # Stage-I: its first epoch
     assert lr[per_epoch + 1]["opt_D[1]"] == pytest.approx(2e-4)  # Stage-II starts at the full rate ...
     assert lr[2 * per_epoch + 1]["opt_D[1]"] == pytest.approx(1e-4)  # ... and halves after its first epoch
+
+
+# -- bad input -------------------------------------------------------------------------------------------------------
+def test_reference_options_refuse_what_they_cannot_do(tmp_path):
+    """--wrong images on a data set of one class, and --g-batch fresh with interpolation on an odd batch, are
+    refused with a message naming the flag, before the run folder exists."""
+    from t2icli.data.format import DatasetWriter
+    from t2icli.models.damsm import DAMSMConfig, build_damsm
+    from t2icli.models.export import save_damsm
+
+    data = tmp_path / "one-class"
+    rng = np.random.default_rng(0)
+    with DatasetWriter(data, source="unit", image_size=16, word_limit=5) as w:
+        for split, n in (("train", 8), ("test", 4)):
+            s = w.split(split)
+            for i in range(n):
+                s.add(rng.integers(0, 255, (16, 16, 3), dtype=np.uint8), ["a red bird", "a small bird"], class_id=0,
+                      filename=f"{split}/{i}")
+        w.finish()
+    vocab = json.loads((data / "vocab.json").read_text())
+    cfg = DAMSMConfig(vocab_size=len(vocab), image_size=16, small_width=4, hidden=8, embedding_dim=8)
+    m = build_damsm(cfg)
+    (tmp_path / "damsm").mkdir()
+    save_damsm(str(tmp_path / "damsm"), m.text_encoder, m.image_encoder, cfg, vocab)
+    base = ["train", "gancls", "--data", str(data), "--damsm", str(tmp_path / "damsm"), "--steps", "1", "--gf-dim",
+            "4", "--df-dim", "4", "--z-dim", "4", "--no-progress", "--device", "cpu"]
+    r = _cli(*base, "--out", str(tmp_path / "a"), "--batch-size", "4", "--wrong", "images")
+    assert r.exit_code == 1 and "--wrong images: every training image" in r.output and "Traceback" not in r.output
+    assert not os.path.exists(tmp_path / "a")
+    r = _cli(*base, "--out", str(tmp_path / "b"), "--batch-size", "5", "--g-batch", "fresh")
+    assert r.exit_code == 2 and "--batch-size 5: --g-batch fresh with --interp" in r.output
+    assert not os.path.exists(tmp_path / "b")
