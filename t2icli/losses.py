@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from t2icli import ops
 
 __all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "shift_flip",
-           "bce", "mismatched", "discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
-           "color_consistency_loss", "generator_damsm_loss"]
+           "bce", "mismatched", "discriminator_loss", "stackgan2_discriminator_loss",
+           "unconditional_discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
+           "color_consistency_loss", "tree_color_consistency", "generator_damsm_loss"]
 
 
 def sentence_scores(f_bar, e_bar, eps=1e-8):
@@ -115,12 +116,21 @@ def shift_flip(x, draws, max_shift=0.125):
     return F.grid_sample(x, grid.to(x.dtype), mode="bilinear", padding_mode="reflection", align_corners=False)
 
 
-def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None, r1_gamma=0.0):
-    """One stage's D loss as AttnGAN: conditional (real, text) / (fake, text) / (real, wrong text) + unconditional.
+def _r1_penalty(real, logits):
+    """E_x ||grad_x sum(logits)||^2 over the batch (Mescheder et al.'s R1): real [B, ...] requires grad, logits: the
+    real images' logits [B] whose sum is differentiated (conditional + unconditional, as the loss sees them)."""
+    (grad,) = torch.autograd.grad(sum(l.float().sum() for l in logits), real, create_graph=True)
+    return grad.float().pow(2).flatten(1).sum(1).mean()
 
-    D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] sentence features;
-    e_bar_wrong: [B, D] the mismatched captions (default mismatched(e_bar); a distributed trainer passes the
-    rows of the global batch's roll, so N processes pair the same captions as one).
+
+def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None, r1_gamma=0.0, wrong_images=None):
+    """One stage's D loss as AttnGAN: conditional (real, text) / (fake, text) / wrong pair + unconditional.
+
+    D: StageDiscriminator; real, fake: [B, 3, s, s] (fake already detached); e_bar: [B, D] the condition (sentence
+    features, or the CA mean mu); e_bar_wrong: [B, D] the mismatched captions (default mismatched(e_bar); a
+    distributed trainer passes the rows of the global batch's roll, so N processes pair the same captions as one).
+    wrong_images: [B, 3, s, s] images of other classes: the wrong pair is then (wrong image, right condition), as
+    StackGAN-v2 and GAN-INT-CLS, instead of (real image, wrong caption) as AttnGAN.
     loss = (BCE(real,1) + BCE_u(real,1)) / 2 + (BCE(fake,0) + BCE_u(fake,0) + BCE(wrong,0)) / 3.
     r1_gamma > 0 adds Mescheder et al.'s R1 penalty r1_gamma / 2 * E ||grad_x (cond + uncond logit)(real)||^2 on the
     real images with their true captions: it keeps D smooth around the data, so it does not overpower a young G.
@@ -130,30 +140,95 @@ def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None, r1_gamma=0.0):
         real = real.detach().requires_grad_(True)
     code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4] each
     real_c, real_u = D.logits(code_real, e_bar), D.logits(code_real)
+    if wrong_images is not None:
+        wrong = D.logits(D(wrong_images), e_bar)
+    else:
+        wrong = D.logits(code_real, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong)
     out = {
         "real": bce(real_c, 1.0),
         "fake": bce(D.logits(code_fake, e_bar), 0.0),
-        "wrong": bce(D.logits(code_real, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong), 0.0),
+        "wrong": bce(wrong, 0.0),
         "u_real": bce(real_u, 1.0),
         "u_fake": bce(D.logits(code_fake), 0.0),
     }
     out["loss"] = (out["real"] + out["u_real"]) / 2 + (out["fake"] + out["u_fake"] + out["wrong"]) / 3
     if r1_gamma > 0:
-        (grad,) = torch.autograd.grad(real_c.float().sum() + real_u.float().sum(), real, create_graph=True)
-        out["r1"] = grad.float().pow(2).flatten(1).sum(1).mean()  # E_x ||grad||^2 over this batch
+        out["r1"] = _r1_penalty(real, [real_c, real_u])
         out["loss"] = out["loss"] + r1_gamma / 2 * out["r1"]
     return out
 
 
-def generator_adv_loss(Ds, fakes, e_bar):
-    """G's adversarial loss summed over stages: BCE(cond(fake_i, text), 1) + BCE(uncond(fake_i), 1).
+def stackgan2_discriminator_loss(D, real, fake, cond, cond_wrong=None, wrong_images=None, uncond_weight=1.0,
+                                 r1_gamma=0.0):
+    """One stage's D loss as StackGAN-v2's condGANTrainer.train_Dnet (code/trainer.py:564-609).
 
-    Ds: one discriminator per stage; fakes: [x_i [B, 3, s_i, s_i]]; e_bar: [B, D]. Returns (total, [per stage]).
+    D: StageDiscriminator; real, fake [B, 3, s, s] (fake detached); cond [B, c]: the condition (StackGAN-v2: the CA
+    mean mu, detached). The wrong pair is (wrong_images [B, 3, s, s], cond) when given (the reference's wrong
+    images), else (real, cond_wrong) (default mismatched(cond)). With uncond_weight W > 0 (UNCOND_LOSS):
+        loss = [BCE(real,1) + W BCE_u(real,1)] + [BCE(wrong,0) + W BCE_u(wrong,1)] + [BCE(fake,0) + W BCE_u(fake,0)]
+    where a wrong image is a real image, so real for the unconditional head; with W = 0:
+        loss = BCE(real,1) + (BCE(wrong,0) + BCE(fake,0)) / 2.
+    r1_gamma > 0 adds the R1 penalty on the real images (as discriminator_loss). Returns {"loss", "real", "wrong",
+    "fake"} (+ "u_real", "u_wrong", "u_fake" with W > 0, "r1" with r1_gamma > 0) (scalar tensors).
+    """
+    if r1_gamma > 0:
+        real = real.detach().requires_grad_(True)
+    code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4]
+    if wrong_images is not None:
+        code_wrong, c_wrong = D(wrong_images), cond
+    else:
+        code_wrong, c_wrong = code_real, mismatched(cond) if cond_wrong is None else cond_wrong
+    real_c = D.logits(code_real, cond)
+    out = {"real": bce(real_c, 1.0), "wrong": bce(D.logits(code_wrong, c_wrong), 0.0),
+           "fake": bce(D.logits(code_fake, cond), 0.0)}
+    r1_logits = [real_c]
+    if uncond_weight > 0:
+        real_u = D.logits(code_real)
+        r1_logits.append(real_u)
+        out.update(u_real=bce(real_u, 1.0), u_wrong=bce(D.logits(code_wrong), 1.0),
+                   u_fake=bce(D.logits(code_fake), 0.0))
+        out["loss"] = (out["real"] + uncond_weight * out["u_real"] + out["wrong"] + uncond_weight * out["u_wrong"]
+                       + out["fake"] + uncond_weight * out["u_fake"])
+    else:
+        out["loss"] = out["real"] + 0.5 * (out["wrong"] + out["fake"])
+    if r1_gamma > 0:
+        out["r1"] = _r1_penalty(real, r1_logits)
+        out["loss"] = out["loss"] + r1_gamma / 2 * out["r1"]
+    return out
+
+
+def unconditional_discriminator_loss(D, real, fake, r1_gamma=0.0):
+    """One stage's D loss of StackGAN-v2's unconditional mode (GANTrainer.train_Dnet, code/trainer.py:265-292):
+    BCE_u(real, 1) + BCE_u(fake, 0), D's unconditional head only. real, fake [B, 3, s, s] (fake detached);
+    r1_gamma as discriminator_loss. Returns {"loss", "u_real", "u_fake"} (+ "r1")."""
+    if r1_gamma > 0:
+        real = real.detach().requires_grad_(True)
+    real_u = D.logits(D(real))
+    out = {"u_real": bce(real_u, 1.0), "u_fake": bce(D.logits(D(fake)), 0.0)}
+    out["loss"] = out["u_real"] + out["u_fake"]
+    if r1_gamma > 0:
+        out["r1"] = _r1_penalty(real, [real_u])
+        out["loss"] = out["loss"] + r1_gamma / 2 * out["r1"]
+    return out
+
+
+def generator_adv_loss(Ds, fakes, e_bar, uncond_weight=1.0):
+    """G's adversarial loss summed over stages: BCE(cond(fake_i, e_bar), 1) + uncond_weight * BCE(uncond(fake_i), 1).
+
+    Ds: one discriminator per stage; fakes: [x_i [B, 3, s_i, s_i]]; e_bar: [B, D] the condition (sentence feature,
+    or StackGAN-v2's CA mean mu, not detached: trainer.py:619), or None for an unconditional model (its unconditional
+    term only, weight 1). Returns (total, [per stage]).
     """
     per_stage = []
     for D, x in zip(Ds, fakes):
         code = D(x)
-        per_stage.append(bce(D.logits(code, e_bar), 1.0) + bce(D.logits(code), 1.0))
+        if e_bar is None:
+            per_stage.append(bce(D.logits(code), 1.0))
+            continue
+        term = bce(D.logits(code, e_bar), 1.0)
+        if uncond_weight > 0:
+            term = term + uncond_weight * bce(D.logits(code), 1.0)
+        per_stage.append(term)
     return sum(per_stage), per_stage
 
 
@@ -181,6 +256,14 @@ def color_consistency_loss(x_small, x_big, lambda1=1.0, lambda2=5.0):
     mu1, cov1 = pixel_stats(x_small)
     mu2, cov2 = pixel_stats(x_big)
     return lambda1 * F.mse_loss(mu2, mu1) + lambda2 * F.mse_loss(cov2, cov1)
+
+
+def tree_color_consistency(fakes, lambda1=1.0, lambda2=5.0, detach=False):
+    """StackGAN++'s colour consistency over a tree's images fakes [x_i [B, 3, s_i, s_i]]: the sum over consecutive
+    stages of color_consistency_loss(x_{i-1}, x_i). detach: the smaller stage's statistics are a fixed target (no
+    gradient reaches x_{i-1}), as StackGAN-v2 code/trainer.py:630-657; else both stages move toward each other."""
+    return sum(color_consistency_loss(fakes[i - 1].detach() if detach else fakes[i - 1], fakes[i], lambda1, lambda2)
+               for i in range(1, len(fakes)))
 
 
 def generator_damsm_loss(image_encoder, images, e, e_bar, lengths, class_ids=None, gamma1=4.0, gamma2=5.0,

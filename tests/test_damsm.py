@@ -267,6 +267,72 @@ def test_resume_equals_uninterrupted(birds, tmp_path):
     assert any(name.startswith("attn") and name.endswith(".png") for name in os.listdir(b))
 
 
+@pytest.mark.long
+def test_reset_adam_at_epoch_starts_and_exact_resume_across_it(birds, tmp_path):
+    """--reset-adam (AttnGAN pretrain_DAMSM.py:267-270: a new Adam at every epoch) clears the optimiser's moments
+    when an epoch starts at its first batch: runs stopped mid-epoch (step 3) and at an epoch's end (step 4), then
+    resumed, end with the weights of an uninterrupted run, which differ from a run that keeps its moments."""
+    kw = dict(TINY, reset_adam=True)  # 4 steps per epoch
+    runs = {name: str(tmp_path / name) for name in ("a", "mid", "end", "keep")}
+    train("damsm", data=birds, out=runs["a"], steps=7, **kw)
+    for name, stop in (("mid", 3), ("end", 4)):
+        train("damsm", data=birds, out=runs[name], steps=stop, **kw)
+        train("damsm", data=birds, out=runs[name], steps=7, resume="latest", **kw)
+    train("damsm", data=birds, out=runs["keep"], steps=7, **TINY)
+    a = _export_state(runs["a"])
+    for name in ("mid", "end"):
+        other = _export_state(runs[name])
+        for k in a:
+            assert torch.equal(a[k], other[k]), (name, k)
+    keep = _export_state(runs["keep"])
+    assert any(not torch.equal(a[k], keep[k]) for k in a)
+    steps = {name: runlib.load_checkpoint(runlib.find_latest_checkpoint(runs[name]))["optimizer"]["state"][0]["step"]
+             for name in ("a", "keep")}
+    assert (float(steps["a"]), float(steps["keep"])) == (3.0, 7.0)  # epoch 2's steps 5-7 on fresh moments
+
+
+def test_inception_encoder_is_built_for_299_crops_with_batch_statistics(birds, tmp_path):
+    """--image-encoder inception_v3 reads 299 px crops of the image scaled to 355 (pretrain_DAMSM.py:235-240), not
+    the stored size upsampled by the encoder; --backbone-batch-stats lets the frozen backbone follow train(), as
+    pretrain_DAMSM.py:51 (cnn_model.train()). The training run itself: the slow test below."""
+    from t2icli.training.damsm import DAMSMTrainer
+    from t2icli.training.distributed import Env
+    from t2icli.training.config import DAMSMTrainConfig
+
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.pth"
+    torch.save(Inception3().state_dict(), weights)
+    for flag in (False, True):
+        cfg = DAMSMTrainConfig(data=birds, out=str(tmp_path / "r"), image_encoder="inception_v3",
+                               inception_weights=str(weights), backbone_batch_stats=flag).validate()
+        trainer = DAMSMTrainer(cfg, Env())
+        assert trainer.model_config.image_size == 299 and trainer.train_ds.resolutions == (299,)
+        assert trainer.train_ds.load == 355 and trainer.train_ds[0]["images"][0].shape == (3, 299, 299)
+        trainer.build(None)
+        assert trainer.model.image_encoder.backbone.training == flag  # BatchNorm on batch statistics (or not)
+    with pytest.raises(ConfigError, match="--backbone-batch-stats is only used with --image-encoder inception_v3"):
+        train("damsm", data=birds, out=str(tmp_path / "small"), backbone_batch_stats=True, **TINY)
+
+
+@pytest.mark.slow
+def test_inception_backbone_statistics_drift_only_with_batch_stats(birds, tmp_path):
+    """One training step with --backbone-batch-stats moves the frozen backbone's running statistics toward the data
+    (what the GAN later normalises with); without it they stay those of the weights loaded. About 2 minutes on CPU."""
+    torch.manual_seed(0)
+    weights = tmp_path / "inception.pth"
+    torch.save(Inception3().state_dict(), weights)
+    kw = dict(TINY, image_encoder="inception_v3", inception_weights=str(weights), steps=1, batch_size=4,
+              n_attention=0, rprecision_runs=1)
+    key = "backbone.Conv2d_2a_3x3.bn.running_mean"
+    initial = torch.load(weights, weights_only=True)["Conv2d_2a_3x3.bn.running_mean"]
+    for flag in (False, True):
+        run = str(tmp_path / f"bs{flag}")
+        train("damsm", data=birds, out=run, backbone_batch_stats=flag, **kw)
+        blob = torch.load(os.path.join(run, "damsm.pt"), weights_only=True)
+        assert blob["config"]["image_size"] == 299
+        assert torch.equal(blob["image_encoder"][key], initial) != flag, flag
+
+
 def test_checkpoint_every_writes_mid_epoch_checkpoints(birds, tmp_path):
     out = str(tmp_path / "c")
     train("damsm", data=birds, out=out, steps=7, checkpoint_every=3, keep=10, **TINY)  # 4 steps per epoch

@@ -235,16 +235,21 @@ def test_attngan_torchrun_matches_one_process(tiny, tmp_path):
 BASELINE_ARGS = ["--batch-size", "8", "--gf-dim", "4", "--df-dim", "4", "--z-dim", "8", "--snapshot-every", "1000",
                  "--keep", "1", "--no-progress", "--device", "cpu"]
 BASELINES = {  # kind: (extra flags, last step, losses logged, state-dict entries of the checkpoint)
-    "gancls": (["--steps", "3", "--train-style-encoder"], 3, ("d", "g", "g_adv", "g_int", "style"),
-               ("G", "D", "S", "G_ema")),
-    "stackgan": (["--stage1-steps", "2", "--stage2-steps", "2", "--cond-dim", "8", "--res-blocks", "1"], 4,
-                 ("d", "g", "g_adv", "kl"), ("G", "Ds", "G_ema")),
+    # the reference's options too: caption means, wrong images and fresh G samples are drawn for the global batch
+    "gancls": (["--steps", "3", "--train-style-encoder", "--n-captions", "2", "--wrong", "images", "--g-batch",
+                "fresh"], 3, ("d", "g", "g_adv", "g_int", "style"), ("G", "D", "S", "G_ema")),
+    "stackgan": (["--stage1-steps", "2", "--stage2-steps", "2", "--cond-dim", "8", "--res-blocks", "1",
+                  "--stage2-uncond"], 4, ("d", "g", "g_adv", "kl"), ("G", "Ds", "G_ema")),
+    "stackgan2": (["--steps", "3", "--stages", "2", "--cond-dim", "8", "--d-condition", "mu", "--wrong", "images",
+                   "--uncond-loss", "1", "--kl-weight", "2", "--cc-detach"], 3, ("d", "g", "g_adv", "kl", "cc"),
+                  ("G", "Ds", "G_ema")),
 }
 
 
 def test_baselines_torchrun_match_one_process(tiny, tmp_path):
-    """`t2i train gancls` (+ style encoder) and `t2i train stackgan` (2 Stage-I + 2 Stage-II steps) under torchrun
-    with 2 processes log the losses of a 1-process run at the same global batch and end with its weights."""
+    """`t2i train gancls` (+ style encoder), `t2i train stackgan` (2 Stage-I + 2 Stage-II steps) and `t2i train
+    stackgan2`, with the reference's options, under torchrun with 2 processes log the losses of a 1-process run at
+    the same global batch and end with its weights."""
     from click.testing import CliRunner
 
     from t2icli.cli import main

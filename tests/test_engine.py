@@ -16,7 +16,7 @@ from t2icli.training.config import CONFIGS, PRESETS
 from t2icli.training.run import find_latest_checkpoint, load_checkpoint
 
 KINDS = ["damsm", "attngan", "stackgan2", "gancls", "stackgan"]
-INVOCATION = {"config", "resume", "progress"}  # options that say how to run, not what: not config fields
+INVOCATION = {"config", "resume", "progress", "dry_run"}  # options that say how to run, not what: not config fields
 
 
 def _command(kind):

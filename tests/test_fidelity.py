@@ -18,6 +18,20 @@ from t2icli.models.damsm import DAMSMConfig, build_damsm
 # AttnGAN's released vocabularies (its captions.pickle; text_encoder200.pth / text_encoder100.pth embed them).
 CUB_VOCAB, COCO_VOCAB = 5450, 27297
 
+# The reference counts (where each was counted: the tests below that check the models against them).
+ATTNGAN_CUB = [7084592, 6313730, 19424002, 71858946]  # G, D_NET64, D_NET128, D_NET256 at bird_attn2.yml
+ATTNGAN_COCO = [13811456, 13304450, 42800258, 160774274]  # at coco_attn2.yml
+TEXT_ENCODER = {CUB_VOCAB: 2075320, COCO_VOCAB: 8629420}  # RNN_ENCODER at nhidden 256
+IMAGE_ENCODER, IMAGE_ENCODER_TRAINED = 22506720, 721152  # CNN_ENCODER, and its two trained heads
+STACKGAN2_CUB = [21239696, 5723906, 18834178, 71269122]  # G_NET, D_NET64/128/256 at birds_3stages.yml
+STACKGAN_CUB = [10301248, 26290080, 5715713, 71269122]  # Stage-I (CA + G), Stage-II (CA + G), STAGE1_D, STAGE2_D
+STACKGAN_COCO = [20020832, 37130480, 12407425, 159889538]  # at coco_s1.yml / coco_s2.yml
+GANCLS_CUB = [18909699 - 4227, 4032321 - 2241]  # netG, netD of main_cls_int.lua less their zeroed conv biases
+# main_cls.lua's netG and netD at scripts/train_coco.sh (ngf = ndf = 196, nt 128, large 0), counted layer by layer
+# (lines 93-251): 41107551 and 36190301 parameters, of which 6471 and 6861 are the conv biases it zeroes before
+# every pass (:321-322, 376-377).
+GANCLS_COCO = [41107551 - 6471, 36190301 - 6861]
+
 
 def _meta(build):
     with torch.device("meta"):
@@ -35,24 +49,24 @@ def _counts_attngan(**cfg):
     # taoxugit/AttnGAN code/model.py G_NET (397-447), D_NET64 (566-580), D_NET128 (584-603), D_NET256 (607-629)
     # at code/cfg/bird_attn2.yml:31-38 (DF_DIM 64, GF_DIM 32, Z_DIM 100, R_NUM 2, EMBEDDING_DIM 256) with
     # miscc/config.py:54 (CONDITION_DIM 100) ...
-    ("cub", dict(gf_dim=32, df_dim=64, res_blocks=2), [7084592, 6313730, 19424002, 71858946]),
+    ("cub", dict(gf_dim=32, df_dim=64, res_blocks=2), ATTNGAN_CUB),
     # ... and at code/cfg/coco_attn2.yml:31-38 (DF_DIM 96, GF_DIM 48, R_NUM 3).
-    ("coco", dict(gf_dim=48, df_dim=96, res_blocks=3), [13811456, 13304450, 42800258, 160774274]),
+    ("coco", dict(gf_dim=48, df_dim=96, res_blocks=3), ATTNGAN_COCO),
 ])
 def test_attngan_generator_and_discriminators_match_the_reference(name, cfg, expected):
     assert _counts_attngan(**cfg) == expected
 
 
-@pytest.mark.parametrize("vocab,text_expected", [(CUB_VOCAB, 2075320), (COCO_VOCAB, 8629420)])
+@pytest.mark.parametrize("vocab,text_expected", list(TEXT_ENCODER.items()))
 def test_damsm_encoders_match_the_reference(vocab, text_expected):
     """AttnGAN code/model.py RNN_ENCODER (75-159) and CNN_ENCODER (162-267) as pretrain_DAMSM.py:168-169 builds
     them (nhidden = EMBEDDING_DIM 256, DAMSM/bird.yml:30 and DAMSM/coco.yml:29); CNN_ENCODER holds Inception-v3
     without AuxLogits and fc (22506720), of which its two heads train (721152)."""
     damsm = _meta(lambda: build_damsm(DAMSMConfig(vocab_size=vocab, image_encoder="inception_v3")))
     assert parameter_count(damsm.text_encoder) == text_expected
-    assert parameter_count(damsm.image_encoder) == 22506720
+    assert parameter_count(damsm.image_encoder) == IMAGE_ENCODER
     trainable = sum(p.numel() for p in damsm.image_encoder.parameters() if p.requires_grad)
-    assert trainable == 721152
+    assert trainable == IMAGE_ENCODER_TRAINED
 
 
 def test_stackgan2_generator_and_discriminators_match_the_reference():
@@ -64,7 +78,7 @@ def test_stackgan2_generator_and_discriminators_match_the_reference():
     assert gcfg.widths == [64, 32, 16]
     G = _meta(lambda: Generator(gcfg))
     Ds = _meta(lambda: build_discriminators(gcfg, condition_dim=gcfg.cond_dim))
-    assert [parameter_count(G)] + [parameter_count(D) for D in Ds] == [21239696, 5723906, 18834178, 71269122]
+    assert [parameter_count(G)] + [parameter_count(D) for D in Ds] == STACKGAN2_CUB
 
 
 def test_stackgan2_unconditional_mode_matches_the_reference():
@@ -91,9 +105,9 @@ def test_stackgan2_unconditional_mode_matches_the_reference():
     # hanzhanggit/StackGAN-Pytorch code/model.py CA_NET (43-71), STAGE1_G (107-152), STAGE2_G (192-260; its own
     # layers, without the frozen Stage-I it holds), STAGE1_D (155-188), STAGE2_D (263-304) at the defaults of
     # code/miscc/config.py:26,48-54 (DATASET_NAME 'birds': CONDITION_DIM 128, DF_DIM 64, GF_DIM 128, R_NUM 4) ...
-    (dict(gf_dim=128, df_dim=64, res_blocks=4), [10301248, 26290080, 5715713, 71269122]),
+    (dict(gf_dim=128, df_dim=64, res_blocks=4), STACKGAN_CUB),
     # ... and at code/cfg/coco_s1.yml / coco_s2.yml:23-27 (DF_DIM 96, GF_DIM 192, R_NUM 2).
-    (dict(gf_dim=192, df_dim=96, res_blocks=2), [20020832, 37130480, 12407425, 159889538]),
+    (dict(gf_dim=192, df_dim=96, res_blocks=2), STACKGAN_COCO),
 ])
 def test_stackgan_v1_matches_the_reference(cfg, expected):
     from t2icli.models.stackgan import StackGAN, StackGANConfig
@@ -120,7 +134,7 @@ def test_gancls_matches_the_reference():
     assert cfg.gf_dim == 128 and cfg.df_dim == 64 and cfg.layout == "reference"
     G = _meta(lambda: GanClsGenerator(cfg))
     D = _meta(lambda: CondDiscriminator(64, 64, 1024, 128))
-    assert (parameter_count(G), parameter_count(D)) == (18909699 - 4227, 4032321 - 2241)
+    assert [parameter_count(G), parameter_count(D)] == GANCLS_CUB
 
 
 def test_gancls_reference_layers_run_and_train_at_small_sizes():
@@ -205,3 +219,52 @@ def test_reference_mask_repeat_attends_to_another_samples_padding():
     _, beta = ops.word_region_attention(h, e, mask, return_attn=True)  # beta [B, T, N]
     assert torch.all(beta[1, 1:] == 0) and torch.allclose(beta.sum(1), torch.ones(B, N))  # ... t2i never does
     assert torch.allclose(beta[1, 0], torch.ones(N))  # one real word: it gets all the weight
+
+
+# -- the presets: `t2i train KIND --preset cub-paper|coco-paper --dry-run` builds the reference's networks --------
+def _dry_run(*args):
+    import json
+
+    from click.testing import CliRunner
+
+    from t2icli.cli import main
+
+    r = CliRunner().invoke(main, ["train", *args, "--dry-run"])
+    assert r.exit_code == 0, r.output
+    return json.loads(r.stdout)  # exactly one JSON object on stdout
+
+
+@pytest.mark.parametrize("kind,preset,expected", [
+    ("damsm", "cub-paper", {"text_encoder": TEXT_ENCODER[CUB_VOCAB], "image_encoder": IMAGE_ENCODER}),
+    ("damsm", "coco-paper", {"text_encoder": TEXT_ENCODER[COCO_VOCAB], "image_encoder": IMAGE_ENCODER}),
+    ("attngan", "cub-paper", dict(zip(["G", "D64", "D128", "D256"], ATTNGAN_CUB), text_encoder=TEXT_ENCODER[CUB_VOCAB],
+                                  image_encoder=IMAGE_ENCODER)),
+    ("attngan", "coco-paper", dict(zip(["G", "D64", "D128", "D256"], ATTNGAN_COCO),
+                                   text_encoder=TEXT_ENCODER[COCO_VOCAB], image_encoder=IMAGE_ENCODER)),
+    ("stackgan2", "cub-paper", dict(zip(["G", "D64", "D128", "D256"], STACKGAN2_CUB))),
+    ("stackgan", "cub-paper", dict(zip(["G_stage1", "G_stage2", "D64", "D256"], STACKGAN_CUB),
+                                   G=STACKGAN_CUB[0] + STACKGAN_CUB[1])),
+    ("stackgan", "coco-paper", dict(zip(["G_stage1", "G_stage2", "D64", "D256"], STACKGAN_COCO),
+                                    G=STACKGAN_COCO[0] + STACKGAN_COCO[1])),
+    ("gancls", "cub-paper", dict(zip(["G", "D"], GANCLS_CUB))),
+    ("gancls", "coco-paper", dict(zip(["G", "D"], GANCLS_COCO))),
+])
+def test_dry_run_of_the_paper_presets_counts_the_reference_networks(kind, preset, expected):
+    """With a paper preset, --dry-run needs neither --data nor --damsm: the preset's image size, vocabulary size and
+    text dimension stand in, and every network's count equals the reference's."""
+    out = _dry_run(kind, "--preset", preset)
+    assert out["parameters"] == expected
+    assert out["kind"] == kind and out["dry_run"] is True and out["config"]["preset"] == preset
+    if kind == "damsm":
+        assert out["trainable"]["image_encoder"] == IMAGE_ENCODER_TRAINED and out["model"]["image_size"] == 299
+
+
+def test_gancls_coco_layout_is_main_cls_lua():
+    """main_cls.lua's D (COCO) has a LeakyReLU after its third conv and no BatchNorm in its text projection."""
+    from t2icli.models.gancls import CondDiscriminator
+
+    ref, coco = CondDiscriminator(64, 4, 10, 5), CondDiscriminator(64, 4, 10, 5, layout="coco")
+    acts = [sum(isinstance(m, torch.nn.LeakyReLU) for m in d.encode[:-1]) for d in (ref, coco)]
+    assert acts == [2, 3]
+    assert isinstance(ref.proj[1], torch.nn.BatchNorm1d) and not any(isinstance(m, torch.nn.BatchNorm1d)
+                                                                    for m in coco.proj)

@@ -2,7 +2,7 @@
 
 import click
 
-from t2icli.cli.train_options import build_config, option, report, run_options
+from t2icli.cli.train_options import build_config, option, print_dry_run, report, run_options
 from t2icli.training.config import DAMSMTrainConfig as _C
 
 
@@ -43,6 +43,13 @@ def train():
 @option(_C, "gamma3", "G", "DAMSM softmax scale of the matching scores.")
 @option(_C, "eval_every", "EPOCHS", "Evaluate the test split (losses, R-precision, attention maps) every this many "
                                     "epochs.")
+@option(_C, "word_limit", "N", "Cut training captions to N words (default: the data set's limit; AttnGAN's COCO DAMSM "
+                               "reads 15, its GAN 12).")
+@option(_C, "backbone_batch_stats", None, "Let the frozen Inception-v3 backbone's BatchNorm follow training mode, as "
+        "AttnGAN's pretrain_DAMSM.py (cnn_model.train()): it normalises with batch statistics and its running "
+        "statistics drift toward the data, which the GAN later uses. Its weights stay frozen either way.")
+@option(_C, "reset_adam", None, "A new Adam at every epoch (its moments and step counts reset), as AttnGAN's "
+        "pretrain_DAMSM.py; a run resumed mid-epoch keeps its checkpoint's moments.")
 @click.pass_context
 def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).
@@ -58,10 +65,17 @@ def damsm(ctx, **params):
           --inception-weights inception_v3_google-0cc3c7bd.pth
       torchrun --standalone --nproc_per_node=4 -m t2icli train damsm --data data/cub --out runs/damsm-cub \\
           --image-encoder inception_v3 --inception-weights inception_v3_google-0cc3c7bd.pth --batch-size 192
+      t2i train damsm --data data/cub --out runs/damsm-cub --preset cub-paper \\
+          --inception-weights inception_v3_google-0cc3c7bd.pth
+      t2i train damsm --preset coco-paper --dry-run
     """
     from t2icli.training.damsm import train as train_damsm
 
+    dry = params.get("dry_run")
     cfg, resume, progress = build_config(ctx, "damsm", params)
+    if dry:
+        print_dry_run(cfg)
+        return
     result = train_damsm(cfg, resume=resume, progress=progress)
     report(result, "the test split has too few images of other classes", what="real test images", counted="images")
 

@@ -2,7 +2,8 @@
 
 import click
 
-from t2icli.cli.train_options import apply_options, build_config, gan_options, option, report, run_options
+from t2icli.cli.train_options import (apply_options, build_config, gan_options, option, print_dry_run, report,
+                                      run_options)
 from t2icli.training.config import (AttnGANTrainConfig, GanClsTrainConfig, StackGAN2TrainConfig,
                                     StackGANTrainConfig)
 
@@ -28,6 +29,9 @@ def _tree_options(cls):
         option(cls, "steps", "N", "Train N optimiser steps in total (counting resumed ones). Default: --epochs 600."),
         option(cls, "epochs", "N", "Train N epochs (instead of --steps)."),
         option(cls, "cond_dim", "N", "Conditioning-augmentation code dimension."),
+        option(cls, "r_num", "N", "Residual blocks of every next stage (the references' GAN.R_NUM: 2 for CUB, 3 for "
+                                  "COCO)."),
+        option(cls, "kl_weight", "W", "Weight of the conditioning-augmentation KL term (AttnGAN 1, StackGAN++ 2)."),
         option(cls, "r1_gamma", "GAMMA", "R1 gradient penalty on every discriminator's real images (GAMMA/2 * "
                                          "E||grad D||^2; 0 = none, as the papers). Keeps D from overpowering a young "
                                          "G: on toybirds it is what makes short CPU runs draw bird shapes instead of "
@@ -48,21 +52,33 @@ def _baseline_options(cls, batch_default_help, preset_help):
                     checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         gan_options(cls, gf_help="Generator width (ngf).", df_help="Discriminator width (ndf; its 4x4 code has up to "
                                                                     "8x that)."),
-        option(cls, "text_embeddings", "PATH", "StackGAN's char-CNN-RNN-embeddings.pickle of the training split (per "
-               "image E x 1024, in the order of the filenames.pickle beside it, or of the split's images): condition "
-               "on the papers' original embeddings instead of the DAMSM sentence features. Such a model cannot embed "
-               "new captions: `t2i sample` refuses it, `t2i eval` needs the test split's embeddings (its "
-               "--text-embeddings)."),
+        _text_embeddings_option(cls),
+        option(cls, "lr_decay_epochs", "N", "Halve --lr-g and --lr-d every N epochs (GAN-INT-CLS: from epoch N on, "
+                                            "as main_cls_int.lua; StackGAN: every N epochs of each stage). Default: "
+                                            "never."),
     ]
     return lambda fn: apply_options(fn, opts)
 
 
+def _text_embeddings_option(cls):
+    return option(cls, "text_embeddings", "PATH", "StackGAN's char-CNN-RNN-embeddings.pickle of the training split "
+                  "(per image E x 1024, in the order of the filenames.pickle beside it, or of the split's images): "
+                  "condition on the papers' original embeddings instead of the DAMSM sentence features. Such a model "
+                  "cannot embed new captions: `t2i sample` refuses it, `t2i eval` needs the test split's embeddings "
+                  "(its --text-embeddings).")
+
+
 def _train(ctx, kind, params, none_reason):
-    """Build the config (a preset's prompts do not apply under --text-embeddings), train, report."""
+    """Build the config (a preset's prompts do not apply under --text-embeddings), then train and report, or print
+    the dry run."""
     from importlib import import_module
 
     skip = ("prompts",) if params.get("text_embeddings") is not None else ()
+    dry = params.get("dry_run")
     cfg, resume, progress = build_config(ctx, kind, params, skip_preset=skip)
+    if dry:
+        print_dry_run(cfg)
+        return
     module = import_module(f"t2icli.training.{'attngan' if kind == 'stackgan2' else kind}")
     report(module.train(cfg, resume=resume, progress=progress), none_reason)
 
@@ -92,6 +108,8 @@ def attngan(ctx, **params):
           --device cuda --precision bf16
       torchrun --standalone --nproc_per_node=4 -m t2icli train attngan --data data/cub --damsm runs/damsm-cub \\
           --out runs/attngan-cub --batch-size 80 --device cuda --precision bf16 --compile
+      t2i train attngan --data data/cub --damsm runs/damsm-cub --out runs/attngan-cub --preset cub-paper
+      t2i train attngan --preset coco-paper --dry-run
     """
     _train(ctx, "attngan", params, "the test split has too few images of other classes")
 
@@ -100,6 +118,18 @@ def attngan(ctx, **params):
 @_tree_options(StackGAN2TrainConfig)
 @option(StackGAN2TrainConfig, "color_consistency", None, "StackGAN++ colour-consistency regulariser between "
                                                          "consecutive stages (pixel mean x1, covariance x5).")
+@option(StackGAN2TrainConfig, "cc_detach", None, "Colour consistency against the smaller stage's detached statistics, "
+        "as StackGAN-v2's trainer.py (else both stages move toward each other).")
+@option(StackGAN2TrainConfig, "d_condition", None, "What the Ds' conditional heads see: the sentence feature (as "
+        "AttnGAN), or the conditioning-augmentation mean mu, detached in D's step, as StackGAN-v2.")
+@option(StackGAN2TrainConfig, "wrong", None, "D's mismatched pairs: real images with another sample's caption (as "
+        "AttnGAN), or images of another class with the right caption (StackGAN-v2's wrong images).")
+@option(StackGAN2TrainConfig, "uncond_loss", "W", "StackGAN-v2's D loss with its UNCOND_LOSS weight W: real + wrong + "
+        "fake, each plus W x its unconditional term (a wrong image is real there), and G's unconditional terms x W; "
+        "W 0: real + (wrong + fake) / 2. Default (unset): AttnGAN's (real + u_real) / 2 + (fake + u_fake + wrong) / 3.")
+@option(StackGAN2TrainConfig, "unconditional", None, "StackGAN-v2's unconditional mode (B_CONDITION False): G from "
+        "noise alone, Ds with their unconditional head only, no KL; the captions are not used.")
+@_text_embeddings_option(StackGAN2TrainConfig)
 @click.pass_context
 def stackgan2(ctx, **params):
     """Train a StackGAN++: the same multi-stage tree without attention or DAMSM loss.
@@ -113,8 +143,12 @@ def stackgan2(ctx, **params):
     Examples:
       t2i train stackgan2 --data data/toybirds --damsm runs/damsm --out runs/stackgan2 --preset toybirds-cpu
       t2i train stackgan2 --data data/toybirds --damsm runs/damsm --out runs/stackgan2 --steps 20000
+      t2i train stackgan2 --data data/cub --damsm runs/damsm-cub --out runs/stackgan2-cub --preset cub-paper \\
+          --text-embeddings Data/birds/train/char-CNN-RNN-embeddings.pickle
+      t2i train stackgan2 --preset cub-paper --dry-run
     """
-    _train(ctx, "stackgan2", params, "the test split has too few images of other classes")
+    _train(ctx, "stackgan2", params, "char-CNN-RNN conditioning, --unconditional, or too few test images of other "
+                                     "classes")
 
 
 @click.command()
@@ -128,7 +162,20 @@ def stackgan2(ctx, **params):
 @option(GanClsTrainConfig, "proj_dim", "N", "The text feature is compressed to N by FC + leaky ReLU (in G and in D).")
 @option(GanClsTrainConfig, "interp", None, "Manifold interpolation (GAN-INT): also train G on interpolated captions' "
                                            "features.")
-@option(GanClsTrainConfig, "interp_beta", "BETA", "Interpolated feature beta * t1 + (1 - beta) * t2 of two captions.")
+@option(GanClsTrainConfig, "interp_beta", "BETA", "Interpolated feature beta * t1 + (1 - beta) * t2 of two captions "
+                                                  "(--g-batch same).")
+@option(GanClsTrainConfig, "interp_weight", "W", "Weight of the interpolated captions' term in G's loss.")
+@option(GanClsTrainConfig, "n_captions", "K", "The text feature of an image: the mean of K of its captions' features, "
+                                              "drawn with replacement (Reed's numCaption: 4 on CUB).")
+@option(GanClsTrainConfig, "wrong", None, "D's mismatched pairs: real images with another sample's caption, or images "
+                                          "of another class with the right caption (as the reference).")
+@option(GanClsTrainConfig, "cls_weight", "W", "D's loss: real + W x wrong + (1 - W) x fake.")
+@option(GanClsTrainConfig, "layout", None, "Networks: reference = main_cls_int.lua's (CUB, Flowers); coco = "
+        "main_cls.lua's D (a LeakyReLU after its 3rd conv, no BatchNorm in its text projection); legacy = t2i's before "
+        "issue 15 (resize-convolutions, no residual blocks).")
+@option(GanClsTrainConfig, "g_batch", None, "G's samples: same = the D step's fakes plus as many on interpolated "
+        "captions; fresh = as main_cls_int.lua, 1.5 B newly drawn samples, B on the batch's captions and B/2 on the "
+        "means of its two halves' (weight --interp-weight), one BCE averaged over all.")
 @option(GanClsTrainConfig, "train_style_encoder", None, "Also train the style encoder S(x) -> z (squared loss on "
                                                         "generated images) for `t2i sample --style-from IMAGE`.")
 @click.pass_context
@@ -149,6 +196,7 @@ def gancls(ctx, **params):
           --text-embeddings Data/birds/train/char-CNN-RNN-embeddings.pickle
       torchrun --standalone --nproc_per_node=2 -m t2icli train gancls --data data/cub --damsm runs/damsm-cub \\
           --out runs/gancls-cub --batch-size 128 --device cuda --precision bf16
+      t2i train gancls --preset cub-paper --dry-run
     """
     _train(ctx, "gancls", params, "char-CNN-RNN conditioning, or too few test images of other classes")
 
@@ -161,6 +209,10 @@ def gancls(ctx, **params):
 @option(StackGANTrainConfig, "stage1_steps", "N", "Optimiser steps of the Stage-I GAN (a quarter of the final side).")
 @option(StackGANTrainConfig, "stage2_steps", "N", "Optimiser steps of the Stage-II GAN (the data's side), Stage-I "
                                                   "frozen.")
+@option(StackGANTrainConfig, "stage1_epochs", "N", "Train Stage-I for N epochs (replaces --stage1-steps).")
+@option(StackGANTrainConfig, "stage2_epochs", "N", "Train Stage-II for N epochs (replaces --stage2-steps).")
+@option(StackGANTrainConfig, "stage2_uncond", None, "Stage-II's D also scores with its unconditional logit, as "
+        "StackGAN-Pytorch: D = (cond real + uncond real) / 2 + (cond fake + wrong + uncond fake) / 3, G + uncond.")
 @option(StackGANTrainConfig, "cond_dim", "N", "Conditioning-augmentation code dimension.")
 @option(StackGANTrainConfig, "res_blocks", "N", "Residual blocks of the Stage-II generator.")
 @option(StackGANTrainConfig, "kl_weight", "W", "Weight of the conditioning-augmentation KL term.")
@@ -180,5 +232,6 @@ def stackgan(ctx, **params):
           --stage1-steps 60000 --stage2-steps 60000 --device cuda
       torchrun --standalone --nproc_per_node=4 -m t2icli train stackgan --data data/cub --damsm runs/damsm-cub \\
           --out runs/stackgan-cub --batch-size 64 --device cuda --precision bf16 --compile
+      t2i train stackgan --preset coco-paper --dry-run
     """
     _train(ctx, "stackgan", params, "char-CNN-RNN conditioning, or too few test images of other classes")

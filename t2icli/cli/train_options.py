@@ -12,7 +12,7 @@ import click
 
 from t2icli.cli.common import err, resolve_device
 
-__all__ = ["option", "apply_options", "run_options", "gan_options", "build_config", "report"]
+__all__ = ["option", "apply_options", "run_options", "gan_options", "build_config", "print_dry_run", "report"]
 
 
 def option(cls, name, metavar=None, help="", **overrides):
@@ -55,8 +55,9 @@ def apply_options(fn, opts):
 
 def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=None, checkpoint_help):
     """Decorator: the options of a run every trainer has (data, out, batch, device, precision, checkpoints, ...), and
-    the invocation options --config, --resume, --progress (not fields: they say how to run, not what)."""
-    from t2icli.training.config import PRESETS
+    the invocation options --config, --resume, --progress, --dry-run (not fields: they say how to run, not what).
+    preset_help: what to say about the toybirds preset (the paper presets describe themselves)."""
+    from t2icli.training.config import PRESETS, preset_help as paper_help
 
     kind = cls.KINDS[0]
     opts = [
@@ -72,8 +73,10 @@ def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=No
         option(cls, "out", "RUN", "Run folder to create (or to continue with --resume latest).  [required]"),
     ]
     if PRESETS[kind]:
+        described = " ".join(t for t in (preset_help, paper_help(kind, skip=("toybirds-cpu",) if preset_help else ()))
+                             if t)
         opts.append(option(cls, "preset", None, "A named configuration; options given explicitly override it. "
-                                                + (preset_help or ""), type=click.Choice(list(PRESETS[kind]))))
+                                                + described, type=click.Choice(list(PRESETS[kind]))))
     opts += [
         option(cls, "batch_size", "B", batch_help),
         option(cls, "max_minutes", "MIN", "Stop training after this many minutes (this invocation), then evaluate "
@@ -99,6 +102,14 @@ def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=No
                                          "`pip install -e .[tensorboard]`)."),
         click.option("--progress/--no-progress", default=True, show_default=True,
                      help="Show the progress bar on stderr."),
+        click.option("--dry-run", "dry_run", is_flag=True, default=False,
+                     help="Build the networks at the resolved settings, print one JSON object on stdout (the "
+                          "resolved config and every network's parameter count) and exit without training or "
+                          "writing anything. " + ("With --preset cub-paper|coco-paper neither --data nor --damsm is "
+                                                  "needed (the preset's image size, vocabulary size and text "
+                                                  "dimension stand in)." if hasattr(cls, "damsm") else
+                                                  "With --preset cub-paper|coco-paper --data is not needed (the "
+                                                  "preset's vocabulary size stands in).")),
     ]
     return lambda fn: apply_options(fn, opts)
 
@@ -134,31 +145,46 @@ def build_config(ctx, kind, params, skip_preset=()):
     --preset's values (when --preset is given), then every option given explicitly. Returns (config, resume,
     progress); training.loop.fit validates it (a bad value is a ConfigError: exit 2, naming the flag).
 
-    A preset's "steps" is not applied when --epochs is given; names in `skip_preset` are never applied. Where
-    --steps and --epochs exclude each other, giving one explicitly drops the other's value from the config file.
+    A preset's "steps" is not applied when --epochs is given (nor its --epochs when --steps is; likewise for
+    StackGAN's --stage1-steps / --stage1-epochs, ...); names in `skip_preset` are never applied. Where such a pair
+    excludes each other, giving one explicitly drops the other's value from the config file. An unknown preset, or
+    one with no reference configuration, is a ConfigError.
     """
     from click.core import ParameterSource
 
-    from t2icli.training.config import CONFIGS, PRESETS, load_config_file
+    from t2icli.training.config import CONFIGS, load_config_file, preset_values
 
     cls = CONFIGS[kind]
     params = dict(params)
     config_file, resume, progress = params.pop("config", None), params.pop("resume", None), params.pop("progress")
+    params.pop("dry_run", None)
     explicit = {n for n in params if ctx.get_parameter_source(n) not in
                 (ParameterSource.DEFAULT, ParameterSource.DEFAULT_MAP, None)}
+    pairs = ((("steps", "epochs"),) if cls.STEPS_OR_EPOCHS else ()) + tuple(cls.EXCLUSIVE)
     values = load_config_file(config_file, kind) if config_file else {}
     if "preset" in explicit and params["preset"] is not None:
-        for name, value in PRESETS[kind][params["preset"]].items():
-            if name in cls.field_names() and name not in skip_preset and not (name == "steps" and "epochs" in explicit):
+        blocked = {b for pair in pairs for a, b in (pair, pair[::-1]) if a in explicit}  # the explicit one's partner
+        for name, value in preset_values(kind, params["preset"]).items():
+            if name in cls.field_names() and name not in skip_preset and name not in blocked:
                 values[name] = value
     for name, value in params.items():
         if name in explicit or name not in values:
             values[name] = list(value) if isinstance(value, tuple) else value
-    for a, b in (("steps", "epochs"), ("epochs", "steps")):
-        if cls.STEPS_OR_EPOCHS and a in explicit and b not in explicit and b in values:
-            values[b] = None
+    for pair in pairs:
+        for a, b in (pair, pair[::-1]):
+            if a in explicit and b not in explicit and b in values:
+                values[b] = None
     values["device"] = resolve_device(values["device"])
     return cls(**{k: v for k, v in values.items() if k != "kind"}), resume, progress
+
+
+def print_dry_run(cfg):
+    """--dry-run: the JSON object of training.dryrun.dry_run(cfg) on stdout, nothing else."""
+    import json
+
+    from t2icli.training.dryrun import dry_run
+
+    click.echo(json.dumps(dry_run(cfg), indent=2))
 
 
 def report(result, none_reason, what="generated images", counted="test captions"):

@@ -24,7 +24,8 @@ from t2icli.errors import T2IError
 from t2icli.fileio import atomic_torch_save
 
 __all__ = ["ExportError", "DAMSM_FILE", "GENERATOR_FILE", "GENERATOR_KINDS", "TEXT_SOURCES", "state_dict_cpu",
-           "save_damsm", "load_damsm", "save_generator", "read_generator", "load_text_encoder", "load_generator"]
+           "save_damsm", "read_damsm", "load_damsm", "save_generator", "read_generator", "load_text_encoder",
+           "load_generator"]
 
 DAMSM_FILE, GENERATOR_FILE = "damsm.pt", "generator.pt"
 _DAMSM_FORMAT, _GENERATOR_FORMAT, _VERSION = "t2i-damsm", "t2i-generator", 1
@@ -73,12 +74,17 @@ def save_damsm(path, text_encoder, image_encoder, config, vocab):
     return path
 
 
+def read_damsm(path):
+    """The raw dict of a DAMSM export ("config", "vocab", both state dicts). Raises ExportError naming the path."""
+    return _read(path, DAMSM_FILE, _DAMSM_FORMAT, "DAMSM", "train one with `t2i train damsm`")
+
+
 def load_damsm(path, device="cpu"):
     """Rebuild a DAMSM export: (text_encoder, image_encoder, DAMSMConfig, vocab: [str]) on `device`, eval mode,
     gradients off. Raises ExportError naming the path."""
     from t2icli.models.damsm import DAMSM, DAMSMConfig
 
-    blob = _read(path, DAMSM_FILE, _DAMSM_FORMAT, "DAMSM", "train one with `t2i train damsm`")
+    blob = read_damsm(path)
     config = DAMSMConfig.from_dict(blob["config"])
     model = DAMSM(config)
     model.text_encoder.load_state_dict(blob["text_encoder"])

@@ -8,7 +8,9 @@
 layout="reference" is reedscot/icml2016 main_cls_int.lua's networks (G lines 99-168, D lines 171-226): stride-2
 transposed convs, a bottleneck residual block after G's 4x4 and 8x8 states and after D's 4x4 code, BatchNorm in
 D's text projection t_hat' (G's has none), no conv biases (the Lua script zeroes every conv bias before each
-forward pass, lines 309-310 and 394-395). layout="legacy" is the network t2i used before (resize-convs, no
+forward pass, lines 309-310 and 394-395). layout="coco" is the COCO script's (main_cls.lua, with
+scripts/train_coco.sh): the same G, and a D with a LeakyReLU after its third convolution and no BatchNorm in its text
+projection (main_cls.lua:204-210, 231-233). layout="legacy" is the network t2i used before (resize-convs, no
 residual blocks, no BatchNorm in D's projection); exports made then carry it.
 
 The export (RUN/generator.pt, with the style encoder when trained) is models/export.py's.
@@ -24,7 +26,7 @@ from t2icli.models.config import ConfigDict, ModelConfigError
 
 __all__ = ["GanClsConfig", "GanClsGenerator", "CondDiscriminator", "StyleEncoder", "init_dcgan", "check_size", "LAYOUTS"]
 
-LAYOUTS = ("reference", "legacy")
+LAYOUTS = ("reference", "coco", "legacy")
 
 
 def check_size(image_size, smallest=8, flag="image size"):
@@ -164,7 +166,7 @@ class GanClsGenerator(nn.Module):
             config = GanClsConfig.from_dict(config)
         self.config = cfg = config.validate()
         self.proj = TextProjection(cfg.text_dim, cfg.proj_dim)  # fcG: no BatchNorm
-        self.net = _reference_generator(cfg) if cfg.layout == "reference" else _legacy_generator(cfg)
+        self.net = _legacy_generator(cfg) if cfg.layout == "legacy" else _reference_generator(cfg)
 
     def forward(self, z, e_bar, e=None, mask=None, eps=None, return_attn=False):
         x = torch.cat([z, self.proj(e_bar)], dim=1)[:, :, None, None]  # [B, z_dim + proj_dim, 1, 1]
@@ -174,10 +176,11 @@ class GanClsGenerator(nn.Module):
         return out
 
 
-def reference_down_stack(size, ndf):
+def reference_down_stack(size, ndf, coco=False):
     """main_cls_int.lua's convD (lines 172-201), generalised: stride-2 4x4 convs to [C, 4, 4] (widths ndf * 2^k, at
-    most 8ndf; BN after all but the first; LeakyReLU after all but the last two, as the reference at 64 px), then
-    a LeakyReLU bottleneck residual block. Returns (nn.Sequential, C)."""
+    most 8ndf; BN after all but the first; LeakyReLU after all but the last two, as the reference at 64 px, or with
+    coco after all but the last, as main_cls.lua), then a LeakyReLU bottleneck residual block. Returns
+    (nn.Sequential, C)."""
     layers, cin = [], 3
     n = int(math.log2(size // 4))
     for k in range(n):
@@ -185,7 +188,7 @@ def reference_down_stack(size, ndf):
         layers.append(nn.Conv2d(cin, cout, 4, 2, 1, bias=False))
         if k > 0:
             layers.append(nn.BatchNorm2d(cout))
-        if k == 0 or k < n - 2:
+        if k == 0 or k < n - (1 if coco else 2):
             layers.append(nn.LeakyReLU(0.2, inplace=True))
         cin = cout
     return nn.Sequential(*layers, Bottleneck(cin, leaky=True)), cin
@@ -204,9 +207,10 @@ class CondDiscriminator(nn.Module):
         super().__init__()
         if layout not in LAYOUTS:
             raise ValueError(f"layout {layout!r}: choose from {LAYOUTS}")
-        ref = layout == "reference"
-        self.encode, code = reference_down_stack(size, df_dim) if ref else down_stack(size, df_dim)
-        self.proj = TextProjection(text_dim, proj_dim, bn=ref) if proj_dim else nn.Identity()
+        ref = layout != "legacy"
+        self.encode, code = (reference_down_stack(size, df_dim, coco=layout == "coco") if ref
+                             else down_stack(size, df_dim))
+        self.proj = TextProjection(text_dim, proj_dim, bn=layout == "reference") if proj_dim else nn.Identity()
         tdim = proj_dim or text_dim
         self.joint = nn.Sequential(nn.Conv2d(code + tdim, code, joint_kernel, 1, joint_kernel // 2, bias=False),
                                    nn.BatchNorm2d(code), nn.LeakyReLU(0.2, inplace=True))

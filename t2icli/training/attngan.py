@@ -7,9 +7,17 @@ terms; then G takes the adversarial terms of every stage + KL + (attngan) lambda
 colour consistency. Run folder, determinism, resume and torchrun: training/loop.py; snapshots: fakes<step>.png of
 every stage at fixed noise and prompts, attn<step>.png word-attention maps (attngan); export RUN/generator.pt.
 
+StackGAN-v2's own choices are flags (its --preset cub-paper sets them; the defaults keep the form above):
+--d-condition mu (the Ds see the CA mean, detached in D's step: trainer.py:579-581, 619), --wrong images (an image of
+another class with the right condition: datasets.py:299-310), --uncond-loss W (D = real + wrong + fake, each with W x
+its unconditional term, a wrong image counting as real there: trainer.py:583-600), --cc-detach (colour consistency
+against the smaller stage's detached statistics: :630-657), --unconditional (B_CONDITION False: noise only, the Ds'
+unconditional heads only, no KL), --text-embeddings (StackGAN's char-CNN-RNN embeddings, as the paper).
+
 Distributed: rank r trains on rows [r::world] of the global batch with the z/eps those rows get in one process;
-BatchNorm in G and the Ds is synchronised, the mismatched captions of D's "wrong" term are the global batch's roll,
-and the DAMSM term gathers every rank's features, so N processes compute the losses of one process. Gradients are
+BatchNorm in G and the Ds is synchronised, the mismatched captions of D's "wrong" term are the global batch's roll
+(wrong images are drawn for the global batch from the step's generator), and the DAMSM term gathers every rank's
+features, so N processes compute the losses of one process. Gradients are
 averaged with distributed.sync_grads after each backward (not DDP: D is called several ways and its requires_grad
 is toggled).
 
@@ -27,17 +35,18 @@ from t2icli.models.attngan import word_mask
 from t2icli.training import distributed
 from t2icli.training.config import AttnGANTrainConfig, StackGAN2TrainConfig
 from t2icli.training.ema import EMA
-from t2icli.training.gan import GANTrainer, compiled, generate
+from t2icli.training.gan import GANTrainer, compiled, generate, mismatched
 from t2icli.training.loop import fit
 from t2icli.training.run import RunError
 from t2icli.training.state import TrainState
 
-__all__ = ["train", "train_step", "TreeTrainer"]
+__all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "network_counts"]
 
 
 def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens, lengths, class_ids, z,
                eps, *, amp=None, kl_weight=1.0, damsm_weight=0.0, damsm_config=None, damsm_aug=None, cc=None, r1_gamma=0.0,
-               check=None):
+               check=None, e_bar=None, wrong_images=None, d_condition="sentence", uncond_loss=None, cc_detach=False,
+               conditional=True):
     """One AttnGAN / StackGAN++ step on this rank's rows of the global batch: D step, then G step.
 
     G_fwd / D_fwd: what to call (G and the list of Ds, or their torch.compile wrappers); G / Ds: the modules
@@ -45,32 +54,57 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     eps [b, cond_dim]; amp: autocast context of the forward passes (None = fp32); damsm_weight > 0 adds the DAMSM
     term (image_encoder + damsm_config's gammas, features gathered over ranks), which scores the final images
     moved by losses.shift_flip(x, damsm_aug) when damsm_aug [b, 3] (uniform draws) is given; cc: (lambda1, lambda2) adds
-    StackGAN++'s colour consistency; r1_gamma > 0 adds the R1 penalty to every D's loss (double backward, so the
-    Ds run uncompiled in their own step). Gradients are averaged over ranks before each optimiser step. check(vals) is
+    StackGAN++'s colour consistency (on the smaller stage's detached statistics with cc_detach, as StackGAN-v2
+    trainer.py:630-657); r1_gamma > 0 adds the R1 penalty to every D's loss (double backward, so the Ds run
+    uncompiled in their own step). Gradients are averaged over ranks before each optimiser step. check(vals) is
     called with the losses before G's backward (to stop on a non-finite loss).
+
+    The StackGAN-v2 options: e_bar [b, text_dim] given: the sentence features (char-CNN-RNN embeddings) instead of
+    the text encoder's (no word features: no attention, no DAMSM term); d_condition "mu": the Ds' conditional heads
+    see the CA mean, detached in D's step and not in G's (trainer.py:579-581, 619), instead of the sentence;
+    wrong_images: S x [b, 3, s_i, s_i] images of other classes, D's wrong pairs (wrong image, right condition)
+    instead of (real image, another sample's caption); uncond_loss W: StackGAN-v2's D loss with UNCOND_LOSS W
+    (losses.stackgan2_discriminator_loss) and G's unconditional terms weighted W, instead of AttnGAN's;
+    conditional=False: StackGAN-v2's unconditional mode (the Ds' unconditional heads only, no KL).
     Returns {"d", "g", "g_adv", "kl", "damsm", "cc"}: floats, averaged over ranks (= the one-process values).
     """
     amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
     phase = torch.profiler.record_function  # named regions for scripts/profile_gan.py (free when not profiling)
-    device = tokens.device
-    with phase("t2i/text"), torch.no_grad():
-        e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
-    mask = word_mask(tokens)  # [b, T] True = padding
-    e_bar_wrong = None  # one process: mismatched(e_bar); N processes: this rank's rows of the global batch's roll
-    if distributed.current().world > 1:
-        e_bar_wrong = distributed.local_rows(losses.mismatched(distributed.all_gather(e_bar)))  # [b, D]
+    device = z.device
+    e = mask = None
+    if e_bar is None:
+        with phase("t2i/text"), torch.no_grad():
+            e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
+        mask = word_mask(tokens)  # [b, T] True = padding
     with phase("t2i/G forward"), amp:
         g_out = G_fwd(z, e_bar, e, mask, eps=eps)
     fakes = g_out["images"]  # S x [b, 3, s_i, s_i]
+    cond_d = cond_g = None  # what D's conditional heads see in D's step and in G's step (None: unconditional)
+    if conditional:
+        cond_d = cond_g = e_bar
+        if d_condition == "mu":
+            cond_d, cond_g = g_out["mu"].detach().float(), g_out["mu"]
+    cond_wrong = None  # one process: mismatched(cond_d); N processes: this rank's rows of the global batch's roll
+    if conditional and wrong_images is None and distributed.current().world > 1:
+        cond_wrong = mismatched(cond_d)  # [b, D]
 
-    # (1) discriminators: (real, text) / (fake, text) / (real, wrong text) + unconditional.
+    # (1) discriminators: (real, text) / (fake, text) / wrong pair + unconditional.
     with phase("t2i/D step"):
         Ds.requires_grad_(True)
         d_total = 0.0
-        for D, x_real, x_fake in zip(Ds if r1_gamma > 0 else D_fwd, reals, fakes):  # compile: no double backward
+        for i, (D, x_real, x_fake) in enumerate(zip(Ds if r1_gamma > 0 else D_fwd, reals, fakes)):  # compile: no
+            wrong = None if wrong_images is None else wrong_images[i]                                # double backward
             with amp:
-                d_total = d_total + losses.discriminator_loss(D, x_real, x_fake.detach(), e_bar, e_bar_wrong,
-                                                              r1_gamma)["loss"]
+                if not conditional:
+                    out = losses.unconditional_discriminator_loss(D, x_real, x_fake.detach(), r1_gamma)
+                elif uncond_loss is None:
+                    out = losses.discriminator_loss(D, x_real, x_fake.detach(), cond_d, cond_wrong, r1_gamma,
+                                                    wrong_images=wrong)
+                else:
+                    out = losses.stackgan2_discriminator_loss(D, x_real, x_fake.detach(), cond_d, cond_wrong,
+                                                              wrong_images=wrong, uncond_weight=uncond_loss,
+                                                              r1_gamma=r1_gamma)
+            d_total = d_total + out["loss"]
         opt_D.zero_grad(set_to_none=True)
         d_total.backward()
         distributed.sync_grads(Ds.parameters())
@@ -79,9 +113,9 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     # (2) generator: adversarial terms of every stage + KL + DAMSM (attngan) / colour consistency.
     Ds.requires_grad_(False)  # no D gradients wasted in the G step
     with phase("t2i/G adversarial"), amp:
-        g_adv, _ = losses.generator_adv_loss(D_fwd, fakes, e_bar)
-    kl = losses.kl_loss(g_out["mu"], g_out["logvar"])
-    g_total = g_adv + kl_weight * kl
+        g_adv, _ = losses.generator_adv_loss(D_fwd, fakes, cond_g, 1.0 if uncond_loss is None else uncond_loss)
+    kl = losses.kl_loss(g_out["mu"], g_out["logvar"]) if conditional else torch.zeros((), device=device)
+    g_total = g_adv + kl_weight * kl if conditional else g_adv
     dam = cc_loss = torch.zeros((), device=device)
     if damsm_weight > 0:
         def gather(t):  # the DAMSM negatives are the whole global batch, as in one process
@@ -95,7 +129,7 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
                                               gather=gather if distributed.current().world > 1 else None)["loss"]
         g_total = g_total + damsm_weight * dam
     if cc is not None:
-        cc_loss = sum(losses.color_consistency_loss(fakes[i - 1], fakes[i], *cc) for i in range(1, len(fakes)))
+        cc_loss = losses.tree_color_consistency(fakes, *cc, detach=cc_detach)
         g_total = g_total + cc_loss
     stats = torch.stack([t.detach().float().reshape(()) for t in (d_total, g_total, g_adv, kl, dam, cc_loss)])
     vals = dict(zip(("d", "g", "g_adv", "kl", "damsm", "cc"), distributed.all_mean(stats).tolist()))
@@ -109,6 +143,35 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     return vals
 
 
+def model_config(cfg, image_size, text_dim):
+    """The generator config of an AttnGAN / StackGAN++ run (cfg: its TrainConfig) on images of `image_size` px with
+    text features of `text_dim`. Raises ModelConfigError for stages that do not fit."""
+    from t2icli.models.attngan import GeneratorConfig
+
+    return GeneratorConfig(image_size=int(image_size), stages=cfg.stages, gf_dim=cfg.gf_dim, df_dim=cfg.df_dim,
+                           z_dim=cfg.z_dim, cond_dim=cfg.cond_dim, text_dim=int(text_dim),
+                           attention=cfg.kind == "attngan", res_blocks=cfg.r_num,
+                           conditional=not getattr(cfg, "unconditional", False)).validate()
+
+
+def networks(cfg, gcfg):
+    """(G, Ds) of the run, freshly built (not initialised): G for `gcfg`, one D per stage, whose conditional heads
+    see the sentence feature or (StackGAN++ --d-condition mu) the CA mean."""
+    from t2icli.models.attngan import Generator, build_discriminators
+
+    mu = getattr(cfg, "d_condition", "sentence") == "mu"
+    return Generator(gcfg), build_discriminators(gcfg, condition_dim=gcfg.cond_dim if mu else None)
+
+
+def network_counts(cfg, gcfg):
+    """{"G": n, "D<side>": n per stage} parameter counts of the run's networks, built on the meta device."""
+    from t2icli.models import parameter_count
+
+    with torch.device("meta"):
+        G, Ds = networks(cfg, gcfg)
+    return dict({"G": parameter_count(G)}, **{f"D{s}": parameter_count(D) for s, D in zip(gcfg.sizes, Ds)})
+
+
 class TreeTrainer(GANTrainer):
     """AttnGAN / StackGAN++ on the shared loop: set-up, the step, the snapshot (see the module docstring)."""
 
@@ -118,6 +181,7 @@ class TreeTrainer(GANTrainer):
         super().__init__(cfg, env, resume)
         self.use_damsm = cfg.kind == "attngan" and cfg.damsm_weight > 0
         self.use_cc = cfg.kind == "stackgan2" and cfg.color_consistency and cfg.stages > 1
+        self.conditional = not getattr(cfg, "unconditional", False)
 
     def stage_sizes(self, image_size):
         from t2icli.models.attngan import check_stages, stage_sizes
@@ -130,25 +194,31 @@ class TreeTrainer(GANTrainer):
         return stage_sizes(image_size, self.cfg.stages)
 
     def model_config(self):
-        from t2icli.models.attngan import GeneratorConfig
+        return model_config(self.cfg, self.resolutions[-1], self.text_dim)
 
-        return GeneratorConfig(image_size=self.resolutions[-1], stages=self.cfg.stages, gf_dim=self.cfg.gf_dim,
-                               df_dim=self.cfg.df_dim, z_dim=self.cfg.z_dim, cond_dim=self.cfg.cond_dim,
-                               text_dim=self.damsm_config.dim, attention=self.cfg.kind == "attngan")
+    def check_resume(self, ckpt, path):
+        super().check_resume(ckpt, path)
+        old = (ckpt.get("train_config") or {}).get("d_condition", "sentence")
+        if old != getattr(self.cfg, "d_condition", "sentence"):  # the Ds' conditional heads differ in width
+            raise RunError(f"--resume {path}: the checkpoint's discriminators were trained with --d-condition {old}")
 
     def build(self, ckpt):
-        from t2icli.models.attngan import Generator, build_discriminators, init_weights
+        from t2icli.models.attngan import init_weights
 
         cfg, gcfg = self.cfg, self.model_config()
-        self.G = G = distributed.sync_batchnorm(init_weights(Generator(gcfg))).to(self.device)  # global-batch BN
-        self.Ds = Ds = distributed.sync_batchnorm(init_weights(build_discriminators(gcfg))).to(self.device)
+        G, Ds = networks(cfg, gcfg)
+        self.G = G = distributed.sync_batchnorm(init_weights(G)).to(self.device)  # global-batch BN
+        self.Ds = Ds = distributed.sync_batchnorm(init_weights(Ds)).to(self.device)
         self.opt_G = torch.optim.Adam(G.parameters(), lr=cfg.lr_g, betas=(0.5, 0.999))
         self.opt_D = torch.optim.Adam(Ds.parameters(), lr=cfg.lr_d, betas=(0.5, 0.999))  # = one Adam per D
         self.G_ema = EMA(G, cfg.ema_beta) if cfg.ema else None
         self.G_fwd, self.D_fwd = compiled(G, cfg.compile), [compiled(D, cfg.compile) for D in Ds]  # what steps call
         self.amp = distributed.autocast(self.device, cfg.precision)
-        self.p_tokens, self.p_lengths, self.p_texts = self.prompt_tokens()
-        self.p_z, self.p_eps = self.fixed_noise(len(self.p_tokens), cfg.cond_dim)
+        if self.embeddings is None:
+            self.p_tokens, self.p_lengths, self.p_texts = self.prompt_tokens()
+        else:  # char-CNN-RNN: no encoder for new text; the first training images' embeddings
+            self.p_t, self.p_texts = self.prompt_features()
+        self.p_z, self.p_eps = self.fixed_noise(len(self.p_texts), cfg.cond_dim)
         G.train()
         Ds.train()
         return TrainState({"G": G, "Ds": Ds, "opt_G": self.opt_G, "opt_D": self.opt_D, "G_ema": self.G_ema},
@@ -158,8 +228,10 @@ class TreeTrainer(GANTrainer):
     def describe(self):
         cfg = self.cfg
         return (f"{cfg.kind}: {cfg.stages} stages {self.resolutions} px, G {self.count(self.G):.2f}M / Ds "
-                f"{self.count(self.Ds):.2f}M parameters, {len(self.train_ds)} train / {len(self.test_ds)} "
-                f"{self.test_ds.split} images, batch {cfg.batch_size}, {self.loop.total} steps, device {self.device}")
+                f"{self.count(self.Ds):.2f}M parameters, "
+                + ("unconditional, " if not self.conditional else f"text {self.text_source} ({self.text_dim}-d), ")
+                + f"{len(self.train_ds)} train / {len(self.test_ds)} {self.test_ds.split} images, batch "
+                  f"{cfg.batch_size}, {self.loop.total} steps, device {self.device}")
 
     def step(self, batch, gen):
         cfg, device = self.cfg, self.device
@@ -170,12 +242,19 @@ class TreeTrainer(GANTrainer):
         aug = None  # [b, 3] shift x, shift y, mirror draws for the DAMSM term (global batch, like z)
         if self.use_damsm and cfg.damsm_augment:
             aug = distributed.local_rows(torch.rand(B, 3, generator=gen)).to(device)
+        wrong = None  # S x [b, 3, s_i, s_i]: an image of another class beside each real one (StackGAN-v2)
+        if getattr(cfg, "wrong", "captions") == "images" and self.conditional:
+            wrong = self.wrong_images(batch, gen)
         vals = train_step(self.G_fwd, self.D_fwd, self.G, self.Ds, self.opt_G, self.opt_D, self.text_encoder,
                           self.image_encoder, batch["images"], tokens, batch["lengths"], batch["class_ids"], z, eps,
                           amp=self.amp, kl_weight=cfg.kl_weight,
                           damsm_weight=cfg.damsm_weight if self.use_damsm else 0.0, damsm_config=self.damsm_config,
                           damsm_aug=aug, cc=(cfg.cc_lambda1, cfg.cc_lambda2) if self.use_cc else None,
-                          r1_gamma=self.r1_gamma(), check=self.loop.check_finite)
+                          r1_gamma=self.r1_gamma(), check=self.loop.check_finite,
+                          e_bar=None if self.embeddings is None else self.condition(batch), wrong_images=wrong,
+                          d_condition=getattr(cfg, "d_condition", "sentence"),
+                          uncond_loss=getattr(cfg, "uncond_loss", None), cc_detach=getattr(cfg, "cc_detach", False),
+                          conditional=self.conditional)
         if self.G_ema is not None:
             self.G_ema.update(self.G)
         return vals
@@ -196,10 +275,14 @@ class TreeTrainer(GANTrainer):
         was = net.training
         net.eval()
         try:
-            res = generate(net, self.text_encoder, self.p_tokens, self.p_lengths, z=self.p_z, eps=self.p_eps,
-                           return_attn=True)
-            stage_imgs = [to_uint8(x) for x in res["images"]]  # S x [n, s, s, 3]
-            n = len(self.p_tokens)
+            if self.embeddings is None:
+                res = generate(net, self.text_encoder, self.p_tokens, self.p_lengths, z=self.p_z, eps=self.p_eps,
+                               return_attn=True)
+                stage_imgs = [to_uint8(x) for x in res["images"]]  # S x [n, s, s, 3]
+            else:  # char-CNN-RNN embeddings of the first training images
+                res = {"attn": []}
+                stage_imgs = self.draw(net, self.p_t, self.p_z.to(self.device), self.p_eps.to(self.device))
+            n = len(self.p_texts)
             grid = save_image_grid(self.grid_path(), [[im[k] for im in stage_imgs] for k in range(n)],
                                    row_labels=self.p_texts, col_labels=[f"{s}px" for s in self.resolutions])
             attn_path = None
@@ -211,7 +294,7 @@ class TreeTrainer(GANTrainer):
                 alphas = [beta[k, : lengths[k]].reshape(-1, s, s) for k in range(n)]
                 attn_path = save_attention_blocks(self.loop.run.path(f"attn{self.loop.step:08d}.png"),
                                                   stage_imgs[-1], words, alphas)
-            rp = self.rprecision(net, final)
+            rp = self.rprecision(net, final) if self.conditional else None  # unconditional: no text to match
         finally:
             net.train(was)
         return self.record(grid, rp, t0, attention=attn_path)

@@ -20,8 +20,8 @@ import os
 from t2icli.errors import ConfigError
 
 __all__ = ["TrainConfig", "DAMSMTrainConfig", "GANTrainConfig", "AttnGANTrainConfig",
-           "StackGAN2TrainConfig", "StackGANTrainConfig", "GanClsTrainConfig", "CONFIGS", "PRESETS", "flag_of",
-           "load_config_file"]
+           "StackGAN2TrainConfig", "StackGANTrainConfig", "GanClsTrainConfig", "CONFIGS", "PRESETS", "PAPER_PRESETS",
+           "preset_values", "preset_help", "flag_of", "load_config_file"]
 
 
 # -- field declarations -----------------------------------------------------------------------------
@@ -109,6 +109,7 @@ class TrainConfig:
 
     KINDS = ()  # the kinds this config trains; KINDS[0] is the default
     STEPS_OR_EPOCHS = False  # True: --steps and --epochs exclude each other (else the first reached stops)
+    EXCLUSIVE = ()  # more (steps, epochs) pairs: giving one explicitly drops the other's value from a config/preset
 
     kind: str = Str()
     data: str = Path(dir_okay=True, file_okay=False)
@@ -150,9 +151,12 @@ class TrainConfig:
                               f"{'|'.join(cls.KINDS)}` (a config of another trainer, or of another t2i version?)")
         return cls(**d)
 
-    def validate(self):
+    def validate(self, dry_run=False):
         """Check every field against its declaration, then the rules that tie fields together. Normalises paths
-        to absolute ones. Raises ConfigError naming the flag. Returns self."""
+        to absolute ones. Raises ConfigError naming the flag. Returns self.
+
+        dry_run: the config of a `--dry-run` (nothing is trained or written): --out and the inputs (--data,
+        --damsm) may be missing; training/dryrun.py decides what must stand in for them."""
         if self.kind not in self.KINDS:
             raise ConfigError(f"kind {self.kind!r}: this config trains {' or '.join(self.KINDS)}")
         for f in dataclasses.fields(self):
@@ -168,16 +172,16 @@ class TrainConfig:
             _check_field(f, value)
             if f.metadata.get("kind") == "path" and value is not None:
                 setattr(self, f.name, os.path.abspath(os.fspath(value)))
-        for name in ("data", "out"):
+        for name in () if dry_run else ("data", "out"):
             if getattr(self, name) is None:
                 raise ConfigError(f"{flag_of(name)} is required (or --config RUN/config.json)")
-        if self.preset is not None and self.preset not in PRESETS.get(self.kind, {}):
-            raise ConfigError(f"--preset {self.preset!r}: choose from {', '.join(PRESETS.get(self.kind, {})) or 'none'}")
-        self.check()
+        if self.preset is not None:
+            preset_values(self.kind, self.preset)  # an unknown or unavailable preset is a ConfigError
+        self.check(dry_run)
         return self
 
-    def check(self):
-        """Rules between fields (subclasses extend it)."""
+    def check(self, dry_run=False):
+        """Rules between fields (subclasses extend it); dry_run as in validate()."""
 
     def describe_changes(self, old):
         """'name: a -> b' for every field that differs from the dict `old` (e.g. a resumed run's config.json)."""
@@ -206,10 +210,14 @@ class DAMSMTrainConfig(TrainConfig):
     eval_every: int = Int(1, min=1)
     n_attention: int = Int(8, min=0)
     rprecision_runs: int = Int(10, min=1)
+    word_limit: int = Int(None, min=1)  # None: the data set's (dataset.json word_limit)
+    backbone_batch_stats: bool = Bool(False)  # AttnGAN's cnn_model.train(): the frozen Inception's BN in train mode
+    reset_adam: bool = Bool(False)  # AttnGAN's pretrain_DAMSM.py: a new Adam (fresh moments) at every epoch
 
-    def check(self):
-        if self.image_encoder == "small" and self.inception_weights is not None:
-            raise ConfigError("--inception-weights is only used with --image-encoder inception_v3")
+    def check(self, dry_run=False):
+        for name in ("inception_weights", "backbone_batch_stats"):
+            if self.image_encoder == "small" and getattr(self, name):
+                raise ConfigError(f"{flag_of(name)} is only used with --image-encoder inception_v3")
 
 
 @dataclasses.dataclass
@@ -232,8 +240,8 @@ class GANTrainConfig(TrainConfig):
     final_rprecision: int = Int(None, min=0)
     rprecision_runs: int = Int(10, min=1)
 
-    def check(self):
-        if self.damsm is None:
+    def check(self, dry_run=False):
+        if self.damsm is None and not dry_run:
             raise ConfigError("--damsm is required (the DAMSM run from `t2i train damsm` on the same --data)")
         if self.STEPS_OR_EPOCHS and self.steps is not None and self.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
@@ -250,6 +258,7 @@ class _TreeConfig(GANTrainConfig):
     epochs: int = Int(None, min=1)  # neither: 600 epochs
     stages: int = Int(3, min=1, max=3)
     cond_dim: int = Int(100, min=1)
+    r_num: int = Int(2, min=0)  # the references' GAN.R_NUM: residual blocks per next stage
     kl_weight: float = Float(1.0, min=0)
     r1_gamma: float = Float(0.0, min=0)
     r1_every: int = Int(1, min=1)
@@ -274,6 +283,20 @@ class StackGAN2TrainConfig(_TreeConfig):
     color_consistency: bool = Bool(True)
     cc_lambda1: float = Float(1.0, min=0)
     cc_lambda2: float = Float(5.0, min=0)
+    cc_detach: bool = Bool(False)  # StackGAN-v2: the smaller stage's statistics are a fixed target
+    d_condition: str = Str("sentence", choices=("sentence", "mu"))  # what the Ds' conditional heads see
+    wrong: str = Str("captions", choices=("captions", "images"))  # D's mismatched pairs
+    uncond_loss: float = Float(None, min=0)  # None: AttnGAN's D loss; W: StackGAN-v2's with UNCOND_LOSS W
+    unconditional: bool = Bool(False, flag_only=True)  # StackGAN-v2's B_CONDITION False
+    text_embeddings: str = Path(dir_okay=False)
+
+    def check(self, dry_run=False):
+        super().check(dry_run)
+        if self.text_embeddings is not None and self.prompts:
+            raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
+                              "snapshots show the first training images' captions)")
+        if self.unconditional and self.text_embeddings is not None:
+            raise ConfigError("--unconditional trains on images alone; it does not go with --text-embeddings")
 
 
 @dataclasses.dataclass
@@ -282,9 +305,10 @@ class _BaselineConfig(GANTrainConfig):
 
     batch_size: int = Int(64, min=2)
     text_embeddings: str = Path(dir_okay=False)
+    lr_decay_epochs: int = Int(None, min=1)  # halve lr_g and lr_d every this many epochs (None: never)
 
-    def check(self):
-        super().check()
+    def check(self, dry_run=False):
+        super().check(dry_run)
         if self.text_embeddings is not None and self.prompts:
             raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
                               "snapshots show the first training images' captions)")
@@ -304,7 +328,19 @@ class GanClsTrainConfig(_BaselineConfig):
     proj_dim: int = Int(128, min=1)
     interp: bool = Bool(True)
     interp_beta: float = Float(0.5, min=0, max=1)
+    interp_weight: float = Float(1.0, min=0)
     train_style_encoder: bool = Bool(False, flag_only=True)
+    n_captions: int = Int(1, min=1)  # the sentence feature: mean of this many captions of the image (numCaption)
+    wrong: str = Str("captions", choices=("captions", "images"))  # D's mismatched pairs
+    cls_weight: float = Float(0.5, min=0, max=1)  # D: real + cls_weight * wrong + (1 - cls_weight) * fake
+    g_batch: str = Str("same", choices=("same", "fresh"))  # G's samples: the D step's, or freshly drawn
+    layout: str = Str("reference", choices=("reference", "coco", "legacy"))  # models.gancls's network layouts
+
+    def check(self, dry_run=False):
+        super().check(dry_run)
+        if self.g_batch == "fresh" and self.interp and self.batch_size % 2:
+            raise ConfigError(f"--batch-size {self.batch_size}: --g-batch fresh with --interp interpolates the first "
+                              "and the second half of the batch, so it must be even")
 
 
 @dataclasses.dataclass
@@ -312,13 +348,17 @@ class StackGANTrainConfig(_BaselineConfig):
     """`t2i train stackgan` (StackGAN v1, StackGAN-Pytorch): Stage-I, then Stage-II with Stage-I frozen."""
 
     KINDS = ("stackgan",)
+    EXCLUSIVE = (("stage1_steps", "stage1_epochs"), ("stage2_steps", "stage2_epochs"))
 
     gf_dim: int = Int(128, min=1)
     stage1_steps: int = Int(10000, min=1)
     stage2_steps: int = Int(10000, min=1)
+    stage1_epochs: int = Int(None, min=1)  # when set, replaces --stage1-steps
+    stage2_epochs: int = Int(None, min=1)  # when set, replaces --stage2-steps
     cond_dim: int = Int(128, min=1)
     res_blocks: int = Int(4, min=0)
     kl_weight: float = Float(2.0, min=0)
+    stage2_uncond: bool = Bool(False)  # StackGAN-Pytorch: Stage-II's D also scores with its unconditional head
 
 
 CONFIGS = {"damsm": DAMSMTrainConfig, "attngan": AttnGANTrainConfig, "stackgan2": StackGAN2TrainConfig,
@@ -348,6 +388,125 @@ PRESETS = {
         "lr_d": 2e-4, "z_dim": 64, "cond_dim": 64, "res_blocks": 2, "ema_beta": 0.99, "snapshot_every": 250,
         "max_minutes": 7.0, "prompts": _TOY_PROMPTS}},
 }
+
+# The paper presets: every field the reference's config file (or its defaults) sets, so that `--preset cub-paper`
+# on CUB is the paper's run. Non-field keys: "description" (--help), "reference" (the file it equals), "stand_in"
+# (what `--dry-run` builds with when --data / --damsm are not given: the image size, the vocabulary size of
+# AttnGAN's released captions.pickle, the text feature's size and source, the DAMSM image encoder) and
+# "unavailable" (the reason a preset has no reference to equal; asking for it is an error saying so).
+# Fields the references do not have keep t2i's defaults except where the reference's behaviour needs a value
+# (no EMA where the reference keeps no average, no R1, no time limit, no prompts).
+_PAPER_RUN = {"max_minutes": None, "prompts": []}
+_CUB_WORDS, _COCO_WORDS = 5450, 27297  # AttnGAN's captions.pickle vocabularies (text_encoder200/100.pth)
+_DAMSM_PAPER = dict(max_minutes=None, image_encoder="inception_v3", batch_size=48, epochs=600, steps=None, lr=0.002,
+                    gamma1=4.0, gamma2=5.0, gamma3=10.0, grad_clip=0.25, dropout=0.5, eval_every=1,
+                    backbone_batch_stats=True, reset_adam=True)
+_ATTN_PAPER = dict(_PAPER_RUN, stages=3, z_dim=100, cond_dim=100, epochs=None, steps=None, lr_g=2e-4, lr_d=2e-4,
+                   kl_weight=1.0, ema=True, ema_beta=0.999, r1_gamma=0.0, r1_every=1, damsm_augment=False,
+                   snapshot_every=1000)
+_BIRDS_1024 = {"text_dim": 1024, "text_source": "char-cnn-rnn"}  # StackGAN's / Reed's embeddings of CUB captions
+PAPER_PRESETS = {
+    "damsm": {
+        "cub-paper": dict(_DAMSM_PAPER, word_limit=18, description=(
+            "the DAMSM of the AttnGAN paper on CUB: Inception-v3 (needs --inception-weights) with its BatchNorm in "
+            "training mode, 299 px crops, batch 48, 600 epochs, lr 0.002 (x0.98 per epoch), a new Adam every "
+            "epoch, 18 words"), reference="taoxugit/AttnGAN code/cfg/DAMSM/bird.yml with code/pretrain_DAMSM.py",
+            stand_in={"vocab_size": _CUB_WORDS}),
+        "coco-paper": dict(_DAMSM_PAPER, word_limit=15, description=(
+            "the DAMSM of the AttnGAN paper on COCO: as cub-paper with 15 words"),
+            reference="taoxugit/AttnGAN code/cfg/DAMSM/coco.yml with code/pretrain_DAMSM.py",
+            stand_in={"vocab_size": _COCO_WORDS}),
+    },
+    "attngan": {
+        "cub-paper": dict(_ATTN_PAPER, gf_dim=32, df_dim=64, r_num=2, batch_size=20, epochs=600, damsm_weight=5.0,
+                          description="AttnGAN on CUB: 3 stages to 256 px, gf 32, df 64, R_NUM 2, batch 20, 600 "
+                                      "epochs, lambda 5", reference="taoxugit/AttnGAN code/cfg/bird_attn2.yml",
+                          stand_in={"image_size": 256, "vocab_size": _CUB_WORDS, "text_dim": 256,
+                                    "text_source": "damsm", "image_encoder": "inception_v3"}),
+        "coco-paper": dict(_ATTN_PAPER, gf_dim=48, df_dim=96, r_num=3, batch_size=14, epochs=120, damsm_weight=50.0,
+                           description="AttnGAN on COCO: 3 stages to 256 px, gf 48, df 96, R_NUM 3, batch 14, 120 "
+                                       "epochs, lambda 50", reference="taoxugit/AttnGAN code/cfg/coco_attn2.yml",
+                           stand_in={"image_size": 256, "vocab_size": _COCO_WORDS, "text_dim": 256,
+                                     "text_source": "damsm", "image_encoder": "inception_v3"}),
+    },
+    "stackgan2": {
+        "cub-paper": dict(_PAPER_RUN, stages=3, gf_dim=64, df_dim=64, z_dim=100, cond_dim=128, r_num=2, batch_size=24,
+                          epochs=600, steps=None, lr_g=2e-4, lr_d=2e-4, kl_weight=2.0, uncond_loss=1.0,
+                          d_condition="mu", wrong="images", color_consistency=False, cc_detach=True,
+                          unconditional=False, ema=True, ema_beta=0.999, r1_gamma=0.0, r1_every=1,
+                          snapshot_every=2000,
+                          description="StackGAN++ on CUB: 3 stages to 256 px, gf 64, df 64, c 128, R_NUM 2, batch "
+                                      "24, 600 epochs, KL x2, Ds on mu with wrong images and UNCOND_LOSS 1, no colour "
+                                      "loss; the paper's text is char-CNN-RNN (--text-embeddings)",
+                          reference="hanzhanggit/StackGAN-v2 code/cfg/birds_3stages.yml",
+                          stand_in=dict(_BIRDS_1024, image_size=256)),
+        "coco-paper": {"unavailable": "StackGAN-v2 publishes no COCO configuration (its code/cfg/ holds "
+                                      "birds_3stages.yml and the unconditional LSUN / ImageNet ones); use --preset "
+                                      "cub-paper with COCO's --data and set the widths yourself"},
+    },
+    "stackgan": {
+        "cub-paper": dict(_PAPER_RUN, gf_dim=128, df_dim=64, z_dim=100, cond_dim=128, res_blocks=4, kl_weight=2.0,
+                          batch_size=64, stage1_epochs=600, stage2_epochs=600, lr_g=2e-4, lr_d=2e-4,
+                          lr_decay_epochs=600, stage2_uncond=True, ema=False, snapshot_every=1000,
+                          description="StackGAN on CUB: Stage-I 64 px then Stage-II 256 px, gf 128, df 64, c 128, "
+                                      "R_NUM 4, batch 64, 600 + 600 epochs, lr halved every 600 epochs, KL x2; the "
+                                      "paper's text is char-CNN-RNN (--text-embeddings)",
+                          reference="hanzhanggit/StackGAN-Pytorch code/miscc/config.py (its defaults are birds')",
+                          stand_in=dict(_BIRDS_1024, image_size=256)),
+        "coco-paper": dict(_PAPER_RUN, gf_dim=192, df_dim=96, z_dim=100, cond_dim=128, res_blocks=2, kl_weight=2.0,
+                           batch_size=128, stage1_epochs=120, stage2_epochs=100, lr_g=2e-4, lr_d=2e-4,
+                           lr_decay_epochs=20, stage2_uncond=True, ema=False, snapshot_every=1000,
+                           description="StackGAN on COCO: gf 192, df 96, c 128, R_NUM 2, batch 128 (Stage-II's 40 is "
+                                       "not a separate option: one batch size for both stages), 120 + 100 epochs, "
+                                       "lr halved every 20 epochs, KL x2",
+                           reference="hanzhanggit/StackGAN-Pytorch code/cfg/coco_s1.yml and coco_s2.yml",
+                           stand_in=dict(_BIRDS_1024, image_size=256)),
+    },
+    "gancls": {
+        "cub-paper": dict(_PAPER_RUN, gf_dim=128, df_dim=64, z_dim=100, proj_dim=128, batch_size=64, epochs=600,
+                          steps=None, lr_g=2e-4, lr_d=2e-4, lr_decay_epochs=100, n_captions=4, wrong="images",
+                          cls_weight=0.5, interp=True, interp_beta=0.5, interp_weight=1.0, g_batch="fresh",
+                          layout="reference", ema=False, train_style_encoder=False, snapshot_every=1000,
+                          description="GAN-INT-CLS on CUB: 64 px, ngf 128, ndf 64, batch 64, 600 epochs, lr halved "
+                                      "every 100, the mean of 4 captions, wrong images, 1.5 B fresh G samples; the "
+                                      "paper's text is char-CNN-RNN (--text-embeddings)",
+                          reference="reedscot/icml2016 scripts/train_cub.sh with main_cls_int.lua",
+                          stand_in=dict(_BIRDS_1024, image_size=64)),
+        "coco-paper": dict(_PAPER_RUN, gf_dim=196, df_dim=196, z_dim=100, proj_dim=128, batch_size=64, epochs=200,
+                           steps=None, lr_g=2e-4, lr_d=2e-4, lr_decay_epochs=40, n_captions=3, wrong="images",
+                           cls_weight=0.5, interp=False, interp_beta=0.5, interp_weight=1.0, g_batch="fresh",
+                           layout="coco", ema=False, train_style_encoder=False, snapshot_every=1000,
+                           description="GAN-CLS on COCO: 64 px, ngf = ndf = 196, batch 64, 200 epochs, lr halved "
+                                       "every 40, the mean of 3 captions, wrong images, no interpolation, "
+                                       "main_cls.lua's D (layout coco)",
+                           reference="reedscot/icml2016 scripts/train_coco.sh with main_cls.lua",
+                           stand_in=dict(_BIRDS_1024, image_size=64)),
+    },
+}
+for _kind, _presets in PAPER_PRESETS.items():
+    PRESETS[_kind].update(_presets)
+
+
+def preset_values(kind, name):
+    """The dict of preset `name` of `t2i train KIND` (field values plus the non-field keys above). Raises
+    ConfigError for an unknown preset, or one the reference has no configuration for (naming why)."""
+    presets = PRESETS.get(kind, {})
+    if name not in presets:
+        raise ConfigError(f"--preset {name!r}: choose from {', '.join(presets) or 'none'}")
+    if "unavailable" in presets[name]:
+        raise ConfigError(f"--preset {name}: {presets[name]['unavailable']}")
+    return presets[name]
+
+
+def preset_help(kind, skip=()):
+    """One sentence per preset of KIND (but those in `skip`) for --help: its description and the reference file."""
+    lines = []
+    for name, p in PRESETS.get(kind, {}).items():
+        if name in skip:
+            continue
+        what = p.get("unavailable") or p.get("description", "")
+        lines.append(f"{name}: {what}" + (f" ({p['reference']})" if "reference" in p else "") + ".")
+    return " ".join(lines)
 
 
 def load_config_file(path, kind):

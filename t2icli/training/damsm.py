@@ -7,6 +7,10 @@ R-precision, word-attention maps of fixed test images, attn<step>.png); the expo
 determinism, resume and torchrun: training/loop.py. A checkpoint is written when each epoch ends and, with
 --checkpoint-every N, every N steps within it.
 
+The Inception-v3 encoder trains on 299 px crops of the image scaled to 355, as pretrain_DAMSM.py:235-240. Two odd
+choices of the reference are flags that its --preset cub-paper | coco-paper sets: --backbone-batch-stats (the frozen
+backbone's BatchNorm in training mode, pretrain_DAMSM.py:51) and --reset-adam (a new Adam every epoch, :267-270).
+
 Distributed: each rank encodes its rows (both encoders wrapped in DDP), the features of every rank are gathered with
 gradient and every rank computes the DAMSM loss of the whole global batch, so the in-batch negatives, and the loss,
 are those of one process at the same batch (BatchNorm synchronised; dropout masks differ, being per rank).
@@ -32,9 +36,11 @@ from t2icli.training.loop import Trainer, fit
 from t2icli.training.run import RunError, rng_state, set_rng_state
 from t2icli.training.state import TrainState
 
-__all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss"]
+__all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss", "model_config",
+           "network_counts", "meta_vocab"]
 
 LOSS_KEYS = ("loss", "w1", "w2", "s1", "s2")
+INCEPTION_SIZE = 299  # the Inception-v3 image encoder's input side (AttnGAN cfg/DAMSM/bird.yml BASE_SIZE)
 
 
 def small_image_size(stored, grid=8, cap=64):
@@ -45,6 +51,40 @@ def small_image_size(stored, grid=8, cap=64):
     if size < 2 * grid:
         raise RunError(f"images of {stored} px are too small for the small encoder (needs >= {2 * grid})")
     return size
+
+
+def model_config(cfg, vocab_size, data_word_limit, stored_size):
+    """The DAMSMConfig of a run (cfg: DAMSMTrainConfig) on data with `vocab_size` words, its word limit and its
+    stored image side: the small encoder takes small_image_size(stored_size); Inception-v3 takes 299 px crops
+    (pretrain_DAMSM.py:235-240: BASE_SIZE 299 crops of the image scaled to 355), not the stored size upsampled;
+    --word-limit overrides the data's limit (COCO's DAMSM reads 15 words, its GAN 12)."""
+    from t2icli.models.damsm import DAMSMConfig
+
+    size = small_image_size(stored_size) if cfg.image_encoder == "small" else INCEPTION_SIZE
+    return DAMSMConfig(vocab_size=int(vocab_size), word_limit=int(cfg.word_limit or data_word_limit), image_size=size,
+                       image_encoder=cfg.image_encoder, small_width=cfg.small_width, small_pool=cfg.small_pool,
+                       gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, dropout=cfg.dropout)
+
+
+def meta_vocab(data):
+    """The vocabulary (list of words) of the prepared dataset `data`."""
+    import json
+
+    with open(os.path.join(data, "vocab.json"), encoding="utf-8") as f:
+        return json.load(f)
+
+
+def network_counts(mcfg):
+    """({"text_encoder": n, "image_encoder": n}, the same counting only trained parameters) of a DAMSMConfig's
+    encoders, built on the meta device (parameter_count: the Inception backbone without its unused heads)."""
+    from t2icli.models import parameter_count
+    from t2icli.models.damsm import build_damsm
+
+    with torch.device("meta"):
+        m = build_damsm(mcfg)
+    nets = {"text_encoder": m.text_encoder, "image_encoder": m.image_encoder}
+    return ({k: parameter_count(v) for k, v in nets.items()},
+            {k: sum(p.numel() for p in v.parameters() if p.requires_grad) for k, v in nets.items()})
 
 
 def _lr_at(lr, epoch):
@@ -154,7 +194,6 @@ class DAMSMTrainer(Trainer):
 
     def __init__(self, cfg, env, resume=None):
         from t2icli.data import PreparedDataset, load_meta
-        from t2icli.models.damsm import DAMSMConfig
 
         super().__init__(cfg, env, resume)
         if cfg.image_encoder == "inception_v3" and cfg.inception_weights is None and resume is None:
@@ -162,16 +201,15 @@ class DAMSMTrainer(Trainer):
                            "a randomly initialised frozen backbone is useless. Use --image-encoder small to train "
                            "from scratch.")
         meta = self.meta = load_meta(cfg.data)
-        stored = int(meta["image_size"])
-        size = small_image_size(stored) if cfg.image_encoder == "small" else stored
-        self.train_ds = PreparedDataset(cfg.data, "train", resolutions=(size,), train=True, seed=cfg.seed)
+        self.model_config = model_config(cfg, len(meta_vocab(cfg.data)), int(meta["word_limit"]),
+                                         int(meta["image_size"]))
+        size, words = self.model_config.image_size, self.model_config.word_limit
+        self.train_ds = PreparedDataset(cfg.data, "train", resolutions=(size,), train=True, seed=cfg.seed,
+                                        word_limit=words)
         test_split = "test" if "test" in meta["splits"] else "train"
-        self.test_ds = PreparedDataset(cfg.data, test_split, resolutions=(size,), train=False, seed=cfg.seed)
+        self.test_ds = PreparedDataset(cfg.data, test_split, resolutions=(size,), train=False, seed=cfg.seed,
+                                       word_limit=words)
         self.vocab = list(self.train_ds.vocab)
-        self.model_config = DAMSMConfig(
-            vocab_size=len(self.vocab), word_limit=int(meta["word_limit"]), image_size=size,
-            image_encoder=cfg.image_encoder, small_width=cfg.small_width, small_pool=cfg.small_pool,
-            gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, dropout=cfg.dropout)
         self.last_eval = None
 
     def info(self):
@@ -202,6 +240,8 @@ class DAMSMTrainer(Trainer):
         self.amp = distributed.autocast(self.device, cfg.precision)
         self.params = [p for p in model.parameters() if p.requires_grad]
         self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.5, 0.999))
+        if cfg.backbone_batch_stats:  # the frozen Inception follows train(): batch statistics, drifting running ones
+            model.image_encoder.batch_stats = True
         model.train()
         return TrainState({"model": model, "optimizer": self.opt},
                           meta={"model_config": self.model_config.to_dict(), "vocab": self.vocab,
@@ -216,6 +256,11 @@ class DAMSMTrainer(Trainer):
     def on_epoch(self, epoch):
         for g in self.opt.param_groups:
             g["lr"] = _lr_at(self.cfg.lr, epoch)
+        if self.cfg.reset_adam and self.loop.batch == 0:
+            # pretrain_DAMSM.py:269-270 builds a new Adam at every epoch: its moments and step counts start from
+            # zero. Clearing the state of the same optimiser is that (the TrainState keeps the object), and only at
+            # an epoch's first batch, so a run resumed mid-epoch keeps the moments its checkpoint holds.
+            self.opt.state.clear()
 
     def step(self, batch, gen):
         images, tokens, lengths, class_ids = _batch_to(batch, self.device)  # this rank's rows

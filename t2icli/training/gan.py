@@ -197,6 +197,8 @@ class GANTrainer(Trainer):
             self.text_source, self.text_dim = "char-cnn-rnn", int(emb.shape[2])
         self.G = self.G_ema = None
         self.last_rp = self.last_grid = self.last_attention = None
+        if getattr(cfg, "wrong", "captions") == "images" and not getattr(cfg, "unconditional", False):
+            self.check_wrong_images()  # before the run folder exists: a data set of one class is refused
 
     def info(self):
         return {"model": self.model_config().to_dict(), "sizes": list(self.resolutions),
@@ -239,6 +241,70 @@ class GANTrainer(Trainer):
             return self.text_encoder(batch["tokens"].to(self.device), batch["lengths"])[1]  # [b, D]
         E = self.embeddings.shape[1]
         return self.embeddings[batch["indices"], batch["captions"] % E].to(self.device)  # [b, 1024]
+
+    # -- wrong images and caption means (StackGAN-v2, GAN-INT-CLS) -------------------------------------------
+    def check_wrong_images(self):
+        """Index the training images by class for wrong_images(); raises RunError when the split has one class."""
+        classes = np.asarray(self.train_ds.class_ids)
+        self._by_class = np.argsort(classes, kind="stable")  # image indices, class by class
+        values, starts, counts = np.unique(classes[self._by_class], return_index=True, return_counts=True)
+        if len(values) < 2:
+            raise RunError(f"--wrong images: every training image of --data {self.cfg.data} has the same class, so "
+                           "none has an image of another class to pair with")
+        self._class_start = dict(zip(values.tolist(), starts.tolist()))
+        self._class_count = dict(zip(values.tolist(), counts.tolist()))
+
+    def wrong_indices(self, batch, gen):
+        """For each of this rank's rows, the index of a training image of another class, uniformly among those; the
+        draws are made for the global batch from `gen`, so N processes pick what one does. [int] * b.
+
+        StackGAN-v2 (code/datasets.py:299-310) draws a random image and, when it shares the class, draws once more
+        (so a same-class image stays possible); Reed et al. (data/donkey_folder_txt.lua:115-157) draw a second class
+        and an image of it. Both pair that wrong image with the right text; t2i draws among the other classes'
+        images directly.
+        """
+        classes = batch["class_ids"].tolist()
+        u = distributed.local_rows(torch.rand(len(classes) * self.env.world, generator=gen)).tolist()  # [b]
+        n, picks = len(self._by_class), []
+        for c, v in zip(classes, u):
+            start, count = self._class_start[c], self._class_count[c]
+            k = min(int(v * (n - count)), n - count - 1)  # the k-th image outside class c, in class order
+            picks.append(int(self._by_class[k if k < start else k + count]))
+        return picks
+
+    @torch.no_grad()
+    def wrong_images(self, batch, gen):
+        """The images of wrong_indices(batch, gen) as the step's loader gives them (this epoch's crop and flip of
+        each): [x [b, 3, s, s] per resolution] on the device."""
+        items = [self.train_ds[j]["images"] for j in self.wrong_indices(batch, gen)]
+        return [torch.stack([it[r] for it in items]).to(self.device, non_blocking=True)
+                for r in range(len(self.resolutions))]
+
+    @torch.no_grad()
+    def mean_condition(self, batch, gen, k):
+        """t [b, text_dim]: for each of this rank's rows, the mean of the features of k captions of its image,
+        drawn with replacement for the global batch from `gen` (Reed et al.'s numCaption: main_cls_int.lua:228-241,
+        data/donkey_folder_txt.lua:150-154). DAMSM: each caption cut to the word limit as the loader does, encoded
+        by the frozen text encoder; char-CNN-RNN: k of the image's embedding rows."""
+        b = len(batch["indices"])
+        B = b * self.env.world
+        u = distributed.local_rows(torch.rand(B, k, generator=gen))  # [b, k] which caption
+        seeds = distributed.local_rows(torch.randint(0, 2**62, (B, k), generator=gen))  # [b, k] word cuts
+        if self.embeddings is not None:
+            E = self.embeddings.shape[1]
+            rows = (u * E).long().clamp_(max=E - 1)  # [b, k]
+            return self.embeddings[batch["indices"][:, None], rows].mean(1).to(self.device)  # [b, 1024]
+        ds, tokens, lengths = self.train_ds, [], []
+        for i, idx in enumerate(batch["indices"].tolist()):
+            n = ds.n_captions(idx)
+            for j in range(k):
+                c = min(int(u[i, j] * n), n - 1)
+                tok, length = ds.cut(ds.caption_ids(ds.image_captions[idx] + c),
+                                     np.random.default_rng(int(seeds[i, j])))
+                tokens.append(torch.from_numpy(tok))
+                lengths.append(int(length))
+        e_bar = self.text_encoder(torch.stack(tokens).to(self.device), torch.tensor(lengths))[1]  # [b * k, D]
+        return e_bar.view(b, k, -1).mean(1)  # [b, D]
 
     def prompt_tokens(self):
         """Snapshot captions: (tokens [n, T], lengths [n], texts): the --prompt texts, then the first test captions."""
