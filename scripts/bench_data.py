@@ -2,8 +2,10 @@
 
     python scripts/bench_data.py --json
     python scripts/bench_data.py --n-train 8000 --n-test 1000 --batch-size 32 --resolutions 16,32,64 --workers 0,2
+    python scripts/bench_data.py --grammar 1,2,1,2 --workers 0 --json   # prep time per caption grammar
 
-Timings are wall-clock on whatever else the machine is doing: compare figures from one run.
+Timings are wall-clock on whatever else the machine is doing: compare figures from one run. The prep also
+reports its CPU seconds (this process and its drawing workers), which a busy machine disturbs less.
 """
 
 import argparse
@@ -12,6 +14,14 @@ import os
 import sys
 import tempfile
 import time
+
+
+def _cpu_seconds():
+    """User + system CPU seconds of this process and of its finished child processes (prep's drawing pool)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
 def main():
@@ -24,6 +34,8 @@ def main():
     ap.add_argument("--workers", default="0,2", help="loader worker counts to time, comma-separated")
     ap.add_argument("--batches", type=int, default=100, help="batches timed per loader setting")
     ap.add_argument("--data", help="an existing prepared dataset (skips the prep timing)")
+    ap.add_argument("--grammar", default="2", help="toybirds caption grammar(s) to time the prep with, "
+                                                  "comma-separated, in that order (repeat them to interleave)")
     ap.add_argument("--json", action="store_true", help="print only the JSON object")
     args = ap.parse_args()
 
@@ -38,11 +50,16 @@ def main():
             from t2icli.data.toybirds import prepare_toybirds
 
             data = os.path.join(tmp, "toybirds")
-            t0 = time.perf_counter()
-            prepare_toybirds(data, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=0)
-            dt = time.perf_counter() - t0
-            n = args.n_train + args.n_test
-            out["prep"] = {"images": n, "size": args.size, "seconds": round(dt, 2), "images_per_s": round(n / dt, 1)}
+            out["prep"] = []
+            for grammar in (int(g) for g in args.grammar.split(",")):
+                t0, c0 = time.perf_counter(), _cpu_seconds()
+                meta = prepare_toybirds(data, size=args.size, n_train=args.n_train, n_test=args.n_test, seed=0,
+                                        grammar=grammar)
+                dt, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
+                n = args.n_train + args.n_test
+                out["prep"].append({"grammar": grammar, "images": n, "size": args.size, "seconds": round(dt, 2),
+                                    "cpu_seconds": round(cpu, 2), "images_per_s": round(n / dt, 1),
+                                    "vocab_size": meta["vocab_size"]})
         res = tuple(int(r) for r in args.resolutions.split(","))
         ds = PreparedDataset(data, "train", resolutions=res, train=True, seed=0)
         out["loader"] = []

@@ -136,54 +136,89 @@ def test_seeds_and_splits_differ():
 # Captions agree with the true attributes
 # ---------------------------------------------------------------------------
 
-NOUN = {"wings": "wing", "wing": "wing", "crown": "crown", "belly": "belly", "breast": "belly",
-        "beak": "beak", "bird": "body", "body": "body"}
-SIZE_WORDS = {"small": "small", "little": "small", "medium": "medium", "medium-sized": "medium",
-              "large": "large", "big": "large"}
-BACKGROUND_WORDS = {"sky", "grass", "sand", "night"}
+# An independent reading of captions of both grammars: the caption is cut into phrases at punctuation and at
+# "and/with/has/having/featuring/that"; a colour belongs to the one part noun of its phrase, or, in a phrase
+# without one ("that are blue", "... short and red"), to the part of the phrase before it. "bird"/"it" stand
+# for the body. A phrase with two parts or two colours, or a colour with no part, fails the test.
+PART_NOUNS = {"wings": "wing", "wing": "wing", "crown": "crown", "head": "crown", "cap": "crown",
+              "belly": "belly", "breast": "belly", "chest": "belly", "underside": "belly", "underbelly": "belly",
+              "underparts": "belly", "beak": "beak", "bill": "beak", "body": "body", "plumage": "body",
+              "feathers": "body"}
+WEAK_NOUNS = {"bird": "body", "it": "body"}
+COMPOUNDS = {"winged": "wing", "headed": "crown", "crowned": "crown", "bellied": "belly", "breasted": "belly",
+             "billed": "beak", "beaked": "beak"}
+SIZE_WORDS = {"small": "small", "little": "small", "tiny": "small", "medium": "medium", "medium-sized": "medium",
+              "mid-sized": "medium", "average-sized": "medium", "large": "large", "big": "large", "huge": "large"}
+LENGTH_WORDS = {"short": "short", "stubby": "short", "long": "long"}
+BACKGROUND_WORDS = {"sky": "sky", "grass": "grass", "grassy": "grass", "lawn": "grass", "meadow": "grass",
+                    "sand": "sand", "sandy": "sand", "beach": "sand", "desert": "sand", "night": "night",
+                    "nighttime": "night", "dark": "night"}
+BOUNDARIES = {"and", "with", "has", "having", "featuring", "that", ".", ",", ":"}
+
+
+def _colour(word):
+    return "gray" if word == "grey" else (word if word in COLORS else None)
 
 
 def parse_caption(text):
-    """Independent parser: {attribute name: value name} for every attribute the caption states."""
-    toks = re.findall(r"[a-z\-]+", text)
+    """{attribute name: value name} for every attribute the caption states (AssertionError if unreadable)."""
+    text = text.replace("wing feathers", "wings").replace("breast and belly", "belly").replace("bird's", "bird")
     found = {}
 
     def put(name, value):
         assert found.get(name, value) == value, f"contradiction on {name} in {text!r}"
         found[name] = value
 
-    for j, w in enumerate(toks):
-        prev = toks[j - 1] if j > 0 else ""
-        nxt = toks[j + 1] if j + 1 < len(toks) else ""
-        if w in COLORS:
-            if nxt in NOUN:  # "a red crown", "a red bird", "a red body"
-                put(NOUN[nxt], w)
-            elif prev in ("is", "are", "mostly"):  # "this bird is mostly red", "its wings are red"
-                k = j - 2 if prev != "mostly" else j - 3
-                assert toks[k] in NOUN, f"cannot attribute {w!r} in {text!r}"
-                put(NOUN[toks[k]], w)
-            elif prev == "and" and toks[j - 2] in ("short", "long") and toks[j - 4] == "beak":
-                put("beak", w)  # "the beak is short and red"
-            else:
-                raise AssertionError(f"cannot attribute colour {w!r} in {text!r}")
-        elif w in ("short", "long"):
-            assert "beak" in toks[j + 1:j + 3] or toks[j - 2] == "beak", text
-            put("beak_length", w)
-        elif w in SIZE_WORDS:
-            put("size", SIZE_WORDS[w])
-        elif w in BACKGROUND_WORDS:
-            put("background", w)
+    segments, cur = [], []
+    for w in re.findall(r"[a-z]+(?:-[a-z]+)*|[.,:]", text):
+        if w in BOUNDARIES:
+            segments, cur = segments + [cur] * bool(cur), []
+        else:
+            cur.append(w)
+    segments += [cur] * bool(cur)
+    last_noun = None
+    for seg in segments:
+        colours = []
+        for w in seg:
+            head, _, tail = w.partition("-")
+            if tail in COMPOUNDS:  # "blue-winged"
+                assert _colour(head), text
+                put(COMPOUNDS[tail], _colour(head))
+            elif w in SIZE_WORDS:
+                put("size", SIZE_WORDS[w])
+            elif "-" in w:
+                raise AssertionError(f"unknown compound {w!r} in {text!r}")
+            elif _colour(w):
+                colours.append(_colour(w))
+            elif w in LENGTH_WORDS:
+                assert re.search(r"\b(beak|bill)\b", text), text
+                put("beak_length", LENGTH_WORDS[w])
+            elif w in BACKGROUND_WORDS:
+                put("background", BACKGROUND_WORDS[w])
+        strong = {PART_NOUNS[w] for w in seg if w in PART_NOUNS}
+        weak = {WEAK_NOUNS[w] for w in seg if w in WEAK_NOUNS}
+        assert len(strong) <= 1 and len(colours) <= 1, f"ambiguous phrase {seg} in {text!r}"
+        noun = next(iter(strong or weak), None)
+        if colours:
+            assert noun or last_noun, f"colour {colours[0]!r} of nothing in {text!r}"
+            put(noun or last_noun, colours[0])
+        last_noun = noun or last_noun
     return found
 
 
-def test_captions_state_true_attributes(split):
+@pytest.fixture(scope="module", params=[1, 2], ids=["grammar1", "grammar2"])
+def captioned(request):
+    return generate_split(300, 16, seed=7, captions_per_image=10, split="train", workers=1, grammar=request.param)
+
+
+def test_captions_state_true_attributes(captioned):
     n_checked = 0
     counts = []
-    for attrs, caps, ments in zip(split["attributes"], split["captions"], split["mentions"]):
+    for attrs, caps, ments in zip(captioned["attributes"], captioned["captions"], captioned["mentions"]):
         truth = {a["name"]: a["values"][int(v)] for a, v in zip(ATTRIBUTES, attrs)}
         for text, mentioned in zip(caps, ments):
             parsed = parse_caption(text)
-            assert set(parsed) == set(mentioned), (text, mentioned, parsed)
+            assert set(parsed) == set(mentioned), (text, mentioned, parsed)  # stated iff mentioned
             for name, value in parsed.items():
                 assert truth[name] == value, (text, name, value, truth)
             assert 2 <= len(mentioned) <= 5, (text, mentioned)
@@ -192,23 +227,105 @@ def test_captions_state_true_attributes(split):
             assert text == text.lower() and "  " not in text and not re.search(r"\ba [aeiou]", text)
             counts.append(len(mentioned))
             n_checked += 1
-    assert n_checked == 2000
+    assert n_checked == 3000
     assert set(counts) == {2, 3, 4, 5}
 
 
-def test_caption_variety(split):
-    caps = [t for c in split["captions"] for t in c]
+def test_parser_catches_wrong_binding():
+    # The reading above would catch a grammar that binds a colour to the wrong part.
+    assert parse_caption("a red bird with a bill that is long and yellow") == {
+        "body": "red", "beak_length": "long", "beak": "yellow"}
+    assert parse_caption("its wings are blue. it is mostly red") == {"wing": "blue", "body": "red"}
+    with pytest.raises(AssertionError):
+        parse_caption("red blue wings")
+    with pytest.raises(AssertionError):
+        parse_caption("red, a bird")
+
+
+def test_caption_variety(captioned):
+    caps = [t for c in captioned["captions"] for t in c]
     # Varied phrasing: many distinct openings and several ways to state the body colour.
     openings = {" ".join(t.split()[:2]) for t in caps}
     assert len(openings) >= 8
     assert any("mostly" in t for t in caps) and any(re.search(r"\b(" + "|".join(COLORS) + r") bird\b", t) for t in caps)
     assert any(", and " in t for t in caps) and any(re.search(r", .* and ", t) for t in caps)
     # Captions of one image are mostly distinct.
-    assert np.mean([len(set(c)) for c in split["captions"]]) > 8
+    assert np.mean([len(set(c)) for c in captioned["captions"]]) > 8
     # All attributes get mentioned at a reasonable rate.
-    flat = [m for per_img in split["mentions"] for ms in per_img for m in ms]
+    flat = [m for per_img in captioned["mentions"] for ms in per_img for m in ms]
     for name in NAMES:
         assert flat.count(name) > 0.05 * len(caps), name
+
+
+def test_grammar1_unchanged():
+    # Folders prepared before grammar 2 existed: grammar 1 must still write exactly their captions. The hash is
+    # of generate_split(60, 16, seed=7, captions_per_image=4) under the grammar-1 code as committed in 8c843ec.
+    import hashlib
+    import json
+
+    d = generate_split(60, 16, seed=7, captions_per_image=4, split="train", workers=1, grammar=1)
+    blob = json.dumps([d["captions"], d["mentions"]], sort_keys=True).encode()
+    assert hashlib.sha256(blob).hexdigest() == "2a927590940d8d8638228694a1a61d861a18d79f868a0375ab8d2e61bccb7811"
+
+
+def test_grammar2_phrasings():
+    d = generate_split(400, 16, seed=11, captions_per_image=10, split="train", workers=1, grammar=2)
+    caps = [t for c in d["captions"] for t in c]
+    words = [len(re.findall(r"\w+", t)) for t in caps]
+    assert max(words) <= tb.WORD_LIMIT  # never cut at random by the trainers
+    assert np.mean(words) > 9
+    joined = "\n".join(caps)
+    colour = r"(" + "|".join(COLORS + ["grey"]) + r")"
+    for pattern in (
+        rf"\b(its|the) wings are {colour}\b", rf"\bwings that are {colour}\b", rf"^{colour} wings\b",  # orders
+        rf"\b(its|the) (body|plumage) is {colour}\b", rf"\ba {colour} body\b", rf"\bit is {colour} all over\b",
+        rf"\b(the|its) (beak|bill) is (short|long|stubby) and {colour}\b", r"\bthis bird's \w+",
+        rf"\b{colour}-(winged|headed|crowned|bellied|breasted|billed|beaked) ", r"\bfeaturing\b",
+        r"\b(this|here) is a\b", r"\ba picture of\b", r"\. (its|the|it) ", rf"\bbright {colour}\b",
+        r"\bbill\b", r"\bhead\b", r"\bcap\b", r"\b(breast|chest|underside|underbelly|underparts)\b",
+        r"\bplumage\b", r"\bgrey\b", r"\btiny\b", r"\bhuge\b", r"\bmid-sized\b", r"\bstubby\b", r"\bbeach\b",
+        r"\bon (this|a) (small|little|tiny|medium|large|big|huge) bird$",
+    ):
+        assert re.search(pattern, joined, re.M), pattern
+    # Every part is said both colour-first and colour-last.
+    for noun in ("wings", "crown", "belly", "beak", "body"):
+        assert re.search(rf"\b{colour} {noun}\b", joined) and re.search(rf"\b{noun} (is|are|that is|that are) ",
+                                                                         joined), noun
+    # The same mention draw as grammar 1: each attribute is named about as often.
+    d1 = generate_split(400, 16, seed=11, captions_per_image=10, split="train", workers=1, grammar=1)
+    for name in NAMES:
+        n1 = sum(name in m for per in d1["mentions"] for m in per)
+        n2 = sum(name in m for per in d["mentions"] for m in per)
+        assert abs(n1 - n2) < 0.1 * n1 + 30, (name, n1, n2)
+
+
+def test_grammar_versions_in_prep(tmp_path):
+    import json
+
+    from t2icli.data import PreparedDataset, load_meta
+    from t2icli.data.toybirds import caption_grammar, prepare_toybirds
+
+    for g in (1, 2):
+        prepare_toybirds(str(tmp_path / f"g{g}"), size=16, n_train=8, n_test=4, captions_per_image=2, workers=1,
+                         grammar=g)
+        assert caption_grammar(load_meta(tmp_path / f"g{g}")) == g
+    # Same birds, different words.
+    a, b = (PreparedDataset(str(tmp_path / f"g{g}"), "train", train=False) for g in (1, 2))
+    assert np.array_equal(np.asarray(a.images_uint8), np.asarray(b.images_uint8))
+    assert np.array_equal(a.attributes, b.attributes)
+    assert [a.caption_texts(i) for i in range(8)] != [b.caption_texts(i) for i in range(8)]
+    # A folder prepared before grammars were recorded (no "grammar" key) is grammar 1 and still loads.
+    meta_path = tmp_path / "g1" / "dataset.json"
+    meta = json.loads(meta_path.read_text())
+    del meta["generator"]["grammar"]
+    meta_path.write_text(json.dumps(meta))
+    assert caption_grammar(load_meta(tmp_path / "g1")) == 1
+    old = PreparedDataset(str(tmp_path / "g1"), "test", train=False)
+    grammar1 = generate_split(4, 16, seed=0, captions_per_image=2, split="test", workers=1, grammar=1)
+    assert [old.caption_texts(i) for i in range(4)] == grammar1["captions"]
+    assert len(old[0]["images"]) == 1
+    with pytest.raises(ValueError, match="grammar"):
+        generate_split(2, 16, grammar=3)
 
 
 # ---------------------------------------------------------------------------

@@ -27,8 +27,12 @@ def _summary(r):
                 + (f"; real test images {_round(real['mean'])} ± {_round(real['std'])}" if real else ""))
     if m == "attr":
         per = ", ".join(f"{k} {_round(v)}" for k, v in r["per_attribute"].items() if v is not None)
-        return (f"attribute accuracy (n={r['n']}, {r['n_mentions']} mentioned attributes): {_round(r['accuracy'])}; "
-                f"real {_round(r['real']['accuracy'])}\n  per attribute: {per}")
+        real = f"; real {_round(r['real']['accuracy'])}" if "real" in r else ""
+        words = r.get("words")  # --captions: how much of the file the model could read
+        oov = (f"\n  out of vocabulary (dropped): {words['out_of_vocabulary']} of {words['total']} words, in "
+               f"{words['captions_with_oov']} of {r['n']} captions" if words else "")
+        return (f"attribute accuracy (n={r['n']}, {r['n_mentions']} mentioned attributes): {_round(r['accuracy'])}"
+                f"{real}\n  per attribute: {per}{oov}")
     if m == "fid" and r.get("stats_only"):
         return f"FID reference statistics ({r['backbone']}, {r['n']} real {r['split']} images): {r['path']}"
     if m == "fid":
@@ -79,6 +83,12 @@ def _summary(r):
 @click.option("--attr-steps", default=1500, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="attr: training steps of the attribute classifier (trained once per data set and value, cached "
                    "in DATA/cache/).")
+@click.option("--captions", "captions_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
+              default=None,
+              help="attr: generate from the captions in FILE instead of the test captions, one JSON object per "
+                   'line: {"text": "the wings are blue", "attributes": {"wing": "blue", ...}} (the attributes the '
+                   'text states, by the data set\'s names; optional "image": "test/000123"). One image per line, '
+                   "line j with the noise of (seed, j); reports out-of-vocabulary words.")
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
               help="Seed of the generated images' noise and of the R-precision negatives.")
 @click.option("--batch-size", default=50, show_default=True, metavar="B", type=click.IntRange(min=1),
@@ -86,7 +96,8 @@ def _summary(r):
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
 def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, inception_weights, num_classes, fid_backbone,
-             stats_only, is_backbone, splits, word_limit, attr_steps, seed, batch_size, device, as_json):
+             stats_only, is_backbone, splits, word_limit, attr_steps, seed, batch_size, device, as_json,
+             captions_file):
     """Evaluate a generator on the test captions of its data set.
 
     \b
@@ -94,13 +105,15 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                 replacement, ties are hits), 10 shuffled folds; also on the real test images (the ceiling)
     is          Inception Score, 10 shuffled splits, from --inception-weights
     fid         FID against the real test split (--fid-backbone), from --inception-weights
-    attr        attribute accuracy of the attributes each caption mentions (toybirds)
+    attr        attribute accuracy of the attributes each caption mentions (toybirds);
+                with --captions FILE, of your own captions (see scripts/paraphrases.py)
     Generated images are truncated to uint8 as the references save them; captions are cut to --word-limit.
 
     \b
     Examples:
       t2i eval --metric rprecision --model runs/attngan --data data/toybirds --n-samples 2000 --json
       t2i eval --metric attr --model runs/attngan --data data/toybirds --n-samples 2000
+      t2i eval --metric attr --model runs/attngan --data data/toybirds --captions my_captions.jsonl
       t2i eval --metric fid --model runs/attngan --data data/cub --inception-weights pt_inception-2015-12-05.pth
       t2i eval --metric fid --stats-only --data data/cub --inception-weights pt_inception-2015-12-05.pth
       t2i eval --metric is --model runs/attngan --data data/cub --inception-weights cub_inception.pth --num-classes 50
@@ -113,6 +126,14 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
     metrics = list(METRICS) if metric == "all" else [metric]
     if text_embeddings is not None and stats_only:
         raise click.UsageError("--text-embeddings goes with a --model to evaluate, not with --stats-only")
+    if captions_file is not None:
+        from click.core import ParameterSource
+
+        if metric != "attr" or stats_only or text_embeddings is not None:
+            raise click.UsageError("--captions goes with --metric attr (and neither --stats-only nor "
+                                   "--text-embeddings)")
+        if click.get_current_context().get_parameter_source("n_samples") == ParameterSource.COMMANDLINE:
+            raise click.UsageError("--n-samples does not go with --captions: one image is generated per line")
     skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
     dev = resolve_device(device)
 
@@ -120,7 +141,12 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
         if done == total or done % max(1, batch_size * 20) < batch_size:
             err(f"  {done}/{total}")
 
-    if stats_only:
+    if captions_file is not None:
+        from t2icli.metrics.captions_file import captions_attr_metric
+
+        results = [captions_attr_metric(model_run, data, captions_file, seed=seed, batch_size=batch_size, device=dev,
+                                        attr_steps=attr_steps, progress=progress, log=err)]
+    elif stats_only:
         results = [fid_stats_only(data, backbone=fid_backbone, inception_weights=inception_weights,
                                   batch_size=batch_size, device=dev, progress=progress, log=err)]
     else:

@@ -41,18 +41,24 @@ def prep():
               help="Random seed: the same seed gives byte-identical output.")
 @click.option("--workers", default=2, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="Drawing processes (the output does not depend on it).")
-def toybirds(out, size, n_train, n_test, captions_per_image, seed, workers):
+@click.option("--grammar", default="2", show_default=True, type=click.Choice(["1", "2"]),
+              help="Caption grammar: 2 phrases the facts in many word orders, clauses and synonyms (bill, head, "
+                   "breast, plumage, tiny, grey ...); 1 is the original grammar (folders prepared before "
+                   "version 2 existed). Images and attributes are the same under both.")
+def toybirds(out, size, n_train, n_test, captions_per_image, seed, workers, grammar):
     """The embedded procedural bird data set, with CUB-style captions and true attributes.
 
     \b
     Example:
       t2i prep toybirds --out data/toybirds
       t2i prep toybirds --out /tmp/tb --n-train 200 --n-test 50
+      t2i prep toybirds --out data/toybirds-g1 --grammar 1
     """
     from t2icli.data.toybirds import prepare_toybirds
 
     summary = prepare_toybirds(out, size=size, n_train=n_train, n_test=n_test,
-                               captions_per_image=captions_per_image, seed=seed, workers=workers)
+                               captions_per_image=captions_per_image, seed=seed, workers=workers,
+                               grammar=int(grammar))
     _report(summary)
 
 

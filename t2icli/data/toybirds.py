@@ -65,6 +65,15 @@ NUM_CLASSES: int = len(COLORS) * len(COLORS)
 #: Pose columns stored in the ``pose`` array (nuisance variables, never captioned).
 POSE_FIELDS: list[str] = ["facing_left", "tilt_degrees", "center_x", "center_y"]
 
+#: Words a caption may have before AttnGAN's random cut to an ordered subset (dataset.json "word_limit").
+WORD_LIMIT = 18
+
+#: Caption grammar versions: 1 is `_make_caption` (folders without a "grammar" entry in dataset.json's
+#: "generator" were made with it), 2 is t2icli.data.toybirds_grammar (varied word orders, clauses, synonyms).
+GRAMMARS = (1, 2)
+GRAMMAR = 2  # what `t2i prep toybirds` writes by default
+
+
 _SPLIT_IDS = {"train": 0, "test": 1, "val": 2}
 _SUPERSAMPLE = 4
 
@@ -383,12 +392,22 @@ def _make_caption(names: dict, rng: np.random.Generator) -> tuple[str, list[str]
     return text, mentioned
 
 
-def _make_captions(attrs: np.ndarray, count: int, rng: np.random.Generator):
+def caption_grammar(meta: dict) -> int:
+    """Caption grammar version of a prepared toybirds folder from its dataset.json dict (1 when not recorded:
+    folders prepared before version 2 existed)."""
+    generator = meta.get("generator") if isinstance(meta.get("generator"), dict) else {}
+    return int(generator.get("grammar", 1))
+
+
+def _make_captions(attrs: np.ndarray, count: int, rng: np.random.Generator, grammar: int = GRAMMAR):
+    from t2icli.data import toybirds_grammar
+
+    make = _make_caption if grammar == 1 else toybirds_grammar.make_caption
     names = {a["name"]: a["values"][int(v)] for a, v in zip(ATTRIBUTES, attrs)}
     caps, mentions = [], []
     for _ in range(count):
         for _attempt in range(6):  # prefer distinct captions per image
-            text, ment = _make_caption(names, rng)
+            text, ment = make(names, rng)
             if text not in caps:
                 break
         caps.append(text)
@@ -403,7 +422,7 @@ def _make_captions(attrs: np.ndarray, count: int, rng: np.random.Generator):
 
 def _generate_range(args):
     """Worker: images/captions for indices [start, stop) of one split."""
-    start, stop, size, seed, captions_per_image, split_id = args
+    start, stop, size, seed, captions_per_image, split_id, grammar = args
     m = stop - start
     images = np.empty((m, size, size, 3), dtype=np.uint8)
     attributes = np.empty((m, len(ATTRIBUTES)), dtype=np.int64)
@@ -419,20 +438,21 @@ def _generate_range(args):
         images[j] = draw_bird(attrs, size, pose)
         attributes[j] = attrs
         poses[j] = pose
-        caps, ments = _make_captions(attrs, captions_per_image, rng_txt)
+        caps, ments = _make_captions(attrs, captions_per_image, rng_txt, grammar)
         captions.append(caps)
         mentions.append(ments)
     return images, attributes, poses, captions, mentions
 
 
 def generate_split(n: int, size: int = 64, seed: int = 0, captions_per_image: int = 10,
-                   split: str = "train", workers: int = 2) -> dict:
+                   split: str = "train", workers: int = 2, grammar: int = GRAMMAR) -> dict:
     """Draw ``n`` birds of one split, deterministically from ``(seed, split)``.
 
     Image ``i`` depends only on ``(seed, split, i)``, so the output is identical
     for any ``workers`` and the first ``k`` images of a larger split equal a
     split of size ``k``. ``workers=1`` runs in this process; more uses a process
-    pool over contiguous index chunks.
+    pool over contiguous index chunks. ``grammar`` (see GRAMMARS) chooses how the
+    captions are phrased; the images, attributes and poses do not depend on it.
 
     Returns a dict with
       - ``images``: uint8 [n, size, size, 3] RGB,
@@ -445,6 +465,8 @@ def generate_split(n: int, size: int = 64, seed: int = 0, captions_per_image: in
     """
     if n < 0 or size < 8 or captions_per_image < 1:
         raise ValueError("need n >= 0, size >= 8 and captions_per_image >= 1")
+    if grammar not in GRAMMARS:
+        raise ValueError(f"caption grammar {grammar!r}: choose from {GRAMMARS}")
     sid = _split_id(split)
     workers = max(1, int(workers))
     if workers == 1 or n < 16:
@@ -454,7 +476,7 @@ def generate_split(n: int, size: int = 64, seed: int = 0, captions_per_image: in
         nchunks = min(n, workers * 4)
         bounds = np.linspace(0, n, nchunks + 1).round().astype(int)
         chunks = [(int(a), int(b)) for a, b in zip(bounds[:-1], bounds[1:]) if b > a]
-    jobs = [(a, b, size, int(seed), int(captions_per_image), sid) for a, b in chunks]
+    jobs = [(a, b, size, int(seed), int(captions_per_image), sid, int(grammar)) for a, b in chunks]
     if len(jobs) == 1:
         parts = [_generate_range(jobs[0])]
     else:
@@ -491,13 +513,14 @@ def make_grid(images: np.ndarray, cols: int = 8, pad: int = 2) -> np.ndarray:
 
 
 def prepare_toybirds(out, size: int = 64, n_train: int = 8000, n_test: int = 1000,
-                     captions_per_image: int = 10, seed: int = 0, workers: int = 2) -> dict:
+                     captions_per_image: int = 10, seed: int = 0, workers: int = 2, grammar: int = GRAMMAR) -> dict:
     """Draw the toybirds data set and write it as a prepared dataset folder at ``out``.
 
     Besides the common format (t2icli.data.format) each split gets ``attributes.npy``
     (int64 [n, 8], see ATTRIBUTES), ``pose.npy`` (float32 [n, 4], nuisance variables)
     and ``caption_mentions.npy`` (int64 [n_captions], bit k set when the caption names
-    attribute k). Returns the prep summary (dataset.json plus timing).
+    attribute k). ``grammar`` is the caption grammar version (GRAMMARS), recorded in
+    dataset.json's "generator" entry. Returns the prep summary (dataset.json plus timing).
     """
     import time
 
@@ -508,12 +531,12 @@ def prepare_toybirds(out, size: int = 64, n_train: int = 8000, n_test: int = 100
     extra = {
         "attributes": ATTRIBUTES,
         "class_definition": "body colour index * 10 + wing colour index (100 classes)",
-        "generator": {"seed": int(seed), "captions_per_image": int(captions_per_image)},
+        "generator": {"seed": int(seed), "captions_per_image": int(captions_per_image), "grammar": int(grammar)},
     }
-    with DatasetWriter(out, source="toybirds", image_size=size, word_limit=18, extra=extra) as w:
+    with DatasetWriter(out, source="toybirds", image_size=size, word_limit=WORD_LIMIT, extra=extra) as w:
         for split, n in (("train", n_train), ("test", n_test)):
             d = generate_split(n, size=size, seed=seed, captions_per_image=captions_per_image,
-                               split=split, workers=workers)
+                               split=split, workers=workers, grammar=grammar)
             sw = w.split(split)
             sw.add_many(d["images"], d["captions"], d["classes"], d["filenames"], d["attributes"])
             sw.save_array("pose", d["pose"].astype(np.float32))
