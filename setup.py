@@ -77,9 +77,16 @@ setup(
     long_description_content_type="text/markdown",
     python_requires=">=3.9",
     packages=find_packages(include=["t2icli", "t2icli.*"]),
-    install_requires=["torch>=2.1", "ninja", "click>=8", "rich", "numpy", "pillow", "nltk", "scipy"],
+    # nltk is not needed: t2icli.data.text applies nltk's regular expression itself (a test cross-checks the two)
+    # torch 2.5: torch.library.register_fake / register_autocast for the compiled ops (t2icli/ops/_registration.py)
+    install_requires=["torch>=2.5", "ninja", "click>=8", "rich", "numpy", "pillow", "scipy"],
     # tensorboard: `--tensorboard` on every trainer writes TensorBoard event files (torch.utils.tensorboard).
-    extras_require={"test": ["pytest"], "tensorboard": ["tensorboard"]},
+    # The web framework of `t2i serve` is optional too: nothing else needs it, and FastAPI + uvicorn + pydantic are
+    # a heavy install for users who only train. httpx drives the API tests; selenium the browser test (with the
+    # system's chromium and chromedriver: nothing is downloaded).
+    extras_require={"tensorboard": ["tensorboard"], "serve": ["fastapi>=0.100", "uvicorn>=0.20"],
+                    "test": ["pytest", "nltk", "httpx", "selenium>=4.11", "fastapi>=0.100", "uvicorn>=0.20"]},
+    package_data={"t2icli.serve": ["static/*"], "t2icli.pretrained": ["toybirds/*"]},
     entry_points={"console_scripts": ["t2i = t2icli.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

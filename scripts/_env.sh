@@ -1,9 +1,11 @@
 # Sourced by demo.sh and test.sh: pick the Python environment and install t2i into it.
 #
 # Uses the active virtualenv/conda env if there is one, else ./.venv if it exists, else the
-# current python3 unless it is externally managed (then a new ./.venv that can see the
-# system's packages). torch==2.13.0 is installed only when no torch is importable: a torch
-# the user already has is never replaced. The package is installed with
+# current python3 (a virtualenv's python counts as one, activated or not) unless it is externally
+# managed (then a new ./.venv that can see the system's packages). torch==2.13.0 is installed only
+# when no torch is importable: a torch the user already has is never replaced. The other
+# dependencies are installed only when missing, so a machine that has them all (a GPU image with
+# no package index, say) needs no network. The package is installed with
 # `pip install --no-build-isolation --use-pep517 -e .`, so the extension is built against
 # that torch (without --use-pep517, pip 23 runs `setup.py develop`, which builds in an
 # isolated environment with no torch, and silently skips the extension).
@@ -17,7 +19,9 @@ elif [ -x .venv/bin/python ]; then
   PY="$(pwd)/.venv/bin/python"
 else
   PY=${PYTHON:-python3}
-  if "$PY" -c 'import os, sys, sysconfig; sys.exit(0 if os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
+  # PEP 668: the marker binds the system interpreter only; a virtualenv's python (sys.prefix != sys.base_prefix)
+  # sees the base's stdlib and so the base's marker, but installs into its own site-packages.
+  if "$PY" -c 'import os, sys, sysconfig; sys.exit(0 if sys.prefix == sys.base_prefix and os.path.exists(os.path.join(sysconfig.get_path("stdlib"), "EXTERNALLY-MANAGED")) else 1)'; then
     echo "t2i: $PY is externally managed; creating .venv (it sees the system's packages)" >&2
     "$PY" -m venv --system-site-packages .venv
     PY="$(pwd)/.venv/bin/python"
@@ -26,12 +30,19 @@ fi
 export PY
 
 pipq() { "$PY" -m pip install --disable-pip-version-check -q "$@"; }
+# pip_missing PKG:MODULE ...: installs the packages whose module is not importable (all of them in one pip call).
+pip_missing() {
+  local missing
+  missing=$("$PY" -c 'import importlib.util, sys
+print(" ".join(p.split(":")[0] for p in sys.argv[1:] if importlib.util.find_spec(p.split(":")[1]) is None))' "$@")
+  if [ -n "$missing" ]; then pipq $missing; fi
+}
 
 if ! "$PY" -c 'import torch' 2>/dev/null; then
   echo "t2i: no torch importable; installing torch==2.13.0" >&2
   pipq torch==2.13.0
 fi
-pipq ninja click rich numpy pillow nltk scipy setuptools wheel
+pip_missing ninja:ninja click:click rich:rich numpy:numpy pillow:PIL scipy:scipy setuptools:setuptools wheel:wheel
 "$PY" -c 'import torch; print(f"t2i: using torch {torch.__version__} from {torch.__file__}")' >&2
 # Is t2i installed from THIS checkout? (Checked from / so the current folder can't fake it.)
 here_installed() {

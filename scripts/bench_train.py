@@ -3,6 +3,7 @@
     python scripts/bench_train.py --json                               # CPU: toybirds + one CUB step
     python scripts/bench_train.py --device cuda --json                 # GPU: fp32 and bf16
     python scripts/bench_train.py --configs toybirds --iters 5 --warmup 1
+    python scripts/bench_train.py --device cuda --compile --backends ext --json   # torch.compile, as --compile
 
 Configurations (models and batches are built directly, with random weights and synthetic tensors: no data files):
   cub       the AttnGAN paper's CUB setting: 256 px, 3 stages 64/128/256, batch 20, gf_dim 32, df_dim 64, z/cond 100,
@@ -13,7 +14,9 @@ One step is what the trainers do: DAMSM = both encoders + all-pairs loss + backw
 (t2icli.training.damsm.train_loss); AttnGAN = G forward, D step, G step with the DAMSM term, EMA update
 (t2icli.training.attngan.train_step); images/s = batch / the median measured step time. Each (config, model, backend, precision) runs in a fresh subprocess:
 backend "ext" = compiled t2i kernels, "ref" = T2I_OPS=ref (pure-PyTorch reference ops); precision bf16 (CUDA only)
-autocasts the forward passes as `--precision bf16` does.
+autocasts the forward passes as `--precision bf16` does. --compile wraps what the trainers' `--compile` wraps (DAMSM:
+the image encoder; AttnGAN: G and every D) in torch.compile; the first warm-up step then includes the compilation,
+reported as first_step_s (and the case needs --warmup >= 1, or the measured steps would time the compiler).
 
 Peak memory: CUDA: torch.cuda.max_memory_allocated over the measured steps minus the memory allocated before them
 (models, optimiser state after warm-up, batch). CPU: growth of the process's resident-set high-water mark (VmHWM,
@@ -64,7 +67,7 @@ def _captions(B, T, vocab, device, g):
     return tokens.to(device), lengths
 
 
-def _build_damsm(c, device, g):
+def _build_damsm(c, device, g, compile=False):
     from t2icli.models.damsm import DAMSMConfig, build_damsm
     from t2icli.training.damsm import train_loss
 
@@ -78,8 +81,10 @@ def _build_damsm(c, device, g):
     tokens, lengths = _captions(B, c["T"], c["vocab"], device, g)
     class_ids = torch.arange(B)
 
+    image_fwd = torch.compile(model.image_encoder) if compile else model.image_encoder  # as `train damsm --compile`
+
     def step(amp):
-        out = train_loss(model.text_encoder, model.image_encoder, images, tokens, lengths, class_ids, cfg, amp)
+        out = train_loss(model.text_encoder, image_fwd, images, tokens, lengths, class_ids, cfg, amp)
         opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(model.text_encoder.parameters(), 0.25)
@@ -89,7 +94,7 @@ def _build_damsm(c, device, g):
     return step, B, sum(p.numel() for p in params)
 
 
-def _build_attngan(c, device, g):
+def _build_attngan(c, device, g, compile=False):
     from t2icli.models.attngan import GeneratorConfig, Generator, build_discriminators, init_weights, stage_sizes
     from t2icli.models.damsm import DAMSMConfig, build_damsm
     from t2icli.training.attngan import train_step
@@ -112,8 +117,11 @@ def _build_attngan(c, device, g):
     z = torch.randn(B, c["z_dim"], generator=g).to(device)
     eps = torch.randn(B, c["cond_dim"], generator=g).to(device)
 
+    # as `train attngan --compile`: G and every D compiled, the modules kept for parameters
+    G_fwd, D_fwd = (torch.compile(G), [torch.compile(D) for D in Ds]) if compile else (G, list(Ds))
+
     def step(amp):
-        vals = train_step(G, list(Ds), G, Ds, opt_G, opt_D, damsm.text_encoder, damsm.image_encoder, reals, tokens,
+        vals = train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, damsm.text_encoder, damsm.image_encoder, reals, tokens,
                           lengths, class_ids, z, eps, amp=amp, kl_weight=1.0, damsm_weight=5.0, damsm_config=dcfg)
         ema.update(G)
         return vals["g"]
@@ -135,7 +143,7 @@ def _sync(device):
         torch.cuda.synchronize()
 
 
-def child(config, model, backend, precision, device, iters, warmup):
+def child(config, model, backend, precision, device, iters, warmup, compile=False):
     """Measure one case in this (fresh) process; returns a JSON-able dict."""
     import t2icli.ops as ops
     from t2icli.training.distributed import autocast
@@ -146,15 +154,20 @@ def child(config, model, backend, precision, device, iters, warmup):
     c = _config(config, model)
     g = torch.Generator().manual_seed(0)
     torch.manual_seed(0)
-    step, B, n_params = (_build_damsm if model == "damsm" else _build_attngan)(c, device, g)
+    step, B, n_params = (_build_damsm if model == "damsm" else _build_attngan)(c, device, g, compile)
     amp = autocast(device, precision)
     cpu_mem = device == "cpu" and os.path.exists("/proc/self/clear_refs")
     if cpu_mem:
         with open("/proc/self/clear_refs", "w") as f:  # reset the RSS high-water mark
             f.write("5")
         base_kb = _rss_kb("VmRSS")
-    for _ in range(warmup):
+    first_step_s = None
+    for i in range(warmup):
+        t0 = time.perf_counter()
         step(amp)
+        _sync(device)
+        if i == 0:
+            first_step_s = time.perf_counter() - t0  # with --compile: tracing + compilation + one step
     _sync(device)
     if device == "cuda":
         base = torch.cuda.memory_allocated()
@@ -173,7 +186,8 @@ def child(config, model, backend, precision, device, iters, warmup):
     else:
         peak = None
     mean = sorted(times)[len(times) // 2]  # the median step: robust to a busy machine
-    return {"config": config, "model": model, "backend": backend, "precision": precision, "batch": B,
+    return {"config": config, "model": model, "backend": backend, "precision": precision, "compile": bool(compile),
+            "first_step_s": None if first_step_s is None else round(first_step_s, 2), "batch": B,
             "params_m": round(n_params / 1e6, 2), "iters": iters, "warmup": warmup,
             "step_ms": round(mean * 1e3, 1), "step_ms_min": round(min(times) * 1e3, 1),
             "step_ms_max": round(max(times) * 1e3, 1),
@@ -193,13 +207,15 @@ def main():
     p.add_argument("--warmup", type=int, default=None, metavar="N",
                    help="unmeasured steps first (default: 3 on cuda; on cpu 1 for toybirds, 0 for cub)")
     p.add_argument("--threads", type=int, default=None, metavar="N", help="torch.set_num_threads(N) in every case")
+    p.add_argument("--compile", action="store_true",
+                   help="torch.compile what the trainers' --compile does (DAMSM image encoder; AttnGAN G and Ds)")
     p.add_argument("--_child", nargs=5, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
     if args._child:
         config, model, backend, precision, device = args._child
-        res = child(config, model, backend, precision, device, args.iters, args.warmup)
+        res = child(config, model, backend, precision, device, args.iters, args.warmup, args.compile)
         print(json.dumps(res))
         return
     if args.device == "cuda" and not torch.cuda.is_available():
@@ -219,6 +235,8 @@ def main():
         p.error("--iters must be >= 1")
     if args.warmup is not None and args.warmup < 0:
         p.error("--warmup must be >= 0")
+    if args.compile and args.warmup == 0:
+        p.error("--compile needs --warmup >= 1 (the first step compiles)")
     precisions = ["fp32", "bf16"] if args.device == "cuda" else ["fp32"]
     import t2icli.ops as ops
 
@@ -235,6 +253,7 @@ def main():
                          "them" if args.device == "cuda" else
                          "cpu: growth of the resident-set high-water mark (VmHWM, reset via /proc/self/clear_refs after "
                          "building models and batch) over warm-up + measured steps, in a fresh process per case",
+        "compile": bool(args.compile),
         "cases": [],
         "ratios": {},
     }
@@ -242,16 +261,20 @@ def main():
         cpu_cub = args.device == "cpu" and config == "cub"
         iters = args.iters if args.iters is not None else (10 if args.device == "cuda" else (1 if cpu_cub else 3))
         warmup = args.warmup if args.warmup is not None else (3 if args.device == "cuda" else (0 if cpu_cub else 1))
+        warmup = max(warmup, 1) if args.compile else warmup
         for model in models:
             for precision in precisions:
                 for backend in backends:
-                    print(f"{config} {model} {precision} {backend}: {warmup} warm-up + {iters} steps ...",
+                    print(f"{config} {model} {precision} {backend}{' compiled' if args.compile else ''}: "
+                          f"{warmup} warm-up + {iters} steps ...",
                           file=sys.stderr, flush=True)
                     env = {**os.environ, "T2I_OPS": backend}
                     cmd = [sys.executable, os.path.abspath(__file__), "--_child", config, model, backend, precision,
                            args.device, "--iters", str(iters), "--warmup", str(warmup)]
                     if args.threads:
                         cmd += ["--threads", str(args.threads)]
+                    if args.compile:
+                        cmd += ["--compile"]
                     t0 = time.perf_counter()
                     res = subprocess.run(cmd, capture_output=True, text=True, env=env)
                     if res.returncode != 0:
@@ -260,7 +283,7 @@ def main():
                     row["wall_s"] = round(time.perf_counter() - t0, 1)
                     result["cases"].append(row)
                     print(f"  {row['images_per_s']:>9.2f} img/s  {row['step_ms']:>10.1f} ms/step  "
-                          f"peak {row['peak_mb']} MB", file=sys.stderr, flush=True)
+                          f"peak {row['peak_mb']} MB  first step {row['first_step_s']} s", file=sys.stderr, flush=True)
             for precision in precisions:
                 rows = {r["backend"]: r for r in result["cases"]
                         if (r["config"], r["model"], r["precision"]) == (config, model, precision)}

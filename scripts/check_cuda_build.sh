@@ -16,7 +16,8 @@ export MAX_JOBS="${MAX_JOBS:-2}"
 if [ ! -x "$VENV/bin/python" ]; then
   echo "check_cuda_build: creating $VENV with a CUDA build of torch" >&2
   python3 -m venv "$VENV"
-  "$VENV/bin/pip" install -q "torch==2.14.1" numpy ninja setuptools
+  # --no-compile: no .pyc for torch's thousands of modules (CPU minutes on a 2-core CI machine; this venv only builds)
+  "$VENV/bin/pip" install -q --no-compile "torch==2.14.1" numpy ninja setuptools
 fi
 command -v nvcc >/dev/null || { echo "check_cuda_build: nvcc not found on PATH" >&2; exit 1; }
 "$VENV/bin/python" -c "import torch, sys; sys.exit(0 if torch.version.cuda else 'torch in $VENV is not a CUDA build')"

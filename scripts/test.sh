@@ -6,11 +6,28 @@
 #   bash scripts/test.sh --slow     everything, the slow tests too
 #   bash scripts/test.sh -k toy     extra arguments go to pytest
 # The tests check the compiled kernels: a failed extension build is an error here. With CI=true the 15 slowest
-# tests are listed at the end.
+# tests are listed at the end, and (with no pytest arguments) a passing suite is followed by scripts/gpu_check.sh,
+# which on a machine without a GPU compiles the CUDA kernels (scripts/check_cuda_build.sh); T2I_SKIP_GPU_CHECK=1
+# skips it.
 export T2I_REQUIRE_EXT=${T2I_REQUIRE_EXT:-1}
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
-pipq pytest tensorboard  # tensorboard: the optional extra tests/test_tensorboard.py reads back
+# nltk: only to cross-check the tokenizer (t2i itself never imports it); tensorboard: the optional extra that
+# tests/test_tensorboard.py reads back
+pip_missing pytest:pytest nltk:nltk tensorboard:tensorboard
+# httpx, selenium, fastapi, uvicorn: the API and browser tests of t2i serve (fastapi + uvicorn are its [serve] extra)
+pip_missing httpx:httpx selenium:selenium fastapi:fastapi uvicorn:uvicorn
+# The browser test of `t2i serve` drives Debian's chromium with its chromedriver (never a downloaded browser).
+if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "t2i: installing chromium + chromium-driver for the browser test (apt-get)" >&2
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+        chromium chromium-driver fonts-dejavu-core; } >&2 ||
+      echo "t2i: WARNING: apt-get could not install chromium; the browser test fails in CI, skips otherwise" >&2
+  else
+    echo "t2i: no chromium/chromedriver and no root apt-get; the browser test fails in CI, skips otherwise" >&2
+  fi
+fi
 marker=(-m "not slow")
 case "${1:-}" in
   --slow) marker=(); shift ;;
@@ -18,4 +35,9 @@ case "${1:-}" in
 esac
 extra=()
 if [ "${CI:-}" = "true" ]; then extra=(--durations=15); fi
-exec "$PY" -m pytest tests "${marker[@]}" -q -ra "${extra[@]}" "$@"
+status=0
+"$PY" -m pytest tests "${marker[@]}" -q -ra "${extra[@]}" "$@" || status=$?
+if [ $status -eq 0 ] && [ $# -eq 0 ] && [ "${CI:-}" = "true" ] && [ "${T2I_SKIP_GPU_CHECK:-0}" != 1 ]; then
+  bash scripts/gpu_check.sh || status=$?
+fi
+exit $status

@@ -13,7 +13,8 @@ import torch
 
 from t2icli.errors import T2IError
 
-__all__ = ["SampleError", "encode_captions", "output_paths", "sample", "interpolate", "sample_style", "STAGES"]
+__all__ = ["SampleError", "encode_captions", "caption_words", "caption_images", "caption_grid", "output_paths", "sample",
+           "interpolation_images", "interpolation_grid", "interpolate", "sample_style", "STAGES"]
 
 STAGES = ("last", "all")
 MAX_ATTN_IMAGES = 4  # rows of an attention picture: the first images of the caption, one row per attention stage
@@ -29,12 +30,17 @@ def _short(text, limit=60):
     return text if len(text) <= limit else text[:limit] + "..."
 
 
+def _word_limit(model):
+    """The most words the model's text encoder reads (its DAMSM's word limit, e.g. 18), or 0 when not recorded."""
+    return int((getattr(model, "config", None) or {}).get("damsm_config", {}).get("word_limit") or 0)
+
+
 def encode_captions(model, captions, warn=None):
     """Token ids of each caption: list of (ids list[int], words list[str]). Raises SampleError for an empty caption,
     one with no words (only punctuation) or no known word; calls warn(message) naming the out-of-vocabulary words
     of the others. A caption with more known words than the model's word limit (its DAMSM's, e.g. 18) keeps the
     first word-limit words, with a warning: the text encoder was never trained on longer captions."""
-    limit = int((getattr(model, "config", None) or {}).get("damsm_config", {}).get("word_limit") or 0)
+    limit = _word_limit(model)
     out = []
     for text in captions:
         if not str(text).strip():
@@ -56,6 +62,55 @@ def encode_captions(model, captions, warn=None):
             ids = ids[:limit]
         out.append((ids, model.decode(ids)))
     return out
+
+
+def caption_words(model, text):
+    """Every word of a caption as the model reads it, in order: list of (word, status), status "known" (embedded;
+    the known words are, in order, the words of `encode_captions`), "oov" (not in the vocabulary: dropped) or
+    "cut" (a known word past the model's word limit: dropped)."""
+    from t2icli.data.text import tokenize
+
+    vocab, limit, n_known, out = set(model.vocab[1:]), _word_limit(model), 0, []
+    for w in tokenize(text):
+        if w not in vocab:
+            out.append((w, "oov"))
+        else:
+            n_known += 1
+            out.append((w, "cut" if limit and n_known > limit else "known"))
+    return out
+
+
+def caption_images(model, ids, n, seed=0, return_attn=False, batch_size=16):
+    """Images of every stage for one caption's token ids (list[int], T words), image k with noise (seed, k).
+
+    Returns {"images": [uint8 [n, s_i, s_i, 3] for each stage i], "attn": [{"stage": i (0-based index of the stage
+    that attended), "regions": r (= s_{i-1}, the side of the region grid it attended over), "maps": float32
+    [n, T, r, r]} for each attention stage]} ("attn" is [] unless return_attn).
+    """
+    from t2icli.metrics.generate import to_uint8
+
+    tok, length = _tokens(ids)
+    res = model.generate(tok.expand(n, -1), length.expand(n), np.arange(n), seed=seed, return_attn=return_attn,
+                         batch_size=batch_size)
+    attn = []
+    for i, beta in enumerate(res["attn"], start=1):  # beta [n, T, s_{i-1}^2]: stage i attends over stage i-1's regions
+        r = model.sizes[i - 1]
+        attn.append({"stage": i, "regions": r, "maps": beta[:, : len(ids)].reshape(n, len(ids), r, r).numpy()})
+    return {"images": [to_uint8(x) for x in res["images"]], "attn": attn}
+
+
+def caption_grid(model, text, images, stage="last"):
+    """The picture `t2i sample` writes for one caption, as a PIL image: a row of its n images (stage="all": one row
+    per stage, labelled with its size), columns #0..#n-1. images: per-stage uint8 [n, s, s, 3] (caption_images)."""
+    from t2icli.viz.grid import image_grid
+
+    n = len(images[-1])
+    if stage == "all":
+        rows = [[im for im in imgs] for imgs in images]
+        labels = [f"{_short(text, 200)} ({s} px)" for s in model.sizes]
+    else:
+        rows, labels = [[im for im in images[-1]]], [_short(text, 200)]
+    return image_grid(rows, row_labels=labels, col_labels=[f"#{k}" for k in range(n)], tile=max(64, model.sizes[-1]))
 
 
 def _slug(text, limit=40):
@@ -106,9 +161,8 @@ def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, war
 
     Returns [{"caption", "words", "png", "attention": path or None}]. Raises SampleError before generating.
     """
-    from t2icli.metrics.generate import to_uint8
     from t2icli.viz.attention import save_attention_figure
-    from t2icli.viz.grid import save_image_grid
+    from t2icli.viz.grid import save_png
 
     if n < 1:
         raise SampleError(f"--n {n}: must be >= 1")
@@ -119,25 +173,16 @@ def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, war
         os.makedirs(os.path.dirname(os.path.abspath(p)), exist_ok=True)
     results = []
     for text, (ids, words), png in zip(captions, encoded, paths):
-        tok, length = _tokens(ids)
-        res = model.generate(tok.expand(n, -1), length.expand(n), np.arange(n), seed=seed, return_attn=save_attn,
-                             batch_size=batch_size)
-        stage_imgs = [to_uint8(x) for x in res["images"]]  # S x uint8 [n, s, s, 3]
-        if stage == "all":
-            rows = [[im for im in imgs] for imgs in stage_imgs]
-            labels = [f"{_short(text, 200)} ({s} px)" for s in model.sizes]
-        else:
-            rows, labels = [[im for im in stage_imgs[-1]]], [_short(text, 200)]
-        save_image_grid(png, rows, row_labels=labels, col_labels=[f"#{k}" for k in range(n)],
-                        tile=max(64, model.sizes[-1]))
+        res = caption_images(model, ids, n, seed=seed, return_attn=save_attn, batch_size=batch_size)
+        stage_imgs = res["images"]  # S x uint8 [n, s, s, 3]
+        save_png(caption_grid(model, text, stage_imgs, stage), png)
         attn_png = None
         if save_attn:
             attn_rows = []
             for k in range(min(n, MAX_ATTN_IMAGES)):
-                for i, beta in enumerate(res["attn"], start=1):  # beta [n, T, s_{i-1}^2]: stage i's attention
-                    s = model.sizes[i - 1]
-                    attn_rows.append((f"image #{k}\nstage {i}\n{s}px regions", stage_imgs[i][k],
-                                      beta[k, : len(ids)].reshape(len(ids), s, s).numpy()))
+                for a in res["attn"]:  # maps [n, T, r, r]: stage a["stage"]'s attention over r x r regions
+                    i, r = a["stage"], a["regions"]
+                    attn_rows.append((f"image #{k}\nstage {i}\n{r}px regions", stage_imgs[i][k], a["maps"][k]))
             attn_png = save_attention_figure(_attn_path(png), attn_rows, words, tile=max(64, model.sizes[-1]),
                                              title=_short(text, 200))
         results.append({"caption": text, "words": words, "png": png, "attention": attn_png})
@@ -145,17 +190,16 @@ def sample(model, captions, out, n=8, seed=0, stage="last", save_attn=False, war
 
 
 @torch.no_grad()
-def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=None):
-    """Images along the straight line between two captions' features at fixed noise (GAN-INT-CLS section 5.4).
+def interpolation_images(model, caption_a, caption_b, steps=8, n=1, seed=0, warn=None):
+    """Final-stage images along the straight line between two captions' features at fixed noise (GAN-INT-CLS 5.4).
 
     For t in linspace(0, 1, steps): e_bar_t = (1 - t) e_bar_A + t e_bar_B, and the word features e_t likewise
     (both captions 0-padded to the longer one; a word slot is attended when either caption has a word there,
     only A's at t = 0 and only B's at t = 1). Noise z and the conditioning eps are those of image k (seed, k),
-    the same in every column. Writes one PNG: n rows x steps columns (`out`, or out/interpolation.png for a
-    folder). Returns {"png", "steps", "captions", "images": uint8 [steps, n, S, S, 3]}.
+    the same at every t. Returns (ts: list[float] [steps], images: uint8 [steps, n, S, S, 3]).
+    Raises SampleError before generating.
     """
     from t2icli.metrics.generate import noise, to_uint8
-    from t2icli.viz.grid import save_image_grid
 
     if steps < 2:
         raise SampleError(f"--steps {steps}: needs >= 2")
@@ -168,24 +212,42 @@ def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=Non
     e, e_bar = model.text_features(tok, torch.tensor([len(ids_a), len(ids_b)]))  # [2, D, T], [2, D]
     pad = (tok == 0).to(e.device)  # [2, T] True = padding
     z, eps = noise(seed, range(n), model.z_dim, model.cond_dim)  # [n, .]
+    ts = [float(t) for t in np.linspace(0.0, 1.0, steps)]
     cols = []
-    for t in np.linspace(0.0, 1.0, steps):
-        t = float(t)
+    for t in ts:
         e_t = ((1 - t) * e[0] + t * e[1]).expand(n, -1, -1)  # [n, D, T]
         eb_t = ((1 - t) * e_bar[0] + t * e_bar[1]).expand(n, -1)  # [n, D]
         mask = pad[0] if t == 0.0 else pad[1] if t == 1.0 else pad[0] & pad[1]  # [T]
         imgs, _ = model.synthesize(eb_t, e_t, mask.expand(n, -1), z, eps)
         cols.append(to_uint8(imgs[-1]))  # [n, S, S, 3]
+    return ts, np.stack(cols)
+
+
+def interpolation_grid(model, caption_a, caption_b, images, ts):
+    """The picture `t2i sample --interpolate` writes, as a PIL image: one row per noise draw, one column per t.
+    images: uint8 [steps, n, S, S, 3] and ts [steps] from interpolation_images."""
+    from t2icli.viz.grid import image_grid
+
+    steps, n = images.shape[:2]
+    rows = [[images[j][k] for j in range(steps)] for k in range(n)]
+    return image_grid(rows, row_labels=[f"#{k}: {_short(caption_a, 100)} -> {_short(caption_b, 100)}" for k in range(n)],
+                      col_labels=[f"t={t:.2f}" for t in ts], tile=max(64, model.sizes[-1]))
+
+
+def interpolate(model, caption_a, caption_b, out, steps=8, n=1, seed=0, warn=None):
+    """Write the images of `interpolation_images` as one PNG: n rows x steps columns (`out`, or
+    out/interpolation.png for a folder). Returns {"png", "steps", "captions", "images": uint8 [steps, n, S, S, 3]}."""
+    from t2icli.viz.grid import save_png
+
+    ts, images = interpolation_images(model, caption_a, caption_b, steps=steps, n=n, seed=seed, warn=warn)
     png = os.fspath(out)
     if not png.lower().endswith(".png"):
         os.makedirs(png, exist_ok=True)
         png = os.path.join(png, "interpolation.png")
     else:
         os.makedirs(os.path.dirname(os.path.abspath(png)), exist_ok=True)
-    rows = [[cols[j][k] for j in range(steps)] for k in range(n)]
-    save_image_grid(png, rows, row_labels=[f"#{k}: {_short(caption_a, 100)} -> {_short(caption_b, 100)}" for k in range(n)],
-                    col_labels=[f"t={t:.2f}" for t in np.linspace(0, 1, steps)], tile=max(64, model.sizes[-1]))
-    return {"png": png, "steps": int(steps), "captions": [caption_a, caption_b], "images": np.stack(cols)}
+    save_png(interpolation_grid(model, caption_a, caption_b, images, ts), png)
+    return {"png": png, "steps": int(steps), "captions": [caption_a, caption_b], "images": images}
 
 
 def read_style_image(path, size):

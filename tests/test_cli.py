@@ -20,7 +20,7 @@ def run(*args):
 def test_top_level_help_lists_commands():
     res = run("--help")
     assert res.exit_code == 0
-    for name in ("prep", "train", "sample", "eval", "env"):
+    for name in ("prep", "train", "sample", "eval", "env", "serve"):
         assert f"  {name} " in res.output
 
 
@@ -36,7 +36,8 @@ def test_python_dash_m_works():
 
 
 @pytest.mark.parametrize("cmd", [["prep"], ["prep", "toybirds"], ["prep", "cub"], ["prep", "flowers"],
-                                 ["prep", "coco"], ["prep", "folder"], ["env"], ["sample"], ["eval"], ["train"]])
+                                 ["prep", "coco"], ["prep", "folder"], ["env"], ["sample"], ["eval"], ["train"],
+                                 ["serve"]])
 def test_every_command_has_help(cmd):
     res = run(*cmd, "--help")
     assert res.exit_code == 0, res.output

@@ -251,7 +251,7 @@ def test_loader_batches(tmp_path):
 
 
 def test_tokenize_matches_nltk_regexp_tokenizer():
-    from nltk.tokenize import RegexpTokenizer
+    RegexpTokenizer = pytest.importorskip("nltk.tokenize", reason="nltk (test extra; scripts/test.sh installs it)").RegexpTokenizer
 
     nltk_tok = RegexpTokenizer(r"\w+")
     for text in ["This bird has a RED crown, and a short-ish beak!", "  ", "naïve café über_bird 42x",

@@ -99,3 +99,25 @@ def test_sample_oov_warns_and_bad_captions_exit_2(tiny, tmp_path):
     assert run("sample", "a bird", "--interpolate", "a", "b", "--model", tiny["gan"], "--out", tmp_path / "b.png").exit_code == 2
     assert run("sample", "a bird", "--model", tmp_path, "--out", tmp_path / "m.png").exit_code == 1
     assert run("sample", "a bird", "--model", tiny["gan"], "--out", tmp_path / "m.png", "--n", 0).exit_code == 2
+
+
+def test_sample_without_model_uses_the_shipped_pretrained_model(tiny, tmp_path, monkeypatch):
+    import shutil
+
+    import t2icli.pretrained
+
+    monkeypatch.setattr(t2icli.pretrained, "ROOT", str(tmp_path / "pretrained"))
+    assert t2icli.pretrained.shipped_model() is None
+    res = run("sample", "a red bird", "--out", tmp_path / "none.png")
+    assert res.exit_code == 2 and "no --model given" in res.output and "--model RUN" in res.output
+    assert not os.path.exists(tmp_path / "none.png")
+
+    shutil.copytree(tiny["gan"], tmp_path / "pretrained" / "toybirds")
+    assert t2icli.pretrained.shipped_model() == str(tmp_path / "pretrained" / "toybirds")
+    res = run("sample", "a red bird", "--out", tmp_path / "red.png", "--n", 2, "--device", "cpu")
+    assert res.exit_code == 0, res.output
+    assert "shipped pretrained toybirds model" in res.stderr and str(tmp_path / "pretrained" / "toybirds") in res.stderr
+    assert res.stdout.split() == [str(tmp_path / "red.png")]  # stdout holds only the written paths
+    given = run("sample", "a red bird", "--model", tiny["gan"], "--out", tmp_path / "given.png", "--n", 2)
+    assert given.exit_code == 0 and "pretrained" not in given.stderr
+    assert np.array_equal(np.asarray(Image.open(tmp_path / "red.png")), np.asarray(Image.open(tmp_path / "given.png")))

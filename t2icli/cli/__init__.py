@@ -11,6 +11,7 @@ _COMMANDS = {
     "train": ("t2icli.cli.train", "train", "Train a model (damsm, attngan, stackgan2, stackgan, gancls)."),
     "sample": ("t2icli.cli.sample", "sample", "Generate images from captions with a trained model."),
     "eval": ("t2icli.cli.eval", "eval_cmd", "Evaluate a model (rprecision, is, fid, attr)."),
+    "serve": ("t2icli.cli.serve", "serve", "Serve a web page and JSON API to sample a model interactively."),
     "env": ("t2icli.cli.env", "env", "Print versions, devices and the active kernel backend."),
 }
 

@@ -1,4 +1,4 @@
-"""`t2i env`: versions, devices and the active kernel backend."""
+"""`t2i env`: versions, devices, the active kernel backend and the kernels' self-check on every device."""
 
 import click
 
@@ -6,7 +6,9 @@ import click
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def env(as_json):
-    """Print versions (python, torch, CUDA, t2icli), devices, and which kernel backend is active.
+    """Print versions (python, torch, CUDA, t2icli), devices, which kernel backend is active, and the
+    self-check of the compiled kernels against the reference on every device (float32, forward and backward;
+    a kernel that fails it is replaced by the reference in the process that found it: see T2I_OPS_SELFCHECK).
 
     \b
     Example:
@@ -30,17 +32,36 @@ def env(as_json):
         "cpu_threads": torch.get_num_threads(),
     }
     try:
-        from t2icli.ops import backend_info
+        from t2icli.ops import _selfcheck, backend_info, selfcheck
 
         info["kernels"] = backend_info()
+        if info["kernels"]["backend"] != "ext":
+            info["selfcheck"] = "not applicable (reference backend)"
+        elif not _selfcheck.enabled():
+            info["selfcheck"] = "skipped (T2I_OPS_SELFCHECK=0)"
+        else:
+            info["selfcheck"] = selfcheck()  # cpu and every CUDA device, float32
     except Exception as exc:  # report, never crash `env`
         info["kernels"] = {"backend": "unavailable", "reason": f"{type(exc).__name__}: {exc}"}
     if as_json:
         click.echo(json.dumps(info, sort_keys=True))
         return
     for key, value in info.items():
+        if key == "selfcheck" and isinstance(value, list):
+            for r in value:
+                click.echo(f"{key:15s} {r['op']} on {r['device']} ({r['dtype']}): {_verdict(r)}")
+            continue
         if isinstance(value, dict):
             value = ", ".join(f"{k}={v}" for k, v in value.items())
         elif isinstance(value, list):
             value = "; ".join(value)
         click.echo(f"{key:15s} {value}")
+
+
+def _verdict(r):
+    """One self-check record as words: 'ok (max error 3.9e-07, 12 ms)' or 'FAILED (...): ...'."""
+    if r["ok"]:
+        return f"ok (max error {r['error']:.1e}, {r['ms']:.0f} ms)"
+    why = (r["exception"] or (f"NaN/inf in {r['nonfinite']}" if r["nonfinite"] else
+                              f"{r['worst']} max error {r['error']:.1e} > {r['tolerance']:.0e}"))
+    return f"FAILED ({why}): this process uses the reference for it"

@@ -4,15 +4,16 @@ import time
 
 import click
 
-from t2icli.cli.common import err, resolve_device
+from t2icli.cli.common import err, model_or_pretrained, resolve_device
 
 _T0 = time.perf_counter()  # module import time ~ command start: reported as the cold-start time with --verbose
 
 
 @click.command()
 @click.argument("captions", nargs=-1, metavar="CAPTION [CAPTION ...]")
-@click.option("--model", "model_run", required=True, metavar="RUN", type=click.Path(exists=True),
-              help="Generator run folder (or its generator.pt) from `t2i train attngan|stackgan2|stackgan|gancls`.")
+@click.option("--model", "model_run", default=None, metavar="RUN", type=click.Path(exists=True),
+              help="Generator run folder (or its generator.pt) from `t2i train attngan|stackgan2|stackgan|gancls`. "
+                   "Default: the shipped pretrained toybirds model, when this t2i has one.")
 @click.option("--out", required=True, metavar="PATH", type=click.Path(),
               help="out.png for one caption (out-00.png, out-01.png, ... for several), or a folder: "
                    "<k>-<words>.png per caption.")
@@ -39,6 +40,7 @@ _T0 = time.perf_counter()  # module import time ~ command start: reported as the
 def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, steps, style_from, device, verbose):
     """Generate images from captions with a trained generator.
 
+    Without --model, the pretrained toybirds model shipped with t2i is used (named on stderr).
     Words not in the model's vocabulary are dropped with a warning on stderr; an empty
     caption, one of only punctuation, or one with no known word is an error (exit 2). A caption
     longer than the model's word limit (18 for birds) keeps its first words, with a warning.
@@ -75,6 +77,7 @@ def sample(captions, model_run, out, n, seed, stage, save_attn, interpolate, ste
             shown = text if len(text) <= 60 else text[:60] + "..."
             raise click.BadParameter(f"{shown!r} has no words (only punctuation or symbols): give some words, "
                                      "e.g. \"a small red bird\"", param_hint="CAPTION")
+    model_run, _ = model_or_pretrained(model_run, "sample")
     dev = resolve_device(device)
     from t2icli.metrics.generate import load_model
     from t2icli.sample import SampleError, encode_captions, interpolate as interpolate_fn, sample as sample_fn

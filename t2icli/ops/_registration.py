@@ -1,12 +1,13 @@
-"""Fake (meta) kernels and autograd formulas for the compiled t2i ops, registered once after loading."""
+"""Fake (meta) kernels, autograd formulas and autocast rules for the compiled t2i ops, registered once after loading."""
 
 import torch
 
 _done = False
+AUTOCAST_DEVICES = ("cpu", "cuda")  # the device types with t2i kernels
 
 
 def register():
-    """Registers fake kernels and autograd for torch.ops.t2i.* (idempotent)."""
+    """Registers fake kernels, autograd and autocast rules for torch.ops.t2i.* (idempotent)."""
     global _done
     if _done:
         return
@@ -60,3 +61,13 @@ def register():
         return grad_img, grad_words, None, None, None
 
     torch.library.register_autograd("t2i::damsm_word_scores", _damsm_backward, setup_context=_damsm_setup)
+
+    # Autocast (--precision bf16): the kernels compute in float32 (or float64), never in half precision, so
+    # under autocast every op casts its float16/bfloat16/float32 inputs to float32 and runs with autocast off;
+    # float32 comes back (float64 is left alone, as autocast leaves it). Stated here, rather than left to the
+    # absence of an autocast kernel, so a raw call with bfloat16 inputs computes in float32 instead of failing,
+    # and so torch.compile sees the same rule as eager mode. t2icli.ops' wrappers apply the same rule themselves.
+    for op in ("word_region_attention", "word_region_attention_backward", "damsm_word_scores",
+               "damsm_word_scores_backward"):
+        for device_type in AUTOCAST_DEVICES:
+            torch.library.register_autocast(f"t2i::{op}", device_type, torch.float32)

@@ -6,7 +6,7 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["to_uint8", "wrap_text", "save_image_grid"]
+__all__ = ["to_uint8", "wrap_text", "image_grid", "save_image_grid", "png_bytes", "save_png"]
 
 
 def to_uint8(x):
@@ -23,11 +23,16 @@ def wrap_text(text, width_px, char_px=6):
 
 
 def save_image_grid(path, tiles, row_labels=None, col_labels=None, tile=None, label_width=180, pad=2):
-    """Write a grid of images as one PNG.
+    """Write a grid of images as one PNG (the picture of `image_grid`, same arguments). Returns `path`."""
+    return save_png(image_grid(tiles, row_labels, col_labels, tile, label_width, pad), path)
+
+
+def image_grid(tiles, row_labels=None, col_labels=None, tile=None, label_width=180, pad=2):
+    """A grid of images as one PIL image (RGB).
 
     tiles: R rows of C uint8 images [h, w, 3] (sizes may differ: each is resized, nearest, to `tile` px, default
     the largest side); row_labels: R strings drawn, wrapped, in a column on the left (e.g. the caption);
-    col_labels: C strings drawn above the columns (e.g. "16px"). Returns `path`.
+    col_labels: C strings drawn above the columns (e.g. "16px").
     """
     from PIL import Image, ImageDraw
 
@@ -53,15 +58,24 @@ def save_image_grid(path, tiles, row_labels=None, col_labels=None, tile=None, la
             if img.size != (tile, tile):
                 img = img.resize((tile, tile), Image.NEAREST)
             canvas.paste(img, (left + pad + j * (tile + pad), y))
-    return save_png(canvas, path)
+    return canvas
+
+
+def png_bytes(image):
+    """The PNG file bytes of a PIL image or of a uint8 array [H, W, 3]."""
+    from PIL import Image
+
+    if not isinstance(image, Image.Image):
+        image = Image.fromarray(np.ascontiguousarray(image))
+    buf = io.BytesIO()
+    image.save(buf, format="PNG")
+    return buf.getvalue()
 
 
 def save_png(image, path):
     """Write PIL `image` as a PNG at `path` atomically (temporary sibling, fsync, rename). Returns the path."""
     from t2icli.fileio import atomic_write_bytes
 
-    buf = io.BytesIO()
-    image.save(buf, format="PNG")
     path = os.fspath(path)
-    atomic_write_bytes(path, buf.getvalue())
+    atomic_write_bytes(path, png_bytes(image))
     return path
