@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The main job on the embedded toybirds data set, end to end:
 # install (see scripts/_env.sh), prepare toybirds, train DAMSM, train AttnGAN (CPU preset), sample three
-# captions with attention pictures, evaluate R-precision and attribute accuracy, print a results table.
+# captions with attention pictures, evaluate R-precision, attribute accuracy and data-FID, print a results table.
 #   bash scripts/demo.sh            default scale (8000 train / 1000 test birds, 64 px), ~15 minutes on 2 cores
 #   bash scripts/demo.sh --quick    toy scale, a few minutes
 # Outputs go under demo/ (override with T2I_DEMO_DIR).
@@ -36,10 +36,12 @@ echo "== 4/5 sample with attention pictures -> $dir/samples" >&2
 t2i sample "a small red bird" "a large blue bird with a long yellow beak" "a green bird with a black crown and white belly" \
   --model "$dir/attngan" --out "$dir/samples" --n "$n_img" --save-attn --stage all > "$dir/samples.txt"
 
-echo "== 5/5 eval rprecision and attr ($n_eval generated images) -> $dir/eval_*.json" >&2
+echo "== 5/5 eval rprecision, attr and data-FID ($n_eval generated images) -> $dir/eval_*.json" >&2
 t2i eval --metric rprecision --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" --json > "$dir/eval_rprecision.json"
 t2i eval --metric attr --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" --attr-steps "$attr_steps" \
   --json > "$dir/eval_attr.json"
+t2i eval --metric fid --fid-backbone data --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" \
+  --fid-steps "$attr_steps" --json > "$dir/eval_fid.json"
 
 secs=$(( $(date +%s) - start ))
 "$PY" - "$dir" "$secs" <<'PYEOF'
@@ -47,11 +49,14 @@ import json, sys
 d, secs = sys.argv[1], int(sys.argv[2])
 rp = json.load(open(f"{d}/eval_rprecision.json"))
 at = json.load(open(f"{d}/eval_attr.json"))
+fid = json.load(open(f"{d}/eval_fid.json"))
 print(f"\n| metric (toybirds test captions, n={rp['n']}) | generated | real test images |")
 print("| --- | --- | --- |")
 print(f"| R-precision (DM-GAN protocol, 1+99, 10 folds) | {rp['mean']:.3f} ± {rp['std']:.3f} | "
       f"{rp['real']['mean']:.3f} ± {rp['real']['std']:.3f} |")
 print(f"| attribute accuracy (mentioned attributes) | {at['accuracy']:.3f} | {at['real']['accuracy']:.3f} |")
+print(f"| data-FID (toybirds' own feature network, vs real test) | {fid['value']:.1f} | {fid['floor']:.1f} (real train, "
+      f"same n) |")
 print("\npictures:")
 for line in open(f"{d}/samples.txt"):
     print("  " + line.strip())

@@ -382,11 +382,16 @@ def test_eval_rprecision_json_is_one_object(tiny):
 
 def test_eval_all_nests_metrics_and_skips_what_needs_weights(tiny):
     res = run("eval", "--metric", "all", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20, "--json",
-              "--attr-steps", 3)
+              "--attr-steps", 3, "--fid-steps", 3)
     assert res.exit_code == 0, res.output + res.stderr
     out = json.loads(res.stdout)
     assert out["metric"] == "all" and set(out["metrics"]) == {"rprecision", "is", "fid", "attr"}
-    assert "inception-weights" in out["metrics"]["fid"]["skipped"] and "skipped" in out["metrics"]["is"]
+    assert "inception-weights" in out["metrics"]["is"]["skipped"]  # IS needs Inception; FID has the data backbone
+    fid = out["metrics"]["fid"]
+    assert fid["backbone"] == "data" and fid["n"] == 20 and fid["value"] >= 0 and fid["floor"] >= 0
+    res = run("eval", "--metric", "all", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20, "--json",
+              "--attr-steps", 3, "--fid-backbone", "fid-inception")
+    assert "inception-weights" in json.loads(res.stdout)["metrics"]["fid"]["skipped"]
     assert out["metrics"]["rprecision"]["n"] == 20 and out["metrics"]["attr"]["n"] == 20
 
 

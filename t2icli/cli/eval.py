@@ -7,7 +7,7 @@ import click
 from t2icli.cli.common import err, resolve_device
 
 _METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
-_BACKBONES = ["fid-inception", "torchvision", "dmgan"]  # t2icli.metrics.fid.BACKBONES (no torch import)
+_BACKBONES = ["auto", "data", "fid-inception", "torchvision", "dmgan"]  # metrics.fid.BACKBONES + auto, data
 _IS_BACKBONES = ["auto", "torchvision", "tf-slim"]  # t2icli.metrics.inception_score.IS_BACKBONES (no torch import)
 
 
@@ -35,6 +35,9 @@ def _summary(r):
                 f"{real}\n  per attribute: {per}{oov}")
     if m == "fid" and r.get("stats_only"):
         return f"FID reference statistics ({r['backbone']}, {r['n']} real {r['split']} images): {r['path']}"
+    if m == "fid" and r.get("backbone") == "data":
+        return (f"FID (data features, n={r['n']} vs {r['n_real']} real {r['split']}): {_round(r['value'])}; floor "
+                f"(real train vs real {r['split']}, n={r['n']}) {_round(r['floor'])}")
     if m == "fid":
         return f"FID ({r['backbone']}, n={r['n']} vs {r['n_real']} real, {r['resize']}): {_round(r['value'])}"
     if m == "is":
@@ -64,8 +67,11 @@ def _summary(r):
 @click.option("--num-classes", default=1000, show_default=True, metavar="K", type=click.IntRange(min=2),
               help="IS: classes of the classifier (50 for StackGAN's fine-tuned CUB model; a K+1-th background "
                    "output 0 is dropped before the softmax).")
-@click.option("--fid-backbone", default="fid-inception", show_default=True, type=click.Choice(_BACKBONES),
-              help="fid-inception: TF inception-2015-12-05 weights as pytorch-fid/torch-fidelity use them; "
+@click.option("--fid-backbone", default="auto", show_default=True, type=click.Choice(_BACKBONES),
+              help="auto: fid-inception with --inception-weights, else data. data: the features of a small CNN "
+                   "trained on the data set's own real train images (nothing to download; reported with its floor, "
+                   "real train vs real test at the same count; metrics/data_fid.py). "
+                   "fid-inception: TF inception-2015-12-05 weights as pytorch-fid/torch-fidelity use them; "
                    "torchvision: ImageNet Inception-v3 fed [-1, 1]; dmgan: the same network fed as DM-GAN's FID "
                    "code feeds it (torchvision's input transform applied to [0, 1] pixels), what DM-GAN's "
                    "published FIDs used.")
@@ -83,6 +89,9 @@ def _summary(r):
 @click.option("--attr-steps", default=1500, show_default=True, metavar="N", type=click.IntRange(min=1),
               help="attr: training steps of the attribute classifier (trained once per data set and value, cached "
                    "in DATA/cache/).")
+@click.option("--fid-steps", default=1500, show_default=True, metavar="N", type=click.IntRange(min=1),
+              help="--fid-backbone data: training steps of the data set's feature network (trained once per data set "
+                   "and value, cached in DATA/cache/).")
 @click.option("--captions", "captions_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False),
               default=None,
               help="attr: generate from the captions in FILE instead of the test captions, one JSON object per "
@@ -96,7 +105,7 @@ def _summary(r):
 @click.option("--device", default="auto", show_default=True, metavar="DEV", help="auto, cpu, cuda, cuda:1, ...")
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
 def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, inception_weights, num_classes, fid_backbone,
-             stats_only, is_backbone, splits, word_limit, attr_steps, seed, batch_size, device, as_json,
+             stats_only, is_backbone, splits, word_limit, attr_steps, fid_steps, seed, batch_size, device, as_json,
              captions_file):
     """Evaluate a generator on the test captions of its data set.
 
@@ -104,7 +113,8 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
     rprecision  DM-GAN's protocol: true caption vs 99 other-class captions per image (drawn with
                 replacement, ties are hits), 10 shuffled folds; also on the real test images (the ceiling)
     is          Inception Score, 10 shuffled splits, from --inception-weights
-    fid         FID against the real test split (--fid-backbone), from --inception-weights
+    fid         FID against the real test split (--fid-backbone): in Inception features (--inception-weights),
+                or in the data set's own feature network (--fid-backbone data, with its real-vs-real floor)
     attr        attribute accuracy of the attributes each caption mentions (toybirds);
                 with --captions FILE, of your own captions (see scripts/paraphrases.py)
     Generated images are truncated to uint8 as the references save them; captions are cut to --word-limit.
@@ -114,6 +124,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
       t2i eval --metric rprecision --model runs/attngan --data data/toybirds --n-samples 2000 --json
       t2i eval --metric attr --model runs/attngan --data data/toybirds --n-samples 2000
       t2i eval --metric attr --model runs/attngan --data data/toybirds --captions my_captions.jsonl
+      t2i eval --metric fid --model runs/attngan --data data/toybirds --n-samples 2000
       t2i eval --metric fid --model runs/attngan --data data/cub --inception-weights pt_inception-2015-12-05.pth
       t2i eval --metric fid --stats-only --data data/cub --inception-weights pt_inception-2015-12-05.pth
       t2i eval --metric is --model runs/attngan --data data/cub --inception-weights cub_inception.pth --num-classes 50
@@ -121,9 +132,10 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
       t2i eval --model runs/stackgan-cub --data data/cub \\
           --text-embeddings Data/birds/test/char-CNN-RNN-embeddings.pickle
     """
-    from t2icli.metrics.evaluate import METRICS, check_request, evaluate, fid_stats_only
+    from t2icli.metrics.evaluate import METRICS, check_request, evaluate, fid_stats_only, resolve_fid_backbone
 
     metrics = list(METRICS) if metric == "all" else [metric]
+    fid_backbone = resolve_fid_backbone(fid_backbone, inception_weights)
     if text_embeddings is not None and stats_only:
         raise click.UsageError("--text-embeddings goes with a --model to evaluate, not with --stats-only")
     if captions_file is not None:
@@ -134,7 +146,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                                    "--text-embeddings)")
         if click.get_current_context().get_parameter_source("n_samples") == ParameterSource.COMMANDLINE:
             raise click.UsageError("--n-samples does not go with --captions: one image is generated per line")
-    skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only)
+    skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only, fid_backbone)
     dev = resolve_device(device)
 
     def progress(done, total):
@@ -154,7 +166,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                            inception_weights=inception_weights, num_classes=num_classes, fid_backbone=fid_backbone,
                            splits=splits, seed=seed, batch_size=batch_size, device=dev, progress=progress, log=err,
                            skip=skip, attr_steps=attr_steps, text_embeddings=text_embeddings, word_limit=word_limit,
-                           is_backbone=is_backbone)
+                           is_backbone=is_backbone, fid_steps=fid_steps)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

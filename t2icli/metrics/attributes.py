@@ -41,7 +41,7 @@ class AttributeClassifier(nn.Module):
     field tells a crown from a belly.
     """
 
-    def __init__(self, num_values, width=32, first_stride=1):
+    def __init__(self, num_values, width=32, first_stride=1, n_regress=0):
         super().__init__()
         w = int(width)
         layers, cin = [], 3
@@ -51,10 +51,16 @@ class AttributeClassifier(nn.Module):
         self.body = nn.Sequential(*layers)
         self.fc = nn.Sequential(nn.Linear(2 * cin, 256), nn.ReLU(inplace=True))
         self.heads = nn.ModuleList([nn.Linear(256, int(v)) for v in num_values])
+        # Optional regression targets (e.g. a toybird's pose) learnt beside the classes (metrics/data_fid.py).
+        self.regress = nn.Linear(256, int(n_regress)) if n_regress else None
+
+    def features(self, x):
+        """The 256-d penultimate features h [B, 256] (what data-FID compares)."""
+        f = self.body(x)  # [B, C, S/4, S/4]
+        return self.fc(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1))  # [B, 256]
 
     def forward(self, x):
-        f = self.body(x)  # [B, C, S/4, S/4]
-        h = self.fc(torch.cat([f.mean((2, 3)), f.amax((2, 3))], 1))  # [B, 256]
+        h = self.features(x)
         return [head(h) for head in self.heads]
 
 
@@ -121,21 +127,24 @@ def mentioned_accuracy(pred, truth, mentions, names):
 
 
 def train_attribute_classifier(train_images, train_attrs, num_values, size, recipe=None, device="cpu", seed=0,
-                               log=None):
+                               log=None, regress=None):
     """Train a classifier on uint8 images [n, S, S, 3] with truth int [n, A] for recipe["steps"] steps.
 
     Random horizontal flips (a bird's attributes do not depend on which way it faces), and on random halves of each
     batch a Gaussian blur and pixel noise of random strength (recipe blur_max, noise_max: the attributes do not
-    depend on sharpness either). Returns the model (eval mode).
+    depend on sharpness either). regress: float targets [n, P] learnt too (squared error, weight
+    recipe["regress_weight"]). Returns the model (eval mode).
     """
     recipe = dict(RECIPE, **(recipe or {}))
     g = torch.Generator().manual_seed(int(seed))
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(seed))
-        model = AttributeClassifier(num_values, recipe["width"], max(1, size // 32)).to(device)
+        model = AttributeClassifier(num_values, recipe["width"], max(1, size // 32),
+                                    0 if regress is None else np.shape(regress)[1]).to(device)
     opt = torch.optim.Adam(model.parameters(), lr=recipe["lr"])
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, recipe["lr"], total_steps=recipe["steps"])
     truth = torch.as_tensor(np.asarray(train_attrs), dtype=torch.int64)
+    targets = None if regress is None else torch.as_tensor(np.asarray(regress), dtype=torch.float32)
     n = len(train_images)
     images = np.asarray(train_images)
     model.train()
@@ -151,7 +160,12 @@ def train_attribute_classifier(train_images, train_attrs, num_values, size, reci
         if recipe.get("noise_max"):
             x = random_noise(x, recipe["noise_max"], g)
         y = truth[idx].to(device)
-        loss = sum(F.cross_entropy(lg, y[:, k]) for k, lg in enumerate(model(x)))
+        if targets is None:
+            loss = sum(F.cross_entropy(lg, y[:, k]) for k, lg in enumerate(model(x)))
+        else:
+            h = model.features(x)
+            loss = sum(F.cross_entropy(head(h), y[:, k]) for k, head in enumerate(model.heads))
+            loss = loss + recipe.get("regress_weight", 1.0) * F.mse_loss(model.regress(h), targets[idx].to(device))
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
