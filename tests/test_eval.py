@@ -410,7 +410,7 @@ def test_eval_fid_stats_only(tiny, tmp_path):
 
 def test_eval_bad_inputs(tiny, tmp_path):
     data, gan = tiny["data"], tiny["gan"]
-    res = run("eval", "--metric", "fid", "--model", gan, "--data", data)
+    res = run("eval", "--metric", "fid", "--fid-backbone", "fid-inception", "--model", gan, "--data", data)
     assert res.exit_code == 1 and "--inception-weights" in res.stderr
     res = run("eval", "--metric", "is", "--model", gan, "--data", data, "--inception-weights", tmp_path / "nope.pt")
     assert res.exit_code == 2 and "--inception-weights" in res.stderr

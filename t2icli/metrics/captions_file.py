@@ -143,14 +143,15 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
     from t2icli.data import PreparedDataset, load_meta
     from t2icli.data.text import Vocab
     from t2icli.metrics.attributes import load_or_train_classifier, mentioned_accuracy, predict_attributes
-    from t2icli.metrics.generate import load_model, to_uint8
+    from t2icli.metrics.generate import EVAL_UINT8, eval_word_limit, load_model, to_uint8
 
     meta = load_meta(data)
     schema = meta.get("attributes")
     if not schema:
         raise MetricError(f"--captions: --data {data} has no attribute schema to check the file against (toybirds has)")
     split = "test" if "test" in meta["splits"] else "train"
-    ds = PreparedDataset(data, split, train=False, seed=seed)
+    word_limit = eval_word_limit(meta)  # as `t2i eval` cuts the test captions
+    ds = PreparedDataset(data, split, train=False, seed=seed, word_limit=word_limit)
     with open(os.path.join(ds.path, split, "captions.jsonl"), encoding="utf-8") as fh:
         files = [json.loads(line)["file"] for line in fh]
     lines = read_captions_file(captions, schema, files, ds.attributes)
@@ -158,7 +159,7 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
     if list(ds.vocab) != list(model.vocab):
         raise MetricError(f"--model was trained on a different vocabulary ({len(model.vocab)} words) than --data "
                           f"{os.fspath(data)} ({len(ds.vocab)} words)")
-    tokens, lengths, words = encode_captions(lines["texts"], Vocab(model.vocab), ds.word_limit, seed)
+    tokens, lengths, words = encode_captions(lines["texts"], Vocab(model.vocab), word_limit, seed)
     if log:
         log(f"generating {len(tokens)} images from {captions} ({words['out_of_vocabulary']} of {words['total']} "
             "words out of the vocabulary, dropped)")
@@ -166,7 +167,7 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
     for s in range(0, len(tokens), batch_size):
         idx = np.arange(s, min(s + batch_size, len(tokens)))
         x = model.generate(tokens[idx], lengths[idx], idx, seed=seed, batch_size=batch_size)
-        out.append(to_uint8(x["images"][-1]))
+        out.append(to_uint8(x["images"][-1], "truncate"))
         if progress:
             progress(int(idx[-1]) + 1, len(tokens))
     images = np.concatenate(out)
@@ -192,5 +193,5 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
         "protocol": "accuracy over the attributes each line of the captions file states (micro average); line j "
                     "uses the noise of (seed, j); out-of-vocabulary words are dropped before encoding"
                     + ("; real = the named images" if "real" in result else ""),
-        "model": os.path.abspath(os.fspath(model_run)), "kind": model.kind})
+        "uint8": EVAL_UINT8, "model": os.path.abspath(os.fspath(model_run)), "kind": model.kind})
     return result
