@@ -95,17 +95,15 @@ done
 for p in "${pids[@]}"; do wait "$p" || true; done
 
 # -- 3. evaluation (sequential, both cores) ------------------------------------------------------------
-record "t2i eval --metric rprecision --model RUN --data $data --n-samples $n_eval --json"
-record "t2i eval --metric attr --model RUN --data $data --n-samples $n_eval --attr-steps $attr_steps --json"
+record "t2i eval --metric all --model RUN --data $data --n-samples $n_eval --attr-steps $attr_steps --fid-steps $attr_steps --json"
 for s in $seeds; do
   for m in $models; do
     run="$out/runs/$m-s$s"
     [ -f "$run/generator.pt" ] || { echo "!! $m seed $s: no export, not evaluated" >&2; continue; }
     echo "== eval $m seed $s" >&2
-    t2i eval --metric rprecision --model "$run" --data "$data" --n-samples "$n_eval" --json \
-      > "$out/eval/$m-s$s-rprecision.json" 2>> "$out/logs/eval.log" || echo "!! eval rprecision $m $s failed" >&2
-    t2i eval --metric attr --model "$run" --data "$data" --n-samples "$n_eval" --attr-steps "$attr_steps" --json \
-      > "$out/eval/$m-s$s-attr.json" 2>> "$out/logs/eval.log" || echo "!! eval attr $m $s failed" >&2
+    # R-precision, attribute accuracy and data-FID of one set of generated images (IS/Inception FID need weights)
+    t2i eval --metric all --model "$run" --data "$data" --n-samples "$n_eval" --attr-steps "$attr_steps" \
+      --fid-steps "$attr_steps" --json > "$out/eval/$m-s$s.json" 2>> "$out/logs/eval.log" || echo "!! eval $m $s failed" >&2
   done
 done
 

@@ -2,7 +2,8 @@
 
     python scripts/compare_table.py --out compare --results docs/RESULTS.md --minutes 7 --seeds "0 1" ...
 
-Reads OUT/eval/<model>-s<seed>-{rprecision,attr}.json (from `t2i eval --json`), OUT/runs/<model>-s<seed>/stats.jsonl
+Reads OUT/eval/<model>-s<seed>.json (from `t2i eval --metric all --json`; or the older per-metric
+<model>-s<seed>-{rprecision,attr}.json), OUT/runs/<model>-s<seed>/stats.jsonl
 and run.json (sizes) and OUT/commands.txt; prints nothing on stdout but the path.
 """
 
@@ -29,6 +30,16 @@ def load_json(path):
             return json.load(f)
     except (OSError, ValueError):
         return None
+
+
+def eval_results(out, name, seed):
+    """{metric: result} of one run's evaluation: OUT/eval/NAME-sSEED.json (`--metric all`), else the per-metric files
+    an older compare.sh wrote."""
+    both = load_json(os.path.join(out, "eval", f"{name}-s{seed}.json"))
+    if both and "metrics" in both:
+        return {k: v for k, v in both["metrics"].items() if "skipped" not in v}
+    found = {m: load_json(os.path.join(out, "eval", f"{name}-s{seed}-{m}.json")) for m in ("rprecision", "attr")}
+    return {k: v for k, v in found.items() if v}
 
 
 def run_info(run):
@@ -83,6 +94,16 @@ def verdict(a, b, metric):
     return f"{word}: {metric} {ma:.3f} vs {mb:.3f} (difference {d:+.3f}, spreads ±{sa:.3f} / ±{sb:.3f}){few}"
 
 
+def _fid_text(values):
+    """'m ± s' of FIDs over seeds, one decimal."""
+    vals = [v for v in values if v is not None]
+    if not vals:
+        return "n/a"
+    if len(vals) == 1:
+        return f"{vals[0]:.1f} (1 seed)"
+    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
+
+
 def machine():
     cpu = platform.processor() or "?"
     try:
@@ -118,18 +139,21 @@ def main():
     models = a.models.split()
 
     rows, summary = [], {}
-    real_rp, real_attr, negatives = [], [], set()
+    real_rp, real_attr, floors, negatives = [], [], [], set()
     for name in models:
         label, note = MODELS.get(name, (name, ""))
-        rps, attrs, steps, secs, cfg = [], [], [], [], None
+        rps, attrs, fids, steps, secs, cfg = [], [], [], [], [], None
         for s in seeds:
             run = os.path.join(a.out, "runs", f"{name}-s{s}")
             c, final = run_info(run)
             cfg = cfg or c
-            rp = load_json(os.path.join(a.out, "eval", f"{name}-s{s}-rprecision.json"))
-            at = load_json(os.path.join(a.out, "eval", f"{name}-s{s}-attr.json"))
+            ev = eval_results(a.out, name, s)
+            rp, at, fid = ev.get("rprecision"), ev.get("attr"), ev.get("fid")
             rps.append(rp["mean"] if rp else None)
             attrs.append(at["accuracy"] if at else None)
+            fids.append(fid["value"] if fid else None)
+            if fid and fid.get("floor") is not None:
+                floors.append(fid["floor"])
             if rp:
                 negatives.add(rp.get("negatives"))
             if rp and rp.get("real"):
@@ -142,13 +166,14 @@ def main():
                     secs.append(float(final["train_seconds"]))
         rp_text, rp_m, rp_s = mean_std(rps)
         at_text, at_m, at_s = mean_std(attrs)
+        fid_text = _fid_text(fids)
         n_ok = sum(v is not None for v in rps)
         summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs))}
         weight = (cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
         step_text = " / ".join(str(x) for x in steps) if steps else "n/a"
         sec_text = f"{statistics.mean(secs) / 60:.1f}" if secs else "n/a"
         rows.append(f"| {label} | {stages_of(name, cfg)} | {weight:g} | {step_text} | {sec_text} | {rp_text} | "
-                    f"{at_text} | {note} |")
+                    f"{at_text} | {fid_text} | {note} |")
 
     def cmp(x, y, metric="rp"):
         if x not in summary or y not in summary:
@@ -176,6 +201,7 @@ def main():
     now = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     real_rp_text = f"{statistics.mean(real_rp):.3f}" if real_rp else "n/a"
     real_attr_text = f"{statistics.mean(real_attr):.3f}" if real_attr else "n/a"
+    floor_text = f"{statistics.mean(floors):.1f} (floor: real train)" if floors else "n/a"
     meta = load_json(os.path.join(a.out, "toybirds", "dataset.json")) or {}
     counts = {k: {"images": v.get("images"), "captions": v.get("captions")}
               for k, v in (meta.get("splits") or {}).items()}
@@ -193,14 +219,15 @@ def main():
         f"{a.damsm_minutes:g} minutes, shared by every model (text features, DAMSM loss and the R-precision scorer).",
         f"- **Metrics**: `t2i eval --metric rprecision` (DM-GAN protocol: true caption vs "
         f"{'/'.join(str(n) for n in sorted(negatives, key=str)) or '99'} other-class captions, "
-        f"10 folds) and `--metric attr` (accuracy of the attributes each caption mentions), {a.n_eval} generated images "
-        f"each, from the test captions.",
+        f"10 folds), `--metric attr` (accuracy of the attributes each caption mentions) and data-FID (`--metric fid "
+        f"--fid-backbone data`: FID in the features of a network trained on toybirds' own real train images; its floor "
+        f"is real train vs real test images at the same count), {a.n_eval} generated images each, from the test captions.",
         f"- **Machine**: {machine()}.",
         "",
-        "| model | stages (px) | DAMSM loss weight | steps reached (per seed) | train min | R-precision | attr accuracy | notes |",
-        "| --- | --- | --- | --- | --- | --- | --- | --- |",
+        "| model | stages (px) | DAMSM loss weight | steps reached (per seed) | train min | R-precision | attr accuracy | data-FID | notes |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
-        f"| real test images (ceiling) | | | | | {real_rp_text} | {real_attr_text} | same captions, same scorers |",
+        f"| real test images (ceiling) | | | | | {real_rp_text} | {real_attr_text} | {floor_text} | same captions, same scorers |",
         "",
         "## The papers' claims, tested",
         "",
