@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
 # The main job on the embedded toybirds data set, end to end:
 # install (see scripts/_env.sh), prepare toybirds, train DAMSM, train AttnGAN (CPU preset), sample three
-# captions with attention pictures, evaluate R-precision, attribute accuracy and data-FID, print a results table.
-#   bash scripts/demo.sh            default scale (8000 train / 1000 test birds, 64 px), ~15 minutes on 2 cores
-#   bash scripts/demo.sh --quick    toy scale, a few minutes
+# captions with attention pictures, draw real test birds beside generated ones (and beside the shipped pretrained
+# model's, when this checkout has it), evaluate R-precision, attribute accuracy and data-FID, print a results table.
+# Every stage is step-based: the results do not depend on the machine's speed, only the time does.
+#   bash scripts/demo.sh            default scale (8000 train / 1000 test birds, 64 px): DAMSM 1200 steps, AttnGAN
+#                                   preset toybirds-cpu; about 15 minutes on 2 cores at 150 GFLOP/s (2048^3 sgemm)
+#   bash scripts/demo.sh --quick    toy scale, under 3 minutes
 # Outputs go under demo/ (override with T2I_DEMO_DIR).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
 
@@ -13,43 +16,50 @@ dir=${T2I_DEMO_DIR:-demo}
 mkdir -p "$dir"
 t2i() { "$PY" -m t2icli "$@"; }
 start=$(date +%s)
+stage() { echo "== $1  [$(( $(date +%s) - start )) s]" >&2; }
 
 if [ $quick = 1 ]; then
-  prep_args=(--n-train 400 --n-test 100 --captions-per-image 5); damsm_args=(--max-minutes 0.5 --batch-size 32)
-  gan_args=(--steps 40 --max-minutes 0.5 --snapshot-every 1000); n_eval=200; n_img=2; attr_steps=100
+  prep_args=(--n-train 400 --n-test 100 --captions-per-image 5); damsm_args=(--steps 40 --batch-size 32)
+  gan_args=(--steps 40 --snapshot-every 1000); n_eval=200; n_img=2; attr_steps=100
 else
-  prep_args=(); damsm_args=(--max-minutes 3); gan_args=(); n_eval=2000; n_img=4; attr_steps=1500
+  prep_args=(); damsm_args=(); gan_args=(); n_eval=2000; n_img=4; attr_steps=1500
 fi
-rm -rf "$dir/toybirds" "$dir/damsm" "$dir/attngan" "$dir/samples"
+rm -rf "$dir/toybirds" "$dir/damsm" "$dir/attngan" "$dir/samples" "$dir/shipped"
+shipped=$("$PY" -c "from t2icli.pretrained import shipped_model; print(shipped_model() or '')")
 
-echo "== 1/5 prep toybirds -> $dir/toybirds" >&2
+stage "1/5 prep toybirds -> $dir/toybirds"
 t2i prep toybirds --out "$dir/toybirds" "${prep_args[@]}"
 
-echo "== 2/5 train damsm -> $dir/damsm" >&2
-t2i train damsm --data "$dir/toybirds" --out "$dir/damsm" "${damsm_args[@]}"
+stage "2/5 train damsm -> $dir/damsm"
+t2i train damsm --data "$dir/toybirds" --out "$dir/damsm" --preset toybirds-cpu --no-progress "${damsm_args[@]}"
 
-echo "== 3/5 train attngan (preset toybirds-cpu) -> $dir/attngan" >&2
+stage "3/5 train attngan (preset toybirds-cpu) -> $dir/attngan"
 t2i train attngan --data "$dir/toybirds" --damsm "$dir/damsm" --out "$dir/attngan" --preset toybirds-cpu \
   --no-progress "${gan_args[@]}"
 
-echo "== 4/5 sample with attention pictures -> $dir/samples" >&2
+stage "4/5 sample with attention pictures -> $dir/samples"
 t2i sample "a small red bird" "a large blue bird with a long yellow beak" "a green bird with a black crown and white belly" \
   --model "$dir/attngan" --out "$dir/samples" --n "$n_img" --save-attn --stage all > "$dir/samples.txt"
+rvg=(--data "$dir/toybirds" --model "$dir/attngan" --label "demo")
+if [ -n "$shipped" ]; then
+  t2i sample "a small red bird" "a large blue bird with a long yellow beak" "a green bird with a black crown and white belly" \
+    --model "$shipped" --out "$dir/shipped" --n "$n_img" --stage all >> "$dir/samples.txt"
+  [ $quick = 0 ] && rvg+=(--model "$shipped" --label "shipped")  # the quick folder's vocabulary is smaller
+else
+  echo "   (this checkout has no shipped pretrained model, t2icli/pretrained/toybirds/: only the demo's is drawn)" >&2
+fi
+"$PY" scripts/real_vs_generated.py "${rvg[@]}" --out "$dir/real_vs_generated.png" --rows 8 --n 3 >> "$dir/samples.txt"
 
-echo "== 5/5 eval rprecision, attr and data-FID ($n_eval generated images) -> $dir/eval_*.json" >&2
-t2i eval --metric rprecision --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" --json > "$dir/eval_rprecision.json"
-t2i eval --metric attr --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" --attr-steps "$attr_steps" \
-  --json > "$dir/eval_attr.json"
-t2i eval --metric fid --fid-backbone data --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" \
-  --fid-steps "$attr_steps" --json > "$dir/eval_fid.json"
+stage "5/5 eval rprecision, attr and data-FID ($n_eval generated images) -> $dir/eval.json"
+t2i eval --metric all --model "$dir/attngan" --data "$dir/toybirds" --n-samples "$n_eval" --attr-steps "$attr_steps" \
+  --fid-steps "$attr_steps" --json > "$dir/eval.json"
 
 secs=$(( $(date +%s) - start ))
 "$PY" - "$dir" "$secs" <<'PYEOF'
 import json, sys
 d, secs = sys.argv[1], int(sys.argv[2])
-rp = json.load(open(f"{d}/eval_rprecision.json"))
-at = json.load(open(f"{d}/eval_attr.json"))
-fid = json.load(open(f"{d}/eval_fid.json"))
+ev = json.load(open(f"{d}/eval.json"))["metrics"]  # one generation shared by every metric; IS needs weights
+rp, at, fid = ev["rprecision"], ev["attr"], ev["fid"]
 print(f"\n| metric (toybirds test captions, n={rp['n']}) | generated | real test images |")
 print("| --- | --- | --- |")
 print(f"| R-precision (DM-GAN protocol, 1+99, 10 folds) | {rp['mean']:.3f} ± {rp['std']:.3f} | "

@@ -22,3 +22,4 @@ def test_demo_quick(tmp_path):
     samples = tmp_path / "demo" / "samples"
     pngs = sorted(os.listdir(samples))
     assert len(pngs) == 6 and sum(p.endswith("-attn.png") for p in pngs) == 3
+    assert (tmp_path / "demo" / "real_vs_generated.png").stat().st_size > 1000
