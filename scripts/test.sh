@@ -2,7 +2,7 @@
 # Install what the tests need (see scripts/_env.sh) and run the test suite.
 #   bash scripts/test.sh            the suite CI runs (all but the tests marked slow)
 #   bash scripts/test.sh --fast     an inner loop of about a minute: also without the demo, torchrun, kill -9 and
-#                                   multi-step runs (marked long)
+#                                   multi-step runs and tests over ~3 s (marked long)
 #   bash scripts/test.sh --slow     everything, the slow tests too
 #   bash scripts/test.sh -k toy     extra arguments go to pytest
 # The tests check the compiled kernels: a failed extension build is an error here. With CI=true the 15 slowest

@@ -9,8 +9,8 @@ os.environ.setdefault("OMP_NUM_THREADS", "2")
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: longer than a few seconds; not run by CI (scripts/test.sh --slow runs it)")
-    config.addinivalue_line("markers", "long: the demo, torchrun, kill -9 and multi-step runs; run by CI, left out of "
-                                       "scripts/test.sh --fast")
+    config.addinivalue_line("markers", "long: the demo, torchrun, kill -9, multi-step runs and tests over ~3 s; run "
+                                       "by CI, left out of scripts/test.sh --fast")
     config.addinivalue_line("markers", "cuda: needs a CUDA device; skipped without one")
 
 

@@ -79,6 +79,7 @@ def test_gancls_one_step_and_export(tiny, models):
     assert model.kind == "gancls" and model.sizes == [32] and model.style_encoder is None and model.cond_dim == 0
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_gancls_step_updates_style_encoder_on_its_squared_loss():
     from t2icli.models.gancls import CondDiscriminator, GanClsConfig, GanClsGenerator, StyleEncoder
     from t2icli.training.gancls import train_step
@@ -140,6 +141,7 @@ def test_style_encoder_export_and_sample_style_from(tiny, models, tmp_path):
     assert r.exit_code == 1 and "--style-from" in r.output and "readable" in r.output
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_gancls_resume_equals_uninterrupted(tiny, tmp_path):
     from t2icli.training import train
     from t2icli.training.run import find_latest_checkpoint, load_checkpoint
@@ -222,6 +224,7 @@ def test_gancls_and_stackgan_on_text_embeddings(tiny, tmp_path):
         assert not (tmp_path / "bad").exists()
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_eval_with_test_split_text_embeddings(tiny, models, tmp_path):
     """`t2i eval --text-embeddings` conditions a char-CNN-RNN model on the test split's embeddings (caption k of
     image i -> row (i, k mod E), as in training) and scores the images against the captions with the DAMSM encoders."""

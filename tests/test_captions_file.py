@@ -62,6 +62,7 @@ def _images_seen(tiny, monkeypatch):
     return seen
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_own_captions_as_a_file_reproduce_eval(tiny, monkeypatch):
     own = str(tiny["root"] / "own.jsonl")
     n = 36  # every test caption once: line j is test caption j

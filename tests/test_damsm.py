@@ -333,6 +333,7 @@ def test_inception_backbone_statistics_drift_only_with_batch_stats(birds, tmp_pa
         assert torch.equal(blob["image_encoder"][key], initial) != flag, flag
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_checkpoint_every_writes_mid_epoch_checkpoints(birds, tmp_path):
     out = str(tmp_path / "c")
     train("damsm", data=birds, out=out, steps=7, checkpoint_every=3, keep=10, **TINY)  # 4 steps per epoch

@@ -5,6 +5,8 @@ import pytest
 
 from t2icli.metrics.data_fid import data_fid, data_features, load_or_train_feature_network
 
+pytestmark = pytest.mark.long  # trains a feature network: left out of scripts/test.sh --fast
+
 STEPS = 150
 
 

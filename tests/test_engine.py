@@ -145,6 +145,7 @@ def test_config_rerun_with_flags_overriding(tiny, tmp_path):
     assert load_checkpoint(find_latest_checkpoint(b))["step"] == 40 // 4  # one epoch of 40 images
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_resume_logs_changed_settings(tiny, tmp_path):
     out = str(tmp_path / "r")
     args = ["train", "stackgan2", "--data", tiny["data"], "--damsm", tiny["damsm"], "--out", out, "--stages", "1",

@@ -111,6 +111,7 @@ def test_fid_loads_weights_file_and_fid_of_real_split_with_itself_is_zero(tiny, 
     assert r2["n"] == 6 and r2["value"] > 0  # a different set, read against the cached reference
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_dmgan_fid_backbone_feeds_dmgans_input_range(tmp_path):
     """DM-GAN eval/FID/inception.py:127-131 applies torchvision's transform_input formula to [0, 1] pixels: black
     reaches the network as (0.485 - 0.5) / 0.5 = -0.03 in the red channel, white as 0.458 - 0.03 = 0.428."""
@@ -208,6 +209,7 @@ def test_tf_slim_pooling_excludes_the_padding():
         k: v.shape for k, v in __import__("t2icli.models.inception", fromlist=["x"]).Inception3(51).state_dict().items()}
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_inception_score_drops_background_logit(tiny, tmp_path):
     from t2icli.data import PreparedDataset
     from t2icli.metrics.inception_score import inception_score

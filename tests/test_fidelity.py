@@ -137,6 +137,7 @@ def test_gancls_matches_the_reference():
     assert [parameter_count(G), parameter_count(D)] == GANCLS_CUB
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_gancls_reference_layers_run_and_train_at_small_sizes():
     from t2icli.models.gancls import CondDiscriminator, GanClsConfig, GanClsGenerator
 

@@ -37,6 +37,7 @@ def test_bench_ops_targets():
     assert missed["attn_64x64 peak memory reference/ext"] == (1.0, False)  # "less memory": strictly
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_a_section_passes_and_the_report_says_so(tmp_path):
     res, report = _gpu_check(tmp_path, "--only", "selfcheck")
     assert res.returncode == 0, res.stderr[-3000:]

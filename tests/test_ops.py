@@ -71,6 +71,7 @@ def _run_py(code, **env):
                           env={**os.environ, **env}, timeout=600)  # a cold C++ build on a busy 2-core machine takes minutes
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_forced_reference_backend():
     """T2I_OPS=ref uses the reference without building anything and without a warning."""
     res = _run_py("""
@@ -88,6 +89,7 @@ def test_forced_reference_backend():
     assert "OK (3, 3) (2, 8, 6)" in res.stdout
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_fallback_warns_once(tmp_path):
     """No prebuilt library and a failing JIT build: the reference is used, with exactly one warning."""
     res = _run_py(f"""
@@ -110,6 +112,7 @@ def test_fallback_warns_once(tmp_path):
     assert "OK" in res.stdout
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_forced_ext_raises_when_unavailable(tmp_path):
     res = _run_py(f"""
         import sys, torch

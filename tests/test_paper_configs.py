@@ -92,6 +92,7 @@ def test_dry_run_needs_the_inputs_a_preset_does_not_stand_in_for(tiny, tmp_path)
     ("stackgan", ["--stage1-steps", "1", "--stage2-steps", "1", "--cond-dim", "8", "--res-blocks", "1"]),
     ("gancls", ["--layout", "coco", "--train-style-encoder"]),
 ])
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_dry_run_on_data_counts_what_training_builds(tiny, tmp_path, kind, flags):
     """The dry run's counts equal the parameters of the networks a training run saves (the exported G, the
     checkpoint's Ds / D / S), and the dry run writes nothing."""

@@ -301,6 +301,7 @@ def test_disk_full_while_writing_a_checkpoint(tiny, tmp_path, monkeypatch):
     assert res.exit_code == 0, res.output  # space freed: the run continues from step 3
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_disk_full_while_writing_an_export(tiny, tmp_path, monkeypatch):
     out = tmp_path / "run"
     _disk_full_for(monkeypatch, "damsm.pt")

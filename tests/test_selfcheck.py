@@ -270,6 +270,7 @@ def _env_json(preamble="", **env):
     return json.loads(res.stdout), res.stderr
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_env_reports_the_selfcheck():
     info, _ = _env_json()
     recs = {(r["op"], r["device"]): r for r in info["selfcheck"]}
@@ -279,6 +280,7 @@ def test_env_reports_the_selfcheck():
     assert info["selfcheck"] == "skipped (T2I_OPS_SELFCHECK=0)"
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_env_reports_a_faulty_kernel():
     """A new process with a faulty CPU kernel: `t2i env` exits 0, says which op failed and why, and warns once."""
     info, err = _env_json("""

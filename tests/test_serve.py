@@ -348,6 +348,7 @@ def test_concurrent_requests_give_the_sequential_images(server):
     assert len(images) == 6  # different captions and seeds give different images
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_load_script_reports_latency_and_memory(tiny):
     need("fastapi")
     res = subprocess.run([sys.executable, os.path.join(HERE, "..", "scripts", "load_serve.py"), "--model", tiny["gan"],
@@ -360,6 +361,7 @@ def test_load_script_reports_latency_and_memory(tiny):
     assert out["rss_mb"]["before"] > 0 and out["rss_mb"]["after"] > 0
 
 
+@pytest.mark.long  # over ~3 s: left out of scripts/test.sh --fast
 def test_page_in_headless_chromium(server):
     """Type captions, wait for the images, check they are PNGs of the model's sizes, point at a word and see its
     attention map, drag the interpolation slider."""
