@@ -9,8 +9,8 @@ from t2icli.training.config import (AttnGANTrainConfig, GanClsTrainConfig, Stack
 
 __all__ = ["attngan", "stackgan2", "stackgan", "gancls"]
 
-_TOY_TREE = ("toybirds-cpu: 2 stages 32/64 px, gf-dim 8, df-dim 8, batch 16, 4000 steps, lr 2e-3, --r1-gamma 2, "
-             "--damsm-augment (attngan), stops after 7 minutes.")
+_TOY_TREE = ("toybirds-cpu: 2 stages 32/64 px, gf-dim 8, df-dim 8, batch 16, 2500 steps, lr 2e-3, --r1-gamma 2 "
+             "every 4 steps, --damsm-augment (attngan).")
 
 
 def _tree_options(cls):
@@ -154,8 +154,7 @@ def stackgan2(ctx, **params):
 @click.command()
 @_baseline_options(GanClsTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
                    "it is split over the processes (must be divisible by their number).",
-                   "toybirds-cpu: 64 px, gf-dim 16, df-dim 16, z-dim 64, batch 32, 3000 steps, lr 2e-4, stops after "
-                   "7 minutes.")
+                   "toybirds-cpu: 64 px, gf-dim 16, df-dim 16, z-dim 64, batch 32, 3000 steps, lr 2e-4.")
 @option(GanClsTrainConfig, "steps", "N", "Train N optimiser steps in total (counting resumed ones). Default: "
                                          "--epochs 600.")
 @option(GanClsTrainConfig, "epochs", "N", "Train N epochs (instead of --steps).")
@@ -205,7 +204,7 @@ def gancls(ctx, **params):
 @_baseline_options(StackGANTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
                    "it is split over the processes (must be divisible by their number).",
                    "toybirds-cpu: 16 -> 64 px, gf-dim 16, df-dim 16, z-dim 64, cond-dim 64, 2 residual blocks, batch "
-                   "32, 2500 + 2500 steps, lr 2e-4, stops after 7 minutes.")
+                   "32, 2500 + 2500 steps, lr 2e-4.")
 @option(StackGANTrainConfig, "stage1_steps", "N", "Optimiser steps of the Stage-I GAN (a quarter of the final side).")
 @option(StackGANTrainConfig, "stage2_steps", "N", "Optimiser steps of the Stage-II GAN (the data's side), Stage-I "
                                                   "frozen.")
