@@ -176,6 +176,30 @@ def train_attribute_classifier(train_images, train_attrs, num_values, size, reci
     return model.eval()
 
 
+def load_cached_network(path, fmt, key, build, device="cpu"):
+    """(model in eval mode, info with path and cached=True) from a DATA/cache file written by save_cached_network,
+    when its format and key match; None when absent, damaged or stale (the caller trains and saves anew).
+    build() makes the untrained network whose state the file holds."""
+    if not os.path.isfile(path):
+        return None
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+        return None
+    if not (isinstance(blob, dict) and blob.get("format") == fmt and blob.get("key") == key):
+        return None
+    model = build()
+    model.load_state_dict(blob["state"])
+    return model.to(device).eval(), dict(blob["info"], path=path, cached=True)
+
+
+def save_cached_network(path, fmt, key, model, info):
+    """Write `model`'s weights and `info` to the cache file `path` (atomically), under format `fmt` and `key`."""
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    state = {k: v.detach().cpu() for k, v in model.state_dict().items()}
+    atomic_torch_save({"format": fmt, "key": key, "state": state, "info": info}, path)
+
+
 def load_or_train_classifier(data, device="cpu", recipe=None, log=None, steps=None):
     """The attribute classifier of prepared dataset `data`: loaded from DATA/cache/attr_classifier.pt when its key
     matches, else trained on the real train split, scored on the real test split and cached.
@@ -200,15 +224,10 @@ def load_or_train_classifier(data, device="cpu", recipe=None, log=None, steps=No
     key = sha256_of(file_sha256(os.path.join(train_dir, "images.npy")),
                     file_sha256(os.path.join(train_dir, "attributes.npy")), sorted(recipe.items()), num_values)
     path = os.path.join(data, "cache", CACHE_NAME)
-    if os.path.isfile(path):
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            blob = None
-        if isinstance(blob, dict) and blob.get("format") == _FORMAT and blob.get("key") == key:
-            model = AttributeClassifier(num_values, recipe["width"], max(1, size // 32))
-            model.load_state_dict(blob["state"])
-            return model.to(device).eval(), dict(blob["info"], path=path, cached=True)
+    cached = load_cached_network(path, _FORMAT, key, lambda: AttributeClassifier(num_values, recipe["width"],
+                                                                                   max(1, size // 32)), device)
+    if cached is not None:
+        return cached
     train = PreparedDataset(data, "train", train=False)
     if log:
         log(f"attribute classifier: training on {len(train)} real train images ({recipe['steps']} steps, "
@@ -225,7 +244,5 @@ def load_or_train_classifier(data, device="cpu", recipe=None, log=None, steps=No
                           "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()}}}
     if log:
         log(f"attribute classifier: real {test_split} accuracy {real['overall']:.3f} (all attributes)")
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_torch_save({"format": _FORMAT, "key": key, "state": {k: v.cpu() for k, v in model.state_dict().items()},
-                       "info": info}, path)
+    save_cached_network(path, _FORMAT, key, model, info)
     return model, dict(info, path=path, cached=False)

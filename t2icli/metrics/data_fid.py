@@ -21,7 +21,6 @@ import time
 import numpy as np
 import torch
 
-from t2icli.fileio import atomic_torch_save
 from t2icli.metrics.common import MetricError, file_sha256, sha256_of
 
 __all__ = ["RECIPE", "CACHE_NAME", "PROTOCOL", "load_or_train_feature_network", "data_features", "data_fid"]
@@ -64,7 +63,8 @@ def load_or_train_feature_network(data, device="cpu", log=None, steps=None):
     Returns (model in eval mode, info {"size", "targets", "recipe", "real_test_accuracy", "weights_sha256", "path",
     "cached"})."""
     from t2icli.data import load_meta
-    from t2icli.metrics.attributes import AttributeClassifier, predict_attributes, train_attribute_classifier
+    from t2icli.metrics.attributes import (AttributeClassifier, load_cached_network, predict_attributes,
+                                           save_cached_network, train_attribute_classifier)
 
     data = os.fspath(data)
     meta = load_meta(data)
@@ -75,15 +75,10 @@ def load_or_train_feature_network(data, device="cpu", log=None, steps=None):
     key = sha256_of(file_sha256(os.path.join(data, "train", "images.npy")), _array_sha256(truth),
                     "none" if pose is None else _array_sha256(pose), sorted(recipe.items()), num_values)
     path = os.path.join(data, "cache", CACHE_NAME)
-    if os.path.isfile(path):
-        try:
-            blob = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-            blob = None
-        if isinstance(blob, dict) and blob.get("format") == _FORMAT and blob.get("key") == key:
-            model = AttributeClassifier(num_values, recipe["width"], max(1, size // 32), n_pose)
-            model.load_state_dict(blob["state"])
-            return model.to(device).eval(), dict(blob["info"], path=path, cached=True)
+    cached = load_cached_network(path, _FORMAT, key, lambda: AttributeClassifier(num_values, recipe["width"],
+                                                                                   max(1, size // 32), n_pose), device)
+    if cached is not None:
+        return cached
     if log:
         log(f"data-FID network: training on {len(train)} real train images ({recipe['steps']} steps, cached in {path})")
     t0 = time.perf_counter()
@@ -100,8 +95,7 @@ def load_or_train_feature_network(data, device="cpu", log=None, steps=None):
             "weights_sha256": sha256_of(*[_array_sha256(state[k].numpy()) for k in sorted(state)])}
     if log:
         log(f"data-FID network: real {test_split} accuracy " + ", ".join(f"{k} {v:.3f}" for k, v in accuracy.items()))
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    atomic_torch_save({"format": _FORMAT, "key": key, "state": state, "info": info}, path)
+    save_cached_network(path, _FORMAT, key, model, info)
     return model, dict(info, path=path, cached=False)
 
 
