@@ -17,8 +17,7 @@ import sys
 import numpy as np
 
 from t2icli.data import PreparedDataset, load_meta
-from t2icli.data.text import cut_caption
-from t2icli.metrics.generate import eval_word_limit, load_model, to_uint8
+from t2icli.metrics.generate import caption_tokens, eval_word_limit, load_model, to_uint8
 from t2icli.viz.grid import save_image_grid
 
 
@@ -45,13 +44,7 @@ def main(argv=None):
         first_caption = [json.loads(line)["captions"][0] for line in fh]  # one line per image
     images = np.linspace(0, len(ds) - 1, args.rows).round().astype(int)  # [rows] image indices
     caption_rows = np.asarray(ds.image_captions)[images]  # the first caption of each image
-    tokens = np.zeros((args.rows * args.n, ds.word_limit), np.int64)  # row r, draw k -> r * n + k
-    lengths = np.zeros(args.rows * args.n, np.int64)
-    for r, c in enumerate(caption_rows):
-        ids = ds.caption_ids(int(c))
-        ids = ids if len(ids) else np.zeros(1, np.int64)
-        t, n = cut_caption(ids, ds.word_limit, np.random.default_rng([args.seed, int(c), 0xC0]))
-        tokens[r * args.n:(r + 1) * args.n], lengths[r * args.n:(r + 1) * args.n] = t, max(int(n), 1)
+    tokens, lengths = caption_tokens(ds, np.repeat(caption_rows, args.n), args.seed)  # row r, draw k -> r * n + k
     draws = np.tile(np.arange(args.n), args.rows)  # noise index k of each image
     tiles = [[ds.images_uint8[int(i)]] for i in images]  # [rows][1 + models * n] of [S, S, 3]
     for m in args.model:

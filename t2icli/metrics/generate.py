@@ -12,8 +12,8 @@ import torch
 
 from t2icli.metrics.common import MetricError
 
-__all__ = ["GeneratorModel", "load_model", "noise", "test_captions", "generate_from_test_captions", "to_uint8",
-           "EVAL_UINT8", "eval_word_limit"]
+__all__ = ["GeneratorModel", "load_model", "noise", "test_captions", "caption_tokens", "generate_from_test_captions",
+           "to_uint8", "EVAL_UINT8", "eval_word_limit"]
 
 
 #: How `t2i eval` turns generated images into uint8 (recorded in every result).
@@ -180,22 +180,29 @@ def test_captions(ds, n_samples, seed=0):
     Captions longer than the word limit are cut to a random ordered subset (rng of (seed, caption row)), as the
     trainers do. Returns {"tokens": int64 [n, T], "lengths": [n], "rows": caption row [n], "images": image index [n]}.
     """
-    from t2icli.data.text import cut_caption
-
     n_caps = int(ds.image_captions[-1] - ds.image_captions[0])
     if n_caps == 0:
         raise MetricError(f"{ds.path}: split {ds.split} has no captions")
     image_of_row = np.repeat(np.arange(len(ds)), np.diff(ds.image_captions))  # [n_caps]
     rows = np.arange(int(n_samples)) % n_caps
+    tokens, lengths = caption_tokens(ds, rows, seed)
+    return {"tokens": tokens, "lengths": lengths, "rows": rows, "images": image_of_row[rows]}
+
+
+def caption_tokens(ds, rows, seed=0):
+    """Token ids [n, word_limit] and lengths [n] of caption rows `rows` of split ds, as evaluation encodes them:
+    captions longer than the word limit cut to a random ordered subset (rng of (seed, row)); an all-OOV caption is
+    one <end> token of length 1 (as the trainers see it)."""
+    from t2icli.data.text import cut_caption
+
     tokens = np.zeros((len(rows), ds.word_limit), np.int64)
     lengths = np.zeros(len(rows), np.int64)
     for j, c in enumerate(rows):
         ids = ds.caption_ids(int(c))
         if len(ids) == 0:
-            ids = np.zeros(1, np.int64)  # an all-OOV caption: one <end> token, length 1 (as the trainers see it)
+            ids = np.zeros(1, np.int64)
         tokens[j], lengths[j] = cut_caption(ids, ds.word_limit, np.random.default_rng([int(seed), int(c), 0xC0]))
-    lengths = np.maximum(lengths, 1)
-    return {"tokens": tokens, "lengths": lengths, "rows": rows, "images": image_of_row[rows]}
+    return tokens, np.maximum(lengths, 1)
 
 
 def eval_word_limit(meta):
