@@ -254,3 +254,22 @@ def test_lazy_r1_weights_every_kth_step():
 
     assert [weight(s, 4) for s in range(9)] == [8.0, 0, 0, 0, 8.0, 0, 0, 0, 8.0]
     assert [weight(s, 1) for s in range(3)] == [2.0, 2.0, 2.0] and weight(5, 3, gamma=0.0) == 0.0
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_class_mask_flag_reaches_the_damsm_term(tiny, tmp_path, monkeypatch, mask):
+    """attngan --no-class-mask: the generator's DAMSM term gets no class ids (every other image is a negative);
+    by default it masks same-class pairs as AttnGAN's trainer.py does (words_loss(..., class_ids, ...))."""
+    import t2icli.losses as L
+    from t2icli.training import train
+
+    seen, real = [], L.generator_damsm_loss
+
+    def spy(*args, **kw):
+        seen.append(args[5] if len(args) > 5 else kw.get("class_ids"))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(L, "generator_damsm_loss", spy)
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "r", stages=2, steps=2, class_mask=mask,
+          **TINY)
+    assert len(seen) == 2 and all((ids is not None) == mask for ids in seen)

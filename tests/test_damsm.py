@@ -408,3 +408,23 @@ def test_cli_bad_inputs(birds, tmp_path):
     assert r.exit_code == 1 and "missing keys" in r.output and "unexpected keys (1): conv1.weight" in r.output
     r = run("--data", birds, "--out", str(tmp_path / "r3"), "--resume", str(tmp_path / "nope.pt"))
     assert r.exit_code == 2 and "--resume" in r.output
+
+
+@pytest.mark.parametrize("mask", [True, False])
+def test_class_mask_flag_reaches_the_loss(birds, tmp_path, monkeypatch, mask):
+    """--class-mask (default, AttnGAN's words_loss / sent_loss: miscc/losses.py masks same-class pairs) hands the
+    batch's class ids to the loss; --no-class-mask hands none, so every other image is a negative."""
+    import t2icli.losses as L
+
+    seen, real = [], L.damsm_loss
+
+    def spy(word, sent, class_ids=None, gamma3=10.0):
+        seen.append(None if class_ids is None else torch.as_tensor(class_ids).clone())
+        return real(word, sent, class_ids, gamma3)
+
+    monkeypatch.setattr(L, "damsm_loss", spy)
+    res = train("damsm", data=birds, out=str(tmp_path / "r"), steps=2, class_mask=mask, **TINY)
+    trained = seen[:2]  # the two training steps come before the final evaluation
+    assert all((ids is not None) == mask for ids in trained)
+    assert json.loads((tmp_path / "r" / "config.json").read_text())["class_mask"] is mask
+    assert res["step"] == 2

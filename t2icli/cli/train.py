@@ -50,6 +50,10 @@ def train():
         "statistics drift toward the data, which the GAN later uses. Its weights stay frozen either way.")
 @option(_C, "reset_adam", None, "A new Adam at every epoch (its moments and step counts reset), as AttnGAN's "
         "pretrain_DAMSM.py; a run resumed mid-epoch keeps its checkpoint's moments.")
+@option(_C, "class_mask", None, "Never count two images of the same class as each other's negatives (AttnGAN's "
+        "words_loss / sent_loss, on by default). --no-class-mask makes every other image a negative: on toybirds, "
+        "whose classes are only body x wing colour, the mask hides every pair that differs only in crown, belly, "
+        "beak, size or background.")
 @click.pass_context
 def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).

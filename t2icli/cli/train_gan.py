@@ -9,9 +9,6 @@ from t2icli.training.config import (AttnGANTrainConfig, GanClsTrainConfig, Stack
 
 __all__ = ["attngan", "stackgan2", "stackgan", "gancls"]
 
-_TOY_TREE = ("toybirds-cpu: 2 stages 32/64 px, gf-dim 8, df-dim 8, batch 16, 2500 steps, lr 2e-3, --r1-gamma 2 "
-             "every 4 steps, --damsm-augment (attngan).")
-
 
 def _tree_options(cls):
     """The options of both multi-stage trainers."""
@@ -20,7 +17,6 @@ def _tree_options(cls):
                                     "divisible by their number).",
                     compile_help="Wrap G and every D in torch.compile (slow first step; faster steps on GPU).",
                     precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
-                    preset_help=_TOY_TREE,
                     checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         gan_options(cls, gf_help="Generator width: channels of every h_i (the first 4x4 block has 16x that).",
                     df_help="Discriminator width (its 4x4 code has 8x that)."),
@@ -42,13 +38,12 @@ def _tree_options(cls):
     return lambda fn: apply_options(fn, opts)
 
 
-def _baseline_options(cls, batch_default_help, preset_help):
+def _baseline_options(cls, batch_default_help):
     """The options of GAN-INT-CLS and StackGAN v1."""
     opts = [
         run_options(cls, batch_help=batch_default_help, compile_help="Wrap G and D (StackGAN: both Ds) in "
                     "torch.compile (slow first step; faster steps on GPU).",
                     precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
-                    preset_help=preset_help,
                     checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         gan_options(cls, gf_help="Generator width (ngf).", df_help="Discriminator width (ndf; its 4x4 code has up to "
                                                                     "8x that)."),
@@ -90,6 +85,8 @@ def _train(ctx, kind, params, none_reason):
 @option(AttnGANTrainConfig, "damsm_augment", None, "Score every final image for the DAMSM term after a random shift "
         "(up to 1/8 of its side) and mirroring, so G cannot satisfy the frozen image encoder with colour streaks "
         "drawn anywhere.")
+@option(AttnGANTrainConfig, "class_mask", None, "Mask same-class pairs out of the DAMSM term's negatives (AttnGAN's "
+        "losses.py, on by default); --no-class-mask as in `t2i train damsm`.")
 @click.pass_context
 def attngan(ctx, **params):
     """Train an AttnGAN: attentional multi-stage generator + one discriminator per stage.
@@ -153,8 +150,7 @@ def stackgan2(ctx, **params):
 
 @click.command()
 @_baseline_options(GanClsTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
-                   "it is split over the processes (must be divisible by their number).",
-                   "toybirds-cpu: 64 px, gf-dim 16, df-dim 16, z-dim 64, batch 32, 3000 steps, lr 2e-4.")
+                   "it is split over the processes (must be divisible by their number).")
 @option(GanClsTrainConfig, "steps", "N", "Train N optimiser steps in total (counting resumed ones). Default: "
                                          "--epochs 600.")
 @option(GanClsTrainConfig, "epochs", "N", "Train N epochs (instead of --steps).")
@@ -202,9 +198,7 @@ def gancls(ctx, **params):
 
 @click.command()
 @_baseline_options(StackGANTrainConfig, "Global batch size (its roll gives the mismatched captions): under torchrun "
-                   "it is split over the processes (must be divisible by their number).",
-                   "toybirds-cpu: 16 -> 64 px, gf-dim 16, df-dim 16, z-dim 64, cond-dim 64, 2 residual blocks, batch "
-                   "32, 2500 + 2500 steps, lr 2e-4.")
+                   "it is split over the processes (must be divisible by their number).")
 @option(StackGANTrainConfig, "stage1_steps", "N", "Optimiser steps of the Stage-I GAN (a quarter of the final side).")
 @option(StackGANTrainConfig, "stage2_steps", "N", "Optimiser steps of the Stage-II GAN (the data's side), Stage-I "
                                                   "frozen.")

@@ -53,11 +53,11 @@ def apply_options(fn, opts):
     return fn
 
 
-def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=None, checkpoint_help):
+def run_options(cls, *, batch_help, compile_help, precision_help, checkpoint_help):
     """Decorator: the options of a run every trainer has (data, out, batch, device, precision, checkpoints, ...), and
     the invocation options --config, --resume, --progress, --dry-run (not fields: they say how to run, not what).
-    preset_help: what to say about the toybirds preset (the paper presets describe themselves)."""
-    from t2icli.training.config import PRESETS, preset_help as paper_help
+    --preset's help lists every preset of the kind from training/config.py (preset_help)."""
+    from t2icli.training.config import PRESETS, preset_help
 
     kind = cls.KINDS[0]
     opts = [
@@ -73,8 +73,7 @@ def run_options(cls, *, batch_help, compile_help, precision_help, preset_help=No
         option(cls, "out", "RUN", "Run folder to create (or to continue with --resume latest).  [required]"),
     ]
     if PRESETS[kind]:
-        described = " ".join(t for t in (preset_help, paper_help(kind, skip=("toybirds-cpu",) if preset_help else ()))
-                             if t)
+        described = preset_help(kind)
         opts.append(option(cls, "preset", None, "A named configuration; options given explicitly override it. "
                                                 + described, type=click.Choice(list(PRESETS[kind]))))
     opts += [

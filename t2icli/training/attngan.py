@@ -246,7 +246,8 @@ class TreeTrainer(GANTrainer):
         if getattr(cfg, "wrong", "captions") == "images" and self.conditional:
             wrong = self.wrong_images(batch, gen)
         vals = train_step(self.G_fwd, self.D_fwd, self.G, self.Ds, self.opt_G, self.opt_D, self.text_encoder,
-                          self.image_encoder, batch["images"], tokens, batch["lengths"], batch["class_ids"], z, eps,
+                          self.image_encoder, batch["images"], tokens, batch["lengths"],
+                          batch["class_ids"] if getattr(cfg, "class_mask", True) else None, z, eps,
                           amp=self.amp, kl_weight=cfg.kl_weight,
                           damsm_weight=cfg.damsm_weight if self.use_damsm else 0.0, damsm_config=self.damsm_config,
                           damsm_aug=aug, cc=(cfg.cc_lambda1, cfg.cc_lambda2) if self.use_cc else None,

@@ -213,6 +213,10 @@ class DAMSMTrainConfig(TrainConfig):
     word_limit: int = Int(None, min=1)  # None: the data set's (dataset.json word_limit)
     backbone_batch_stats: bool = Bool(False)  # AttnGAN's cnn_model.train(): the frozen Inception's BN in train mode
     reset_adam: bool = Bool(False)  # AttnGAN's pretrain_DAMSM.py: a new Adam (fresh moments) at every epoch
+    # AttnGAN's words_loss / sent_loss (code/miscc/losses.py) never count two images of one class as negatives of
+    # each other. Off: every other image of the batch is a negative (toybirds: its classes are only body x wing,
+    # so with the mask the loss never asks the encoders to tell two crowns, bellies or beaks apart).
+    class_mask: bool = Bool(True)
 
     def check(self, dry_run=False):
         for name in ("inception_weights", "backbone_batch_stats"):
@@ -272,6 +276,7 @@ class AttnGANTrainConfig(_TreeConfig):
 
     damsm_weight: float = Float(5.0, min=0)
     damsm_augment: bool = Bool(False)
+    class_mask: bool = Bool(True)  # the DAMSM term's same-class mask (as `t2i train damsm --class-mask`)
 
 
 @dataclasses.dataclass
@@ -376,9 +381,19 @@ _TOY_TREE = {
 }
 PRESETS = {
     "damsm": {"toybirds-cpu": {
-        "description": "the small image encoder on toybirds 64 px, 1200 steps of 48 (about 3 minutes on 2 CPU cores)",
-        "steps": 1200}},
-    "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True)},
+        "description": "the small image encoder on toybirds 64 px, 1200 steps of 48, every other bird a negative "
+                       "(about 3 minutes on 2 CPU cores)",
+        "steps": 1200, "class_mask": False},
+        "toybirds-pretrained": {
+            "description": "the shipped model's DAMSM (scripts/train_pretrained.sh): the small image encoder on "
+                           "toybirds 64 px, 4000 steps of 48, every other bird a negative",
+            "steps": 4000, "eval_every": 5, "class_mask": False}},
+    "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True, class_mask=False),
+                "toybirds-pretrained": dict(
+                    _TOY_TREE, description="the shipped model (scripts/train_pretrained.sh): 2 stages (32/64 px) "
+                    "on toybirds 64 px, G twice and D four times the toybirds-cpu width, 6000 steps of 16",
+                    gf_dim=16, df_dim=32, steps=6000, r1_gamma=0.0, r1_every=1, damsm_augment=True,
+                    class_mask=False, snapshot_every=1000)},
     "stackgan2": {"toybirds-cpu": dict(_TOY_TREE)},
     "gancls": {"toybirds-cpu": {
         "description": "DCGAN at 64 px with ngf = ndf = 16 on toybirds, 3000 steps of 32",
@@ -500,6 +515,14 @@ def preset_values(kind, name):
     return presets[name]
 
 
+_NOT_KNOBS = ("description", "reference", "stand_in", "unavailable", "prompts")
+
+
+def _help_value(v):
+    return "on" if v is True else "off" if v is False else "none" if v is None else f"{v:g}" if isinstance(v, float) \
+        else str(v)
+
+
 def preset_help(kind, skip=()):
     """One sentence per preset of KIND (but those in `skip`) for --help: its description and the reference file."""
     lines = []
@@ -507,7 +530,12 @@ def preset_help(kind, skip=()):
         if name in skip:
             continue
         what = p.get("unavailable") or p.get("description", "")
-        lines.append(f"{name}: {what}" + (f" ({p['reference']})" if "reference" in p else "") + ".")
+        if "reference" in p:
+            what += f" ({p['reference']})"
+        elif "unavailable" not in p:  # t2i's own presets: the options they set, so --help cannot drift from them
+            knobs = [f"{flag_of(k)} {_help_value(v)}" for k, v in p.items() if k not in _NOT_KNOBS]
+            what += (": " + ", ".join(knobs)) if knobs else ""
+        lines.append(f"{name}: {what}.")
     return " ".join(lines)
 
 

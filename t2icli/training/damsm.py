@@ -112,7 +112,8 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     gather = distributed.all_gather_with_grad
     f, f_bar, e, e_bar = gather(f.float()), gather(f_bar.float()), gather(e), gather(e_bar)  # [B, ...] global
     lengths = distributed.all_gather(torch.as_tensor(lengths).to(device))  # [B]
-    class_ids = distributed.all_gather(torch.as_tensor(class_ids).to(device))  # [B]
+    if class_ids is not None:  # None: no same-class mask
+        class_ids = distributed.all_gather(torch.as_tensor(class_ids).to(device))  # [B]
     word, sent = losses.damsm_scores(f, e, lengths, f_bar, e_bar, cfg.gamma1, cfg.gamma2)  # [B, B] each
     return losses.damsm_loss(word, sent, class_ids, cfg.gamma3)
 
@@ -264,8 +265,8 @@ class DAMSMTrainer(Trainer):
 
     def step(self, batch, gen):
         images, tokens, lengths, class_ids = _batch_to(batch, self.device)  # this rank's rows
-        out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths, class_ids, self.model_config,
-                         self.amp)  # the global batch's loss
+        out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths,
+                         class_ids if self.cfg.class_mask else None, self.model_config, self.amp)  # the global batch's loss
         self.loop.check_finite({"loss": out["loss"].item()})
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
