@@ -445,3 +445,37 @@ def test_eval_bad_inputs(tiny, tmp_path):
     prepare_toybirds(small, size=32, n_train=3, n_test=3, captions_per_image=1, workers=1)
     res = run("eval", "--metric", "rprecision", "--model", gan, "--data", small, "--n-samples", 10)
     assert res.exit_code == 1 and "vocabulary" in res.stderr
+
+
+def test_shipped_model_carries_its_damsm(tiny, tmp_path, monkeypatch):
+    """install_model copies a run into the package's pretrained folder with its DAMSM export beside the generator and
+    the training machine's DAMSM path dropped: `t2i eval --model` scores R-precision with the damsm.pt it carries
+    (the same encoders, so the same folds), and without it names the missing DAMSM."""
+    import shutil
+
+    import t2icli.pretrained as pretrained
+
+    monkeypatch.setattr(pretrained, "ROOT", str(tmp_path / "pretrained"))
+    gan = tmp_path / "run"
+    shutil.copytree(tiny["gan"], gan)
+    (gan / "config.json").write_text(json.dumps({"kind": "attngan"}))
+    (tmp_path / "eval.json").write_text(json.dumps({"metric": "all"}))
+    folder = pretrained.install_model(str(gan), tiny["damsm"], str(tmp_path / "eval.json"))
+    assert pretrained.shipped_model() == folder and sorted(os.listdir(folder)) == sorted(pretrained.FILES)
+    assert torch.load(os.path.join(folder, "generator.pt"), weights_only=True)["damsm_run"] is None
+    args = ("eval", "--metric", "rprecision", "--data", tiny["data"], "--n-samples", 30, "--json", "--device", "cpu")
+    shipped = run(*args, "--model", folder)
+    assert shipped.exit_code == 0, shipped.output + shipped.stderr
+    out = json.loads(shipped.stdout)
+    assert out["encoder_run"] == os.path.join(folder, "damsm.pt")
+    assert out["fold_values"] == json.loads(run(*args, "--model", tiny["gan"]).stdout)["fold_values"]
+    os.remove(os.path.join(folder, "damsm.pt"))
+    missing = run(*args, "--model", folder)
+    assert missing.exit_code != 0 and "DAMSM" in missing.output + missing.stderr
+    with pytest.raises(ValueError, match="vocabularies"):  # a DAMSM of another vocabulary is refused, nothing replaced
+        from t2icli.models.export import load_damsm, save_damsm
+
+        text_enc, image_enc, dcfg, vocab = load_damsm(tiny["damsm"])
+        save_damsm(str(tmp_path / "damsm.pt"), text_enc, image_enc, dcfg, vocab[:-1] + ["zebra"])
+        pretrained.install_model(str(gan), str(tmp_path / "damsm.pt"), str(tmp_path / "eval.json"))
+    assert os.path.isfile(os.path.join(folder, "generator.pt"))

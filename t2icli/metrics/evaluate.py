@@ -17,9 +17,13 @@ def _test_split(meta):
     return "test" if "test" in meta["splits"] else "train"
 
 
-def _damsm_path(model, damsm):
-    """The DAMSM run whose encoders score R-precision: --damsm, else the one stored with the model."""
+def _damsm_path(model, damsm, model_run=None):
+    """The DAMSM run whose encoders score R-precision: --damsm, else the one stored with the model, else a damsm.pt
+    kept in the model's own folder (a shipped model carries its DAMSM: the run it recorded is on another machine)."""
     path = damsm or (model.config.get("damsm_run") if model is not None else None)
+    beside = os.path.join(model_run, "damsm.pt") if model_run and os.path.isdir(model_run) else None
+    if not damsm and beside and os.path.isfile(beside) and not (path and os.path.exists(path)):
+        return beside
     if not path:
         raise MetricError("R-precision needs DAMSM encoders: the model records no DAMSM run; give --damsm RUN")
     if not os.path.exists(path):
@@ -188,7 +192,7 @@ def evaluate(metrics, model_run, data, *, n_samples=30000, damsm=None, inception
     skip = dict(skip or {})
     todo = [m for m in metrics if m not in skip]
     model = load_model(model_run, device)
-    damsm_run = _damsm_path(model, damsm) if "rprecision" in todo else None
+    damsm_run = _damsm_path(model, damsm, model_run) if "rprecision" in todo else None
     images, caps, ds = (None, None, None)
     if todo:
         if log:

@@ -1,19 +1,60 @@
 """Where the pretrained models shipped inside the package live: `t2i sample` and `t2i serve` use them when no --model is given.
 
 A shipped model is a folder `<ROOT>/<name>/` holding the generator export `generator.pt` (weights only, loadable with
-`torch.load(weights_only=True)`), the run's `config.json` and its `eval.json` (`t2i eval --json` output). Until one is
-committed the lookup answers None and the commands ask for --model.
+`torch.load(weights_only=True)`), the DAMSM export it was trained with `damsm.pt` (so `t2i eval --model` scores
+R-precision with the model's own encoders), the run's `config.json` and its `eval.json` (`t2i eval --json` output).
+`scripts/train_pretrained.sh` trains and installs one (`install_model`). Until one is committed the lookup answers
+None and the commands ask for --model.
 """
 
+import json
 import os
+import shutil
 
-__all__ = ["ROOT", "DEFAULT", "shipped_model"]
+__all__ = ["ROOT", "DEFAULT", "shipped_model", "install_model"]
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # read at every call, so tests can point it at a temporary folder
 DEFAULT = "toybirds"
+FILES = ("generator.pt", "damsm.pt", "config.json", "eval.json")
 
 
 def shipped_model(name=DEFAULT):
     """The folder of the shipped pretrained model `name` (ROOT/name, holding generator.pt), or None when absent."""
     folder = os.path.join(ROOT, name)
     return folder if os.path.isfile(os.path.join(folder, "generator.pt")) else None
+
+
+def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
+    """Copy a trained generator run into ROOT/name as a shipped model: its generator.pt (with the DAMSM run's path,
+    which names a folder of the training machine, dropped: evaluation finds damsm.pt beside it), the DAMSM export,
+    the run's config.json and `eval_json` (the `t2i eval --json` output). Everything is checked before the folder is
+    replaced, so a failure leaves the previous model in place. Returns the folder."""
+    import torch
+
+    from t2icli.models.export import read_damsm, read_generator
+    from t2icli.fileio import atomic_torch_save
+
+    blob = read_generator(gan_run)
+    damsm = read_damsm(damsm_run)
+    if list(damsm["vocab"]) != list(blob["vocab"]):
+        raise ValueError(f"{damsm_run} and {gan_run} have different vocabularies: not the GAN's DAMSM run")
+    with open(eval_json, encoding="utf-8") as f:
+        evaluation = json.load(f)
+    with open(os.path.join(gan_run, "config.json"), encoding="utf-8") as f:
+        config = json.load(f)
+    folder = os.path.join(ROOT, name)
+    tmp = folder + ".tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    os.makedirs(tmp)
+    blob["damsm_run"] = None
+    atomic_torch_save(blob, os.path.join(tmp, "generator.pt"))
+    atomic_torch_save(damsm, os.path.join(tmp, "damsm.pt"))
+    for fname, obj in (("config.json", config), ("eval.json", evaluation)):
+        with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
+            json.dump(obj, f, indent=2, sort_keys=True)
+            f.write("\n")
+    for fname in ("generator.pt", "damsm.pt"):  # weights only: loadable without pickled code
+        torch.load(os.path.join(tmp, fname), weights_only=True)
+    shutil.rmtree(folder, ignore_errors=True)
+    os.replace(tmp, folder)
+    return folder

@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Train the pretrained toybirds model that ships in t2icli/pretrained/toybirds/ (what `t2i sample` uses without
+# --model), from scratch, by the presets `toybirds-pretrained` of `t2i train damsm` and `t2i train attngan`:
+#   1. t2i prep toybirds (the default folder: a user's fresh `t2i prep toybirds` is the same data, same vocabulary)
+#   2. t2i train damsm    --preset toybirds-pretrained
+#   3. t2i train attngan  --preset toybirds-pretrained
+#   4. t2i eval --metric all (n=2000, the issue's protocol) -> eval.json
+#   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/
+# Step-based: the model does not depend on the machine's speed (about 80 minutes on 2 cores at ~150 GFLOP/s sgemm).
+#   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
+#   bash scripts/train_pretrained.sh --no-install   train and evaluate only
+source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+
+install=1
+[ "${1:-}" = "--no-install" ] && install=0
+dir=${T2I_PRETRAINED_DIR:-runs/pretrained}
+mkdir -p "$dir"
+t2i() { "$PY" -m t2icli "$@"; }
+start=$(date +%s)
+stage() { echo "== $1  [$(( $(date +%s) - start )) s]" >&2; }
+rm -rf "$dir/toybirds" "$dir/damsm" "$dir/attngan"
+
+stage "1/5 prep toybirds -> $dir/toybirds"
+t2i prep toybirds --out "$dir/toybirds"
+stage "2/5 train damsm (preset toybirds-pretrained) -> $dir/damsm"
+t2i train damsm --data "$dir/toybirds" --out "$dir/damsm" --preset toybirds-pretrained --no-progress
+stage "3/5 train attngan (preset toybirds-pretrained) -> $dir/attngan"
+t2i train attngan --data "$dir/toybirds" --damsm "$dir/damsm" --out "$dir/attngan" --preset toybirds-pretrained \
+  --no-progress
+stage "4/5 eval rprecision, attr and data-FID (2000 generated images) -> $dir/eval.json"
+t2i eval --metric all --model "$dir/attngan" --data "$dir/toybirds" --n-samples 2000 --json > "$dir/eval.json"
+if [ $install = 1 ]; then
+  stage "5/5 install -> t2icli/pretrained/toybirds"
+  "$PY" -c 'import sys; from t2icli.pretrained import install_model; print(install_model(*sys.argv[1:]))' \
+    "$dir/attngan" "$dir/damsm" "$dir/eval.json"
+  du -sh t2icli/pretrained/toybirds >&2
+fi
+stage "done"
