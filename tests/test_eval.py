@@ -410,14 +410,15 @@ def test_eval_fid_stats_only(tiny, tmp_path):
     assert out["stats_only"] and out["n"] == 12 and os.path.isfile(out["path"]) and out["backbone"] == "fid-inception"
 
 
-def test_eval_bad_inputs(tiny, tmp_path):
+def test_eval_bad_inputs(tiny, tmp_path, monkeypatch):
     data, gan = tiny["data"], tiny["gan"]
+    monkeypatch.setattr("t2icli.pretrained.ROOT", str(tmp_path / "no-pretrained"))  # no shipped model to fall back to
     res = run("eval", "--metric", "fid", "--fid-backbone", "fid-inception", "--model", gan, "--data", data)
     assert res.exit_code == 1 and "--inception-weights" in res.stderr
     res = run("eval", "--metric", "is", "--model", gan, "--data", data, "--inception-weights", tmp_path / "nope.pt")
     assert res.exit_code == 2 and "--inception-weights" in res.stderr
     res = run("eval", "--metric", "rprecision", "--data", data)
-    assert res.exit_code == 1 and "--model" in res.stderr
+    assert res.exit_code == 2 and "no --model given" in res.stderr and "shipped pretrained" in res.stderr
     res = run("eval", "--metric", "rprecision", "--model", tmp_path, "--data", data)
     assert res.exit_code == 1 and "generator export" in res.stderr
     res = run("eval", "--metric", "rprecision", "--model", gan, "--data", data, "--stats-only")
@@ -469,6 +470,9 @@ def test_shipped_model_carries_its_damsm(tiny, tmp_path, monkeypatch):
     out = json.loads(shipped.stdout)
     assert out["encoder_run"] == os.path.join(folder, "damsm.pt")
     assert out["fold_values"] == json.loads(run(*args, "--model", tiny["gan"]).stdout)["fold_values"]
+    default = run(*args)  # without --model: the shipped model, named on stderr
+    assert default.exit_code == 0 and json.loads(default.stdout)["fold_values"] == out["fold_values"]
+    assert f"using the shipped pretrained toybirds model {folder}" in default.stderr
     os.remove(os.path.join(folder, "damsm.pt"))
     missing = run(*args, "--model", folder)
     assert missing.exit_code != 0 and "DAMSM" in missing.output + missing.stderr

@@ -4,7 +4,7 @@ import json
 
 import click
 
-from t2icli.cli.common import err, resolve_device
+from t2icli.cli.common import err, model_or_pretrained, resolve_device
 
 _METRICS = ["rprecision", "is", "fid", "attr", "all"]  # t2icli.metrics.evaluate.METRICS + "all" (no torch import)
 _BACKBONES = ["auto", "data", "fid-inception", "torchvision", "dmgan"]  # metrics.fid.BACKBONES + auto, data
@@ -51,7 +51,9 @@ def _summary(r):
               help="Which metric; all = every one that applies (IS/FID need --inception-weights, attr needs "
                    "attribute truth; the others are reported as skipped).")
 @click.option("--model", "model_run", metavar="RUN", type=click.Path(exists=True),
-              help="Generator run folder (or its generator.pt), from `t2i train attngan|stackgan2|stackgan|gancls`.")
+              help="Generator run folder (or its generator.pt), from `t2i train attngan|stackgan2|stackgan|gancls`. "
+                   "Default: the shipped pretrained toybirds model, when this t2i has one (evaluate it on a "
+                   "default `t2i prep toybirds` folder).")
 @click.option("--data", required=True, metavar="DIR", type=click.Path(exists=True, file_okay=False),
               help="Prepared dataset folder the model was trained on; its test captions drive generation.")
 @click.option("--n-samples", default=30000, show_default=True, metavar="N", type=click.IntRange(min=1),
@@ -146,6 +148,8 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                                    "--text-embeddings)")
         if click.get_current_context().get_parameter_source("n_samples") == ParameterSource.COMMANDLINE:
             raise click.UsageError("--n-samples does not go with --captions: one image is generated per line")
+    if model_run is None and not stats_only:
+        model_run, _ = model_or_pretrained(model_run, "eval")
     skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only, fid_backbone)
     dev = resolve_device(device)
 
