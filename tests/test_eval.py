@@ -483,3 +483,16 @@ def test_shipped_model_carries_its_damsm(tiny, tmp_path, monkeypatch):
         save_damsm(str(tmp_path / "damsm.pt"), text_enc, image_enc, dcfg, vocab[:-1] + ["zebra"])
         pretrained.install_model(str(gan), str(tmp_path / "damsm.pt"), str(tmp_path / "eval.json"))
     assert os.path.isfile(os.path.join(folder, "generator.pt"))
+
+
+def test_probe_damsm_script_bounds(tiny):
+    """scripts/probe_damsm.py: within-class retrieval of a DAMSM with its chance and oracle; the oracle (attribute
+    truth) is at least chance and at most 1."""
+    import subprocess
+    import sys
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    out = subprocess.run([sys.executable, os.path.join(root, "scripts", "probe_damsm.py"), "--damsm", tiny["damsm"],
+                          "--data", tiny["data"]], capture_output=True, text=True, check=True)
+    res = json.loads(out.stdout)
+    assert res["n"] > 0 and 0 < res["chance"] <= res["oracle"] <= 1 and 0 <= res["within_class_top1"] <= 1
