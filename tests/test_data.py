@@ -143,6 +143,29 @@ def test_crop_larger_than_the_stored_images_is_flagged_as_upsampling(tmp_path):
     assert not PreparedDataset(tmp_path / "ds", "test", resolutions=(16, 32), train=False).upsamples
 
 
+def test_augment_flip_and_none_keep_the_test_view(tmp_path):
+    """--augment flip: the whole image at each resolution, as the test split gives it, mirrored half the time (no
+    76/64 scale, so objects keep their test size); none: exactly the test view; scale-crop (AttnGAN's) stays the
+    default; an unknown name is a DataError naming the choices."""
+    write_tiny(tmp_path / "ds")  # stored at 32
+    test = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32), train=False)
+    flip = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32), train=True, augment="flip")
+    none = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32), train=True, augment="none")
+    assert (flip.load, flip.upsamples) == (32, False) and PreparedDataset(tmp_path / "ds", "train").load == 38
+    mirrored = 0
+    for i in range(len(test)):
+        views = test[i]["images"]
+        got = flip[i]["images"]
+        same = all(torch.equal(a, b) for a, b in zip(views, got))
+        mirror = all(torch.allclose(a.flip(2), b, atol=1e-5) for a, b in zip(views, got))  # resizing commutes
+        assert same or mirror
+        mirrored += int(mirror and not same)
+        assert all(torch.equal(a, b) for a, b in zip(views, none[i]["images"]))
+    assert 0 < mirrored < len(test)
+    with pytest.raises(DataError, match="scale-crop, flip, none"):
+        PreparedDataset(tmp_path / "ds", "train", augment="jitter")
+
+
 def _write_paper_sized(out):
     """Two train + one test image stored as prep stores CUB for 256-px models (stored_size_for(256) = 355)."""
     from t2icli.data.images import stored_size_for

@@ -85,6 +85,9 @@ def run_options(cls, *, batch_help, compile_help, precision_help, checkpoint_hel
         option(cls, "precision", None, precision_help),
         option(cls, "compile", None, compile_help),
         option(cls, "seed", "INT", "Random seed (initialisation, data order, augmentation, noise, dropout)."),
+        option(cls, "augment", None, "How training images vary: scale-crop = AttnGAN's (scaled to 76/64 of the "
+                                     "side, a random crop, flipped half the time: objects look 76/64 larger than in "
+                                     "the whole test images); flip = the whole image, flipped half the time; none."),
         click.option("--resume", default=None, metavar="latest|PATH", callback=_check_resume,
                      help="Continue a run: 'latest' = newest checkpoint in --out, or a checkpoint file / run folder. "
                           "Give the run's options again (or --config RUN/config.json)."),

@@ -20,6 +20,11 @@ from t2icli.data.format import DataError, load_meta
 from t2icli.data.images import load_size
 from t2icli.data.text import Vocab, cut_caption
 
+#: How a training split varies its images. "scale-crop": AttnGAN's Scale(int(C * 76 / 64)) + RandomCrop(C) +
+#: horizontal flip (main.py:124-127), so objects are seen 76/64 larger (and softer, where the stored side is below
+#: the load size) than in the whole test images; "flip": the whole image, flipped half the time; "none": as stored.
+AUGMENTS = ("scale-crop", "flip", "none")
+
 
 class PreparedDataset(torch.utils.data.Dataset):
     """One split of a prepared dataset folder.
@@ -30,13 +35,13 @@ class PreparedDataset(torch.utils.data.Dataset):
 
     size: the data set's image size S (dataset.json image_size); stored_size: the side of the stored pixels
     (>= S); crop: the largest resolution (S by default; 299 for DAMSM's Inception encoder); load: AttnGAN's
-    int(crop * 76 / 64). `upsamples` is True when training resizes the stored images up (load > stored_size:
+    int(crop * 76 / 64) with augment "scale-crop" (AUGMENTS; else crop). `upsamples` is True when training resizes the stored images up (load > stored_size:
     a folder prepared at a smaller --stored-size, or before format version 2). images_uint8 [n, S, S, 3] gives
     the images at S (resized from the stored ones when they are larger) for evaluation; stored_uint8 the
     stored array.
     """
 
-    def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None):
+    def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None, augment="scale-crop"):
         self.path = os.fspath(path)
         self.meta = load_meta(self.path)
         if split not in self.meta["splits"]:
@@ -47,8 +52,11 @@ class PreparedDataset(torch.utils.data.Dataset):
         self.resolutions = tuple(int(r) for r in (resolutions or (self.size,)))
         if not self.resolutions or min(self.resolutions) < 1:
             raise DataError(f"{self.path}: resolutions {self.resolutions} must be >= 1 px")
+        if augment not in AUGMENTS:
+            raise DataError(f"augment {augment!r}: choose from {', '.join(AUGMENTS)}")
+        self.augment = augment
         self.crop = max(self.resolutions)
-        self.load = load_size(self.crop)
+        self.load = load_size(self.crop) if augment == "scale-crop" else self.crop
         self.upsamples = self.load > self.stored_size if train else self.crop > self.stored_size
         self.train = bool(train)
         self.seed = int(seed)
@@ -126,7 +134,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         tokens, length = self.cut(self.caption_ids(self.image_captions[index] + k), rng)
         img = torch.from_numpy(np.array(self.stored_uint8[index])).permute(2, 0, 1)  # [3, P, P] uint8
         img = img.unsqueeze(0).float()  # [1, 3, P, P]
-        if self.train:
+        if self.train and self.augment == "scale-crop":
             big, c = self.load, self.crop  # Scale(int(C * 76 / 64)), RandomCrop(C)
             if big != self.stored_size:
                 img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
@@ -134,6 +142,8 @@ class PreparedDataset(torch.utils.data.Dataset):
             img = img[:, :, y : y + c, x : x + c]  # [1, 3, C, C]
             if rng.random() < 0.5:
                 img = img.flip(3)
+        elif self.train and self.augment == "flip" and rng.random() < 0.5:
+            img = img.flip(3)  # the whole image, scaled below to each resolution as the test images are
         images = []
         for r in self.resolutions:
             im = img if r == img.shape[-1] else F.interpolate(

@@ -127,6 +127,9 @@ class TrainConfig:
     threads: int = Int(0, min=0)
     log_every: int = Int(None, min=1)
     tensorboard: bool = Bool(False, flag_only=True)
+    # How training images are varied (data.dataset.AUGMENTS): AttnGAN's Scale(76/64) + random crop + flip, or a flip
+    # alone (objects keep the size and sharpness the test images have), or nothing.
+    augment: str = Str("scale-crop", choices=("scale-crop", "flip", "none"))  # = data.dataset.AUGMENTS (no torch here)
 
     def __post_init__(self):
         if self.kind is None:

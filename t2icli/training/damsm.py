@@ -206,7 +206,7 @@ class DAMSMTrainer(Trainer):
                                          int(meta["image_size"]))
         size, words = self.model_config.image_size, self.model_config.word_limit
         self.train_ds = PreparedDataset(cfg.data, "train", resolutions=(size,), train=True, seed=cfg.seed,
-                                        word_limit=words)
+                                        word_limit=words, augment=cfg.augment)
         test_split = "test" if "test" in meta["splits"] else "train"
         self.test_ds = PreparedDataset(cfg.data, test_split, resolutions=(size,), train=False, seed=cfg.seed,
                                        word_limit=words)

@@ -178,7 +178,8 @@ class GANTrainer(Trainer):
             self.text_encoder, self.image_encoder, self.damsm_config, damsm_vocab = load_damsm(cfg.damsm, self.device)
         except ExportError as exc:
             raise RunError(f"--damsm: {exc}") from None
-        self.train_ds = PreparedDataset(cfg.data, "train", resolutions=self.resolutions, train=True, seed=cfg.seed)
+        self.train_ds = PreparedDataset(cfg.data, "train", resolutions=self.resolutions, train=True, seed=cfg.seed,
+                                        augment=cfg.augment)
         test_split = "test" if "test" in meta["splits"] else "train"
         self.test_ds = PreparedDataset(cfg.data, test_split, resolutions=(self.resolutions[-1],), train=False,
                                        seed=cfg.seed)
