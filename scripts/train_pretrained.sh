@@ -6,7 +6,9 @@
 #   3. t2i train attngan  --preset toybirds-pretrained
 #   4. t2i eval --metric all (n=2000, the issue's protocol) -> eval.json
 #   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/
-# Step-based: the model does not depend on the machine's speed (about 80 minutes on 2 cores at ~150 GFLOP/s sgemm).
+# Step-based: the model does not depend on the machine's speed, only the time does: about 50 minutes on a 2-core
+# machine whose 2048^3 sgemm runs at 265 GFLOP/s (DAMSM ~10 min at 330 img/s, AttnGAN ~33 min at 48 img/s, eval
+# ~4 min), so about 90 on one at 150 GFLOP/s.
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
 #   bash scripts/train_pretrained.sh --no-install   train and evaluate only
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
