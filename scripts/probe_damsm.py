@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 from t2icli.data import PreparedDataset
+from t2icli.losses import sentence_scores
 from t2icli.metrics.rprecision import encode_dataset
 from t2icli.models.export import load_damsm
 
@@ -38,8 +39,7 @@ def main():
     tokens = torch.stack([it["tokens"] for it in items])  # [n, T]
     lengths = torch.tensor([it["length"] for it in items])  # [n]
     f_bar, e_bar = encode_dataset((text_enc, image_enc), images, tokens, lengths)  # [n, D] each
-    f_bar, e_bar = f_bar / f_bar.norm(dim=1, keepdim=True), e_bar / e_bar.norm(dim=1, keepdim=True)
-    scores = (f_bar @ e_bar.t()).numpy()  # [n images, n captions]
+    scores = sentence_scores(f_bar, e_bar).numpy()  # [n images, n captions] cosines
     attrs, mentions = ds.attributes, ds.caption_mentions  # [n, K], [captions]
     K = attrs.shape[1]
     stated = np.array([[(mentions[ds.image_captions[i] + it["caption"]] >> k) & 1 for k in range(K)]

@@ -17,13 +17,8 @@ import torch
 import torch.nn.functional as F
 
 from t2icli.data.format import DataError, load_meta
-from t2icli.data.images import load_size
+from t2icli.data.images import AUGMENTS, load_size
 from t2icli.data.text import Vocab, cut_caption
-
-#: How a training split varies its images. "scale-crop": AttnGAN's Scale(int(C * 76 / 64)) + RandomCrop(C) +
-#: horizontal flip (main.py:124-127), so objects are seen 76/64 larger (and softer, where the stored side is below
-#: the load size) than in the whole test images; "flip": the whole image, flipped half the time; "none": as stored.
-AUGMENTS = ("scale-crop", "flip", "none")
 
 
 class PreparedDataset(torch.utils.data.Dataset):
@@ -35,13 +30,15 @@ class PreparedDataset(torch.utils.data.Dataset):
 
     size: the data set's image size S (dataset.json image_size); stored_size: the side of the stored pixels
     (>= S); crop: the largest resolution (S by default; 299 for DAMSM's Inception encoder); load: AttnGAN's
-    int(crop * 76 / 64) with augment "scale-crop" (AUGMENTS; else crop). `upsamples` is True when training resizes the stored images up (load > stored_size:
+    int(crop * 76 / 64) with augment "scale-crop" (images.AUGMENTS; else crop). `upsamples` is True when training
+    resizes the stored images up (load > stored_size:
     a folder prepared at a smaller --stored-size, or before format version 2). images_uint8 [n, S, S, 3] gives
     the images at S (resized from the stored ones when they are larger) for evaluation; stored_uint8 the
     stored array.
     """
 
-    def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None, augment="scale-crop"):
+    def __init__(self, path, split="train", resolutions=None, train=True, seed=0, word_limit=None,
+                 augment="scale-crop"):
         self.path = os.fspath(path)
         self.meta = load_meta(self.path)
         if split not in self.meta["splits"]:

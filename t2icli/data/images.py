@@ -49,6 +49,12 @@ CROP_TO_SQUARE = ("the box's centred square (side = its shorter side): aspect ra
 DAMSM_LOAD_SIZE = int(299 * 76 / 64)
 
 
+#: How a training split varies its images. "scale-crop": AttnGAN's Scale(int(C * 76 / 64)) + RandomCrop(C) +
+#: horizontal flip (main.py:124-127), so objects are seen 76/64 larger (and softer, where the stored side is below
+#: the load size) than in the whole test images; "flip": the whole image, flipped half the time; "none": as stored.
+AUGMENTS = ("scale-crop", "flip", "none")
+
+
 def load_size(crop):
     """AttnGAN's load size for a random crop of side `crop`: transforms.Scale(int(crop * 76 / 64)) (main.py:124)."""
     return int(int(crop) * 76 / 64)

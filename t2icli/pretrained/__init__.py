@@ -27,10 +27,10 @@ def shipped_model(name=DEFAULT):
 def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
     """Copy a trained generator run into ROOT/name as a shipped model: its generator.pt (with the DAMSM run's path,
     which names a folder of the training machine, dropped: evaluation finds damsm.pt beside it), the DAMSM export,
-    the run's config.json and `eval_json` (the `t2i eval --json` output). Everything is checked before the folder is
-    replaced, so a failure leaves the previous model in place. Returns the folder."""
-    import torch
-
+    the run's config.json and `eval_json` (the `t2i eval --json` output). Both exports are read with
+    weights_only=True (export.read_*), so what is written loads without pickled code. Everything is read and written
+    to ROOT/name.tmp before the folder is replaced, so a failure leaves the previous model in place. Returns the
+    folder."""
     from t2icli.models.export import read_damsm, read_generator
     from t2icli.fileio import atomic_torch_save
 
@@ -53,8 +53,6 @@ def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
         with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
-    for fname in ("generator.pt", "damsm.pt"):  # weights only: loadable without pickled code
-        torch.load(os.path.join(tmp, fname), weights_only=True)
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder

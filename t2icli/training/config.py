@@ -17,6 +17,7 @@ import json
 import math
 import os
 
+from t2icli.data.images import AUGMENTS
 from t2icli.errors import ConfigError
 
 __all__ = ["TrainConfig", "DAMSMTrainConfig", "GANTrainConfig", "AttnGANTrainConfig",
@@ -129,7 +130,7 @@ class TrainConfig:
     tensorboard: bool = Bool(False, flag_only=True)
     # How training images are varied (data.dataset.AUGMENTS): AttnGAN's Scale(76/64) + random crop + flip, or a flip
     # alone (objects keep the size and sharpness the test images have), or nothing.
-    augment: str = Str("scale-crop", choices=("scale-crop", "flip", "none"))  # = data.dataset.AUGMENTS (no torch here)
+    augment: str = Str("scale-crop", choices=AUGMENTS)
 
     def __post_init__(self):
         if self.kind is None:
