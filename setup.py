@@ -86,7 +86,7 @@ setup(
     # system's chromium and chromedriver: nothing is downloaded).
     extras_require={"tensorboard": ["tensorboard"], "serve": ["fastapi>=0.100", "uvicorn>=0.20"],
                     "test": ["pytest", "nltk", "httpx", "selenium>=4.11", "fastapi>=0.100", "uvicorn>=0.20"]},
-    package_data={"t2icli.serve": ["static/*"], "t2icli.pretrained": ["toybirds/*"]},
+    package_data={"t2icli.serve": ["static/*"], "t2icli.pretrained": ["toybirds/*", "evaluators/*"]},
     entry_points={"console_scripts": ["t2i = t2icli.cli:main"]},
     ext_modules=ext_modules,
     cmdclass=cmdclass,

@@ -99,7 +99,7 @@ class Runner:
         epoch = 0
         while True:
             yield from make_loader(self.trainer.train_ds, self.cfg.batch_size, shuffle=True, drop_last=True,
-                                   seed=self.cfg.seed, epoch=epoch)
+                                   seed=self.cfg.seed, epoch=epoch, class_pairs=self.cfg.class_pairs)
             epoch += 1
 
     def step(self):

@@ -5,7 +5,9 @@
 #   2. t2i train damsm    --preset toybirds-pretrained
 #   3. t2i train attngan  --preset toybirds-pretrained
 #   4. t2i eval --metric all (n=2000, the protocol) -> eval.json
-#   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/
+#   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/, and the two
+#      evaluation networks step 4 trained (attribute classifier, data-FID network) into t2icli/pretrained/evaluators/
+#      (t2i eval on a fresh default prep then scores with them instead of training its own)
 # Step-based: the model does not depend on the machine's speed, only the time does: about 50 minutes on a 2-core
 # machine whose 2048^3 sgemm runs at 265 GFLOP/s (DAMSM ~10 min at 330 img/s, AttnGAN ~33 min at 48 img/s, eval
 # ~4 min), so about 90 on one at 150 GFLOP/s.
@@ -35,6 +37,8 @@ if [ $install = 1 ]; then
   stage "5/5 install -> t2icli/pretrained/toybirds"
   "$PY" -c 'import sys; from t2icli.pretrained import install_model; print(install_model(*sys.argv[1:]))' \
     "$dir/attngan" "$dir/damsm" "$dir/eval.json"
-  du -sh t2icli/pretrained/toybirds >&2
+  "$PY" -c 'import sys; from t2icli.pretrained import install_evaluators; print(*install_evaluators(sys.argv[1]))' \
+    "$dir/toybirds"
+  du -sh t2icli/pretrained/toybirds t2icli/pretrained/evaluators >&2
 fi
 stage "done"

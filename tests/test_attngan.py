@@ -273,3 +273,27 @@ def test_class_mask_flag_reaches_the_damsm_term(tiny, tmp_path, monkeypatch, mas
     train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "r", stages=2, steps=2, class_mask=mask,
           **TINY)
     assert len(seen) == 2 and all((ids is not None) == mask for ids in seen)
+
+
+def test_class_pairs_flag_reaches_the_loader(tiny, tmp_path, monkeypatch):
+    """attngan --class-pairs: the training batches are same-class pairs (so the roll of AttnGAN's wrong captions
+    pairs row 2m with a caption of its own class); an odd --batch-size is refused by name."""
+    import t2icli.data as data_pkg
+    from t2icli.errors import ConfigError
+    from t2icli.training import train
+    from t2icli.training.config import AttnGANTrainConfig
+
+    seen, real = [], data_pkg.make_loader
+
+    def spy(ds, *args, **kw):
+        loader = real(ds, *args, **kw)
+        seen.append(loader.batch_sampler.classes is ds.class_ids)  # the sampler orders by the training classes
+        return loader
+
+    monkeypatch.setattr(data_pkg, "make_loader", spy)
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "r", stages=2, steps=2, class_pairs=True,
+          **dict(TINY, batch_size=4))
+    assert seen and all(seen)  # (test_data.py checks the pairs themselves)
+    with pytest.raises(ConfigError, match="--batch-size 5: --class-pairs"):
+        AttnGANTrainConfig(data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "o"), batch_size=5,
+                           class_pairs=True).validate()

@@ -260,6 +260,30 @@ def test_sampler_resume_and_ranks_cover_the_global_batches():
         EpochBatchSampler(50, 7, world=2)
 
 
+def test_class_pairs_fill_batches_with_same_class_pairs():
+    """--class-pairs: every epoch is a permutation in which rows 2m, 2m+1 share a class (left-over images of
+    odd-sized classes pair up across classes), deterministic in (seed, epoch), resumable like the plain shuffle."""
+    from t2icli.data.dataset import class_pair_order
+
+    rng = np.random.default_rng(0)
+    classes = rng.integers(0, 7, size=101)  # odd n, odd-sized classes
+    order = class_pair_order(classes, np.random.default_rng(3))
+    assert sorted(order.tolist()) == list(range(101))
+    same = classes[order[0:100:2]] == classes[order[1:100:2]]
+    leftovers = sum(int(c) % 2 for c in np.bincount(classes))  # one image of every odd-sized class
+    assert same.sum() >= (101 - leftovers) // 2 and same.mean() > 0.9
+    full = list(EpochBatchSampler(101, 8, seed=1, epoch=2, classes=classes))
+    assert full == list(EpochBatchSampler(101, 8, seed=1, epoch=2, classes=classes))
+    assert list(EpochBatchSampler(101, 8, seed=1, epoch=2, start_batch=5, classes=classes)) == full[5:]
+    assert full != list(EpochBatchSampler(101, 8, seed=1, epoch=3, classes=classes))
+    pairs = [(b[i], b[i + 1]) for b in full for i in range(0, 8, 2)]
+    assert np.mean([classes[a] == classes[b] for a, b in pairs]) > 0.9  # pairs never straddle two batches
+    plain = [i for b in EpochBatchSampler(101, 8, seed=1, epoch=2) for i in b]
+    assert np.mean([classes[a] == classes[b] for a, b in zip(plain[::2], plain[1::2])]) < 0.5
+    with pytest.raises(ValueError, match="class ids"):
+        EpochBatchSampler(100, 8, classes=classes)
+
+
 def test_loader_batches(tmp_path):
     write_tiny(tmp_path / "ds")
     ds = PreparedDataset(tmp_path / "ds", "train", resolutions=(16, 32))

@@ -496,3 +496,67 @@ def test_probe_damsm_script_bounds(tiny):
                           "--data", tiny["data"]], capture_output=True, text=True, check=True)
     res = json.loads(out.stdout)
     assert res["n"] > 0 and 0 < res["chance"] <= res["oracle"] <= 1 and 0 <= res["within_class_top1"] <= 1
+
+
+# -- the shipped evaluation networks ---------------------------------------------------------------
+def test_installed_evaluators_score_only_their_own_data(tmp_path, monkeypatch):
+    """install_evaluators copies DATA/cache's two networks into the package; a data set whose arrays hash the same
+    loads them (shipped=True, same weights, nothing trained) once its own cache is gone; another data set trains."""
+    import shutil
+
+    import t2icli.pretrained as pretrained
+    from t2icli.data.toybirds import prepare_toybirds
+    from t2icli.metrics import attributes, data_fid
+
+    monkeypatch.setattr(pretrained, "ROOT", str(tmp_path / "pretrained"))
+    monkeypatch.setitem(attributes.RECIPE, "steps", 3)
+    monkeypatch.setitem(data_fid.RECIPE, "steps", 3)
+    a, b = str(tmp_path / "a"), str(tmp_path / "b")
+    prepare_toybirds(a, size=32, n_train=40, n_test=12, captions_per_image=1, workers=1)
+    prepare_toybirds(b, size=32, n_train=40, n_test=12, captions_per_image=1, workers=1, seed=1)
+    with pytest.raises(FileNotFoundError, match="attr_classifier.pt"):
+        pretrained.install_evaluators(a)  # nothing cached yet
+    clf, info = attributes.load_or_train_classifier(a)
+    net, ninfo = data_fid.load_or_train_feature_network(a)
+    written = pretrained.install_evaluators(a)
+    assert [os.path.basename(p) for p in written] == list(pretrained.EVALUATORS)
+    shutil.rmtree(os.path.join(a, "cache"))
+
+    def no_training(*args, **kwargs):
+        raise AssertionError("trained although a shipped network matches")
+
+    with monkeypatch.context() as m:
+        m.setattr(attributes, "train_attribute_classifier", no_training)
+        clf2, info2 = attributes.load_or_train_classifier(a)
+        net2, ninfo2 = data_fid.load_or_train_feature_network(a)
+    assert info2["shipped"] and info2["cached"] and os.path.isfile(info2["path"])  # copied into DATA/cache
+    assert sorted(os.listdir(os.path.join(a, "cache"))) == sorted(pretrained.EVALUATORS)
+    assert ninfo2["shipped"] and ninfo2["weights_sha256"] == ninfo["weights_sha256"]
+    for x, y in ((clf, clf2), (net, net2)):
+        assert all(torch.equal(p, q) for p, q in zip(x.state_dict().values(), y.state_dict().values()))
+    _, other = attributes.load_or_train_classifier(b)  # other arrays, other key: trained, not the shipped one
+    assert not other["cached"] and "shipped" not in other
+    _, longer = attributes.load_or_train_classifier(a, steps=4)  # another recipe: trained too
+    assert not longer["cached"]
+
+
+def test_shipped_evaluators_match_a_fresh_default_prep(tmp_path, monkeypatch):
+    """The networks in t2icli/pretrained/evaluators/ are the default `t2i prep toybirds` folder's: a fresh default
+    prep loads both without training, and they read the real test birds as their recorded accuracy says."""
+    import t2icli.pretrained as pretrained
+    from t2icli.data import PreparedDataset
+    from t2icli.data.toybirds import prepare_toybirds
+    from t2icli.metrics import attributes, data_fid
+
+    if not all(os.path.isfile(pretrained.evaluator_path(f)) for f in pretrained.EVALUATORS):
+        pytest.skip("this checkout ships no evaluation networks")
+    data = str(tmp_path / "toybirds")
+    prepare_toybirds(data)  # the defaults of `t2i prep toybirds`
+    monkeypatch.setattr(attributes, "train_attribute_classifier", lambda *a, **k: pytest.fail("trained"))
+    clf, info = attributes.load_or_train_classifier(data)
+    net, ninfo = data_fid.load_or_train_feature_network(data)
+    assert info["shipped"] and ninfo["shipped"]
+    test = PreparedDataset(data, "test", train=False)
+    pred = attributes.predict_attributes(clf, test.images_uint8, info["size"])
+    assert (pred == test.attributes).mean() == pytest.approx(info["real_test"]["overall"])  # micro average
+    assert info["real_test"]["overall"] > 0.95 and min(ninfo["real_test_accuracy"].values()) > 0.9

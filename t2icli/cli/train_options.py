@@ -88,6 +88,10 @@ def run_options(cls, *, batch_help, compile_help, precision_help, checkpoint_hel
         option(cls, "augment", None, "How training images vary: scale-crop = AttnGAN's (scaled to 76/64 of the "
                                      "side, a random crop, flipped half the time: objects look 76/64 larger than in "
                                      "the whole test images); flip = the whole image, flipped half the time; none."),
+        option(cls, "class_pairs", None, "Fill every batch with pairs of same-class images, so that every other "
+                                         "wrong (image, caption) pair of the discriminator, and a negative of every "
+                                         "image in the DAMSM losses, shares the image's class: the networks must "
+                                         "read more than the class. Off: a plain shuffle, as the references."),
         click.option("--resume", default=None, metavar="latest|PATH", callback=_check_resume,
                      help="Continue a run: 'latest' = newest checkpoint in --out, or a checkpoint file / run folder. "
                           "Give the run's options again (or --config RUN/config.json)."),

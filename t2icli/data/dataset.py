@@ -206,19 +206,46 @@ def collate(samples):
     }
 
 
+def class_pair_order(class_ids, rng):
+    """A permutation of range(n) made of same-class pairs: positions 2m and 2m+1 hold two images of one class
+    (`--class-pairs`); the images a class has left over once its pairs are made (one when its count is odd) are
+    paired with each other across classes. Pairs come in random order, images within a class in random order.
+    class_ids [n] -> int64 [n]."""
+    class_ids = np.asarray(class_ids)
+    perm = rng.permutation(len(class_ids))
+    grouped = perm[np.argsort(class_ids[perm], kind="stable")]  # by class, random within each
+    bounds = np.flatnonzero(np.diff(class_ids[grouped])) + 1
+    pairs, rest = [], []
+    for members in np.split(grouped, bounds):
+        k = len(members) // 2 * 2
+        pairs.append(members[:k].reshape(-1, 2))
+        rest.extend(members[k:].tolist())
+    rest = np.asarray(rest, dtype=np.int64)
+    k = len(rest) // 2 * 2
+    pairs.append(rest[:k].reshape(-1, 2))
+    pairs = np.concatenate(pairs)  # [n // 2, 2]
+    return np.concatenate([pairs[rng.permutation(len(pairs))].reshape(-1), rest[k:]]).astype(np.int64)
+
+
 class EpochBatchSampler(torch.utils.data.Sampler):
     """Batches of one epoch: a permutation that is a pure function of (seed, epoch).
 
     batch_size is the GLOBAL batch; with world > 1 each rank yields its slice
     [rank::world] of every global batch, so N processes see exactly the samples one
     process would. start_batch skips the batches of the epoch already consumed (resume).
+    classes [n] given: the permutation is class_pair_order's (an even batch then holds whole same-class pairs,
+    so AttnGAN's wrong caption of every other row, the next row's, is of the same class).
     """
 
-    def __init__(self, n, batch_size, shuffle=True, drop_last=True, seed=0, epoch=0, start_batch=0, rank=0, world=1):
+    def __init__(self, n, batch_size, shuffle=True, drop_last=True, seed=0, epoch=0, start_batch=0, rank=0, world=1,
+                 classes=None):
         if batch_size < world or batch_size % world:
             raise ValueError(f"batch size {batch_size} must be a multiple of the number of processes {world}")
+        if classes is not None and len(classes) != n:
+            raise ValueError(f"classes: {len(classes)} class ids for {n} samples")
         self.n, self.batch_size, self.shuffle, self.drop_last = n, batch_size, shuffle, drop_last
         self.seed, self.epoch, self.start_batch, self.rank, self.world = seed, epoch, start_batch, rank, world
+        self.classes = classes
 
     def batches_per_epoch(self):
         return self.n // self.batch_size if self.drop_last else -(-self.n // self.batch_size)
@@ -227,8 +254,11 @@ class EpochBatchSampler(torch.utils.data.Sampler):
         return max(0, self.batches_per_epoch() - self.start_batch)
 
     def __iter__(self):
-        if self.shuffle:
-            order = np.random.default_rng([self.seed, self.epoch, 0x5A3]).permutation(self.n)
+        rng = np.random.default_rng([self.seed, self.epoch, 0x5A3])
+        if self.classes is not None:
+            order = class_pair_order(self.classes, rng)
+        elif self.shuffle:
+            order = rng.permutation(self.n)
         else:
             order = np.arange(self.n)
         for b in range(self.start_batch, self.batches_per_epoch()):
@@ -237,10 +267,12 @@ class EpochBatchSampler(torch.utils.data.Sampler):
 
 
 def make_loader(ds, batch_size, shuffle=True, drop_last=True, num_workers=0, seed=0, epoch=0, start_batch=0,
-                rank=0, world=1):
-    """A DataLoader over `ds` for one epoch (see EpochBatchSampler); sets ds's epoch first."""
+                rank=0, world=1, class_pairs=False):
+    """A DataLoader over `ds` for one epoch (see EpochBatchSampler; class_pairs: batches of same-class pairs, by
+    ds.class_ids); sets ds's epoch first."""
     ds.set_epoch(epoch)
-    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, drop_last, seed, epoch, start_batch, rank, world)
+    sampler = EpochBatchSampler(len(ds), batch_size, shuffle, drop_last, seed, epoch, start_batch, rank, world,
+                                classes=ds.class_ids if class_pairs else None)
     return torch.utils.data.DataLoader(
         ds, batch_sampler=sampler, num_workers=num_workers, collate_fn=collate,
         persistent_workers=False, pin_memory=torch.cuda.is_available(),

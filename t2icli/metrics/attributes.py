@@ -178,19 +178,31 @@ def train_attribute_classifier(train_images, train_attrs, num_values, size, reci
 
 def load_cached_network(path, fmt, key, build, device="cpu"):
     """(model in eval mode, info with path and cached=True) from a DATA/cache file written by save_cached_network,
-    when its format and key match; None when absent, damaged or stale (the caller trains and saves anew).
+    when its format and key match; else from the evaluator shipped in the package under the same file name
+    (t2icli/pretrained/evaluators/, the default `t2i prep toybirds` folder's: its key holds the hashes of the
+    training arrays, so it is used only for that exact data, and the runs of every machine are scored by the same
+    network), which is then copied to `path` and info has shipped=True; None when neither matches (the caller
+    trains and saves anew).
     build() makes the untrained network whose state the file holds."""
-    if not os.path.isfile(path):
-        return None
-    try:
-        blob = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
-        return None
-    if not (isinstance(blob, dict) and blob.get("format") == fmt and blob.get("key") == key):
-        return None
-    model = build()
-    model.load_state_dict(blob["state"])
-    return model.to(device).eval(), dict(blob["info"], path=path, cached=True)
+    from t2icli.pretrained import evaluator_path
+
+    for candidate, shipped in ((path, False), (evaluator_path(os.path.basename(path)), True)):
+        if not os.path.isfile(candidate):
+            continue
+        try:
+            blob = torch.load(candidate, map_location="cpu", weights_only=True)
+        except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
+            continue
+        if not (isinstance(blob, dict) and blob.get("format") == fmt and blob.get("key") == key):
+            continue
+        model = build()
+        model.load_state_dict(blob["state"])
+        if shipped:  # DATA/cache gets its copy, as if trained here (scripts/train_pretrained.sh installs from there)
+            os.makedirs(os.path.dirname(path), exist_ok=True)
+            atomic_torch_save(blob, path)
+        return model.to(device).eval(), dict(blob["info"], path=path, cached=True, **({"shipped": True}
+                                                                                      if shipped else {}))
+    return None
 
 
 def save_cached_network(path, fmt, key, model, info):

@@ -129,5 +129,5 @@ def data_fid(images, data, split="test", seed=0, device="cpu", log=None, steps=N
     return {"metric": "fid", "backbone": "data", "value": float(frechet_distance(mu_g, sigma_g, mu_r, sigma_r)),
             "floor": float(frechet_distance(mu_t, sigma_t, mu_r, sigma_r)), "n": n, "n_real": len(real),
             "split": split, "seed": int(seed), "feature_dim": int(mu_g.shape[0]), "protocol": PROTOCOL,
-            "network": {k: info[k] for k in ("targets", "recipe", "real_test_accuracy", "weights_sha256", "path",
-                                             "cached")}}
+            "network": dict({k: info[k] for k in ("targets", "recipe", "real_test_accuracy", "weights_sha256", "path",
+                                                  "cached")}, shipped=bool(info.get("shipped")))}

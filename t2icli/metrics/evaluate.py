@@ -157,6 +157,7 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None)
                      "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()},
                      "all_attributes": info["real_test"]["overall"]},
             "classifier": info["path"], "classifier_recipe": info["recipe"],
+            "classifier_shipped": bool(info.get("shipped")),
             "protocol": "accuracy over the attributes each caption mentions (micro average); real = the same "
                         "captions' real images"}
 

@@ -5,17 +5,23 @@ A shipped model is a folder `<ROOT>/<name>/` holding the generator export `gener
 R-precision with the model's own encoders), the run's `config.json` and its `eval.json` (`t2i eval --json` output).
 `scripts/train_pretrained.sh` trains and installs one (`install_model`). Until one is committed the lookup answers
 None and the commands ask for --model.
+
+`<ROOT>/evaluators/` holds the evaluation networks of the default `t2i prep toybirds` folder (the attribute
+classifier and the data-FID network, files of metrics.attributes / metrics.data_fid's DATA/cache format, keyed by
+the hashes of the training arrays and the recipe): `t2i eval` on a fresh default prep loads them instead of
+training its own, so every run, on every machine, is scored by the same networks (`install_evaluators`).
 """
 
 import json
 import os
 import shutil
 
-__all__ = ["ROOT", "DEFAULT", "shipped_model", "install_model"]
+__all__ = ["ROOT", "DEFAULT", "EVALUATORS", "shipped_model", "install_model", "evaluator_path", "install_evaluators"]
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # read at every call, so tests can point it at a temporary folder
 DEFAULT = "toybirds"
 FILES = ("generator.pt", "damsm.pt", "config.json", "eval.json")
+EVALUATORS = ("attr_classifier.pt", "data_fid.pt")  # metrics.attributes.CACHE_NAME, metrics.data_fid.CACHE_NAME
 
 
 def shipped_model(name=DEFAULT):
@@ -56,3 +62,32 @@ def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
     shutil.rmtree(folder, ignore_errors=True)
     os.replace(tmp, folder)
     return folder
+
+
+def evaluator_path(fname):
+    """Where the shipped evaluation network `fname` (one of EVALUATORS) lives: ROOT/evaluators/fname."""
+    return os.path.join(ROOT, "evaluators", fname)
+
+
+def install_evaluators(data):
+    """Copy the evaluation networks cached in prepared dataset `data` (DATA/cache/, written by `t2i eval --metric
+    attr|fid` with the default recipes) into ROOT/evaluators/. Each file is checked to be a weights-only cache file
+    before anything is replaced. Returns the list of files written."""
+    import torch
+
+    sources = [os.path.join(data, "cache", fname) for fname in EVALUATORS]
+    for src in sources:
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"{src}: missing (run `t2i eval --metric all --data {data}` first)")
+        blob = torch.load(src, map_location="cpu", weights_only=True)
+        if not (isinstance(blob, dict) and {"format", "key", "state", "info"} <= set(blob)):
+            raise ValueError(f"{src}: not an evaluation network cache file")
+    folder = os.path.join(ROOT, "evaluators")
+    os.makedirs(folder, exist_ok=True)
+    written = []
+    for src, fname in zip(sources, EVALUATORS):
+        dst = os.path.join(folder, fname)
+        shutil.copyfile(src, dst + ".tmp")
+        os.replace(dst + ".tmp", dst)
+        written.append(dst)
+    return written

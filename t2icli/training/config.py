@@ -131,6 +131,11 @@ class TrainConfig:
     # How training images are varied (data.dataset.AUGMENTS): AttnGAN's Scale(76/64) + random crop + flip, or a flip
     # alone (objects keep the size and sharpness the test images have), or nothing.
     augment: str = Str("scale-crop", choices=AUGMENTS)
+    # Batches made of same-class pairs (data.dataset.class_pair_order). The trainers' negatives come from the batch:
+    # AttnGAN's D pairs row k's image with row k+1's caption, so every other wrong pair is then of the same class
+    # and D must read more than the class (on toybirds: body x wing) to reject it; the DAMSM losses (without the
+    # class mask) get a same-class negative for every image. Off (the references): a plain shuffle.
+    class_pairs: bool = Bool(False)
 
     def __post_init__(self):
         if self.kind is None:
@@ -186,6 +191,9 @@ class TrainConfig:
 
     def check(self, dry_run=False):
         """Rules between fields (subclasses extend it); dry_run as in validate()."""
+        if self.class_pairs and self.batch_size % 2:
+            raise ConfigError(f"--batch-size {self.batch_size}: --class-pairs fills batches with pairs, so it must be "
+                              "even")
 
     def describe_changes(self, old):
         """'name: a -> b' for every field that differs from the dict `old` (e.g. a resumed run's config.json)."""
@@ -223,6 +231,7 @@ class DAMSMTrainConfig(TrainConfig):
     class_mask: bool = Bool(True)
 
     def check(self, dry_run=False):
+        super().check(dry_run)
         for name in ("inception_weights", "backbone_batch_stats"):
             if self.image_encoder == "small" and getattr(self, name):
                 raise ConfigError(f"{flag_of(name)} is only used with --image-encoder inception_v3")
@@ -249,6 +258,7 @@ class GANTrainConfig(TrainConfig):
     rprecision_runs: int = Int(10, min=1)
 
     def check(self, dry_run=False):
+        super().check(dry_run)
         if self.damsm is None and not dry_run:
             raise ConfigError("--damsm is required (the DAMSM run from `t2i train damsm` on the same --data)")
         if self.STEPS_OR_EPOCHS and self.steps is not None and self.epochs is not None:

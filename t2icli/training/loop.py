@@ -171,7 +171,7 @@ class Loop:
             self.trainer.on_epoch(self.epoch)
             loader = make_loader(self.trainer.train_ds, cfg.batch_size, shuffle=True, drop_last=True, seed=cfg.seed,
                                  epoch=self.epoch, start_batch=self.batch, num_workers=cfg.workers, rank=env.rank,
-                                 world=env.world)
+                                 world=env.world, class_pairs=cfg.class_pairs)
             rng = torch.get_rng_state()
             batches = iter(loader)  # DataLoader draws a base seed from the global RNG: keep the step streams intact
             torch.set_rng_state(rng)
