@@ -6,11 +6,13 @@
 #   3. t2i train attngan  --preset toybirds-pretrained
 #   4. t2i eval --metric all (n=2000, the issue's protocol) -> eval.json
 #   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/, and the two
-#      evaluation networks step 4 trained (attribute classifier, data-FID network) into t2icli/pretrained/evaluators/
-#      (t2i eval on a fresh default prep then scores with them instead of training its own)
+#      evaluation networks step 4 used (attribute classifier, data-FID network: the shipped ones when the data is
+#      the default prep's, else trained) into t2icli/pretrained/evaluators/ (t2i eval on a fresh default prep then
+#      scores with them instead of training its own)
 # Step-based: the model does not depend on the machine's speed, only the time does: about 50 minutes on a 2-core
 # machine whose 2048^3 sgemm runs at 265 GFLOP/s (DAMSM ~10 min at 330 img/s, AttnGAN ~33 min at 48 img/s, eval
-# ~4 min), so about 90 on one at 150 GFLOP/s.
+# ~4 min when it trains its evaluation networks), about 30 on one at ~420 (DAMSM 6 min at 530 img/s, AttnGAN 24 min
+# at 68 img/s, eval 12 s with the shipped networks), so about 90 on one at 150 GFLOP/s.
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
 #   bash scripts/train_pretrained.sh --no-install   train and evaluate only
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
