@@ -82,12 +82,12 @@ def install_evaluators(data):
         blob = torch.load(src, map_location="cpu", weights_only=True)
         if not (isinstance(blob, dict) and {"format", "key", "state", "info"} <= set(blob)):
             raise ValueError(f"{src}: not an evaluation network cache file")
-    folder = os.path.join(ROOT, "evaluators")
-    os.makedirs(folder, exist_ok=True)
+    from t2icli.fileio import atomic_write_bytes
+
+    os.makedirs(os.path.join(ROOT, "evaluators"), exist_ok=True)
     written = []
     for src, fname in zip(sources, EVALUATORS):
-        dst = os.path.join(folder, fname)
-        shutil.copyfile(src, dst + ".tmp")
-        os.replace(dst + ".tmp", dst)
-        written.append(dst)
+        with open(src, "rb") as f:
+            atomic_write_bytes(evaluator_path(fname), f.read())
+        written.append(evaluator_path(fname))
     return written

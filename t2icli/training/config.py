@@ -128,7 +128,7 @@ class TrainConfig:
     threads: int = Int(0, min=0)
     log_every: int = Int(None, min=1)
     tensorboard: bool = Bool(False, flag_only=True)
-    # How training images are varied (data.dataset.AUGMENTS): AttnGAN's Scale(76/64) + random crop + flip, or a flip
+    # How training images are varied (data.images.AUGMENTS): AttnGAN's Scale(76/64) + random crop + flip, or a flip
     # alone (objects keep the size and sharpness the test images have), or nothing.
     augment: str = Str("scale-crop", choices=AUGMENTS)
     # Batches made of same-class pairs (data.dataset.class_pair_order). The trainers' negatives come from the batch:
