@@ -7,7 +7,13 @@ other test images of its class (same body x wing colour): top-1 rate of the DAMS
 (1 / class size) and an oracle that reads the attribute truth (a caption is a hit if its stated facts fit the image;
 ties share the hit; captions state only some facts, so the oracle is well below 1). A DAMSM trained with AttnGAN's
 same-class mask never sees such pairs as negatives: this is how far it still tells crowns, bellies, beaks, sizes and
-backgrounds apart. Prints one JSON object on stdout.
+backgrounds apart.
+
+And does it bind each colour to its part? "a red bird with blue wings" and "a blue bird with red wings" hold the same
+words. For every test image whose body and wing colours differ, its own caption is scored against each caption of the
+test images with the two colours swapped (`swapped_pairwise`: the share of those pairs the own caption wins; 0.5 is a
+bag of words) and, for contrast, against the captions of images that share neither colour (`other_pairwise`).
+Prints one JSON object on stdout.
 """
 
 import argparse
@@ -55,10 +61,23 @@ def main():
         chance.append(1.0 / len(same))
         fits = np.array([np.all(attrs[j][stated[j]] == attrs[i][stated[j]]) for j in same])  # caption j fits image i
         oracle.append(1.0 / fits.sum())  # the true caption always fits
+    names = [a["name"] for a in ds.meta["attributes"]]
+    body, wing = attrs[:, names.index("body")], attrs[:, names.index("wing")]  # [n] colour indices
+    own = np.diag(scores)  # [n] each image's score with its own caption
+    swapped, other = [], []
+    for i in np.nonzero(body != wing)[0]:
+        swap = (body == wing[i]) & (wing == body[i])
+        unrelated = (body != body[i]) & (wing != wing[i]) & ~swap
+        if swap.any():
+            swapped.append(float((own[i] > scores[i, swap]).mean()))
+        other.append(float((own[i] > scores[i, unrelated]).mean()))
     print(json.dumps({"damsm": args.damsm, "data": args.data, "split": args.split, "n": len(hits),
                       "within_class_top1": round(float(np.mean(hits)), 4), "chance": round(float(np.mean(chance)), 4),
                       "oracle": round(float(np.mean(oracle)), 4),
-                      "all_top1": round(float((scores.argmax(1) == np.arange(len(items))).mean()), 4)}))
+                      "all_top1": round(float((scores.argmax(1) == np.arange(len(items))).mean()), 4),
+                      "swapped_pairwise": round(float(np.mean(swapped)), 4) if swapped else None,
+                      "n_swapped": len(swapped),
+                      "other_pairwise": round(float(np.mean(other)), 4)}))
 
 
 if __name__ == "__main__":
