@@ -68,16 +68,16 @@ def main():
     for i in np.nonzero(body != wing)[0]:
         swap = (body == wing[i]) & (wing == body[i])
         unrelated = (body != body[i]) & (wing != wing[i]) & ~swap
-        if swap.any():
-            swapped.append(float((own[i] > scores[i, swap]).mean()))
-        other.append(float((own[i] > scores[i, unrelated]).mean()))
+        for hits_of, negatives in ((swapped, swap), (other, unrelated)):
+            if negatives.any():
+                hits_of.append(float((own[i] > scores[i, negatives]).mean()))
     print(json.dumps({"damsm": args.damsm, "data": args.data, "split": args.split, "n": len(hits),
                       "within_class_top1": round(float(np.mean(hits)), 4), "chance": round(float(np.mean(chance)), 4),
                       "oracle": round(float(np.mean(oracle)), 4),
                       "all_top1": round(float((scores.argmax(1) == np.arange(len(items))).mean()), 4),
                       "swapped_pairwise": round(float(np.mean(swapped)), 4) if swapped else None,
                       "n_swapped": len(swapped),
-                      "other_pairwise": round(float(np.mean(other)), 4)}))
+                      "other_pairwise": round(float(np.mean(other)), 4) if other else None}))
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ arrays and the recipe), with its accuracy on the real test split. A generated im
 attributes its caption mentions (caption_mentions bit k): per attribute and overall (micro average).
 """
 
+import io
 import math
 import os
 import time
@@ -16,7 +17,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from t2icli.fileio import atomic_torch_save
+from t2icli.fileio import atomic_torch_save, atomic_write_bytes
 from t2icli.metrics.common import MetricError, file_sha256, sha256_of
 
 __all__ = ["AttributeClassifier", "train_attribute_classifier", "load_or_train_classifier", "predict_attributes",
@@ -190,7 +191,9 @@ def load_cached_network(path, fmt, key, build, device="cpu"):
         if not os.path.isfile(candidate):
             continue
         try:
-            blob = torch.load(candidate, map_location="cpu", weights_only=True)
+            with open(candidate, "rb") as f:
+                raw = f.read()
+            blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
         except Exception:  # noqa: BLE001 - a damaged cache is rebuilt
             continue
         if not (isinstance(blob, dict) and blob.get("format") == fmt and blob.get("key") == key):
@@ -199,7 +202,7 @@ def load_cached_network(path, fmt, key, build, device="cpu"):
         model.load_state_dict(blob["state"])
         if shipped:  # DATA/cache gets its copy, as if trained here (scripts/train_pretrained.sh installs from there)
             os.makedirs(os.path.dirname(path), exist_ok=True)
-            atomic_torch_save(blob, path)
+            atomic_write_bytes(path, raw)  # the shipped file's very bytes
         return model.to(device).eval(), dict(blob["info"], path=path, cached=True, **({"shipped": True}
                                                                                       if shipped else {}))
     return None

@@ -73,21 +73,24 @@ def install_evaluators(data):
     """Copy the evaluation networks cached in prepared dataset `data` (DATA/cache/, written by `t2i eval --metric
     attr|fid` with the default recipes) into ROOT/evaluators/. Each file is checked to be a weights-only cache file
     before anything is replaced. Returns the list of files written."""
+    import io
+
     import torch
 
-    sources = [os.path.join(data, "cache", fname) for fname in EVALUATORS]
-    for src in sources:
-        if not os.path.isfile(src):
-            raise FileNotFoundError(f"{src}: missing (run `t2i eval --metric all --data {data}` first)")
-        blob = torch.load(src, map_location="cpu", weights_only=True)
-        if not (isinstance(blob, dict) and {"format", "key", "state", "info"} <= set(blob)):
-            raise ValueError(f"{src}: not an evaluation network cache file")
     from t2icli.fileio import atomic_write_bytes
 
-    os.makedirs(os.path.join(ROOT, "evaluators"), exist_ok=True)
-    written = []
-    for src, fname in zip(sources, EVALUATORS):
+    contents = []  # every file read and checked once, before anything is replaced
+    for fname in EVALUATORS:
+        src = os.path.join(data, "cache", fname)
+        if not os.path.isfile(src):
+            raise FileNotFoundError(f"{src}: missing (run `t2i eval --metric all --data {data}` first)")
         with open(src, "rb") as f:
-            atomic_write_bytes(evaluator_path(fname), f.read())
-        written.append(evaluator_path(fname))
-    return written
+            raw = f.read()
+        blob = torch.load(io.BytesIO(raw), map_location="cpu", weights_only=True)
+        if not (isinstance(blob, dict) and {"format", "key", "state", "info"} <= set(blob)):
+            raise ValueError(f"{src}: not an evaluation network cache file")
+        contents.append(raw)
+    os.makedirs(os.path.join(ROOT, "evaluators"), exist_ok=True)
+    for fname, raw in zip(EVALUATORS, contents):
+        atomic_write_bytes(evaluator_path(fname), raw)
+    return [evaluator_path(fname) for fname in EVALUATORS]
