@@ -13,6 +13,12 @@ And does it bind each colour to its part? "a red bird with blue wings" and "a bl
 words. For every test image whose body and wing colours differ, its own caption is scored against each caption of the
 test images with the two colours swapped (`swapped_pairwise`: the share of those pairs the own caption wins; 0.5 is a
 bag of words) and, for contrast, against the captions of images that share neither colour (`other_pairwise`).
+
+And does it see the attributes the class does not fix? For every caption that states a crown, belly or beak colour,
+a beak length, a size or a background, its own image is scored against the images of its class that fit every
+other fact it states but differ in that one (`attribute_pairwise`: per attribute, the share of those pairs the own
+image wins and how many captions had such images; 0.5: the DAMSM does not see it). The shipped 4000-step DAMSM:
+crown 0.65, belly 0.66, beak 0.58, beak length 0.48, size 0.82, background 0.76.
 Prints one JSON object on stdout.
 """
 
@@ -71,13 +77,29 @@ def main():
         for hits_of, negatives in ((swapped, swap), (other, unrelated)):
             if negatives.any():
                 hits_of.append(float((own[i] > scores[i, negatives]).mean()))
+    # Per attribute beyond the class: for each caption that states attribute k, its own image against the images of
+    # its class that fit every other fact it states but differ in k (0.5: the DAMSM does not see k)
+    per_attribute = {}
+    for k, name in enumerate(names):
+        if name in ("body", "wing"):
+            continue
+        wins = []
+        for i in np.nonzero(stated[:, k])[0]:
+            others = stated[i].copy()
+            others[k] = False
+            fit = np.all(attrs[:, others] == attrs[i, others], axis=1) & (classes == classes[i])
+            negatives = fit & (attrs[:, k] != attrs[i, k])
+            if negatives.any():
+                wins.append(float((own[i] > scores[negatives, i]).mean()))
+        per_attribute[name] = {"pairwise": round(float(np.mean(wins)), 4) if wins else None, "n": len(wins)}
     print(json.dumps({"damsm": args.damsm, "data": args.data, "split": args.split, "n": len(hits),
                       "within_class_top1": round(float(np.mean(hits)), 4), "chance": round(float(np.mean(chance)), 4),
                       "oracle": round(float(np.mean(oracle)), 4),
                       "all_top1": round(float((scores.argmax(1) == np.arange(len(items))).mean()), 4),
                       "swapped_pairwise": round(float(np.mean(swapped)), 4) if swapped else None,
                       "n_swapped": len(swapped),
-                      "other_pairwise": round(float(np.mean(other)), 4) if other else None}))
+                      "other_pairwise": round(float(np.mean(other)), 4) if other else None,
+                      "attribute_pairwise": per_attribute}))
 
 
 if __name__ == "__main__":

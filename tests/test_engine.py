@@ -65,7 +65,9 @@ def test_validation_names_the_flag(tmp_path):
            ("damsm", dict(image_encoder="inception_v3", inception_weights=str(tmp_path)), "is a folder, not a file"),
            ("stackgan", dict(damsm=str(tmp_path / "nowhere")), "--damsm " + str(tmp_path / "nowhere")),
            ("attngan", dict(preset="cub-huge"), "--preset 'cub-huge'"),
-           ("gancls", dict(prompts=["a red bird"], text_embeddings=str(tmp_path / "w.pth")), "--prompt needs")]
+           ("gancls", dict(prompts=["a red bird"], text_embeddings=str(tmp_path / "w.pth")), "--prompt needs"),
+           ("stackgan", dict(prompts=["a red bird"], text_embeddings=str(tmp_path / "w.pth")), "--prompt needs"),
+           ("stackgan2", dict(prompts=["a red bird"], text_embeddings=str(tmp_path / "w.pth")), "--prompt needs")]
     for kind, change, words in bad:
         cfg = CONFIGS[kind](**{k: v for k, v in dict(base, **change).items() if k in CONFIGS[kind].field_names()})
         with pytest.raises(ConfigError, match=words.replace("(", r"\(").replace(")", r"\)")):

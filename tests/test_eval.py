@@ -498,6 +498,10 @@ def test_probe_damsm_script_bounds(tiny):
     assert res["n"] > 0 and 0 < res["chance"] <= res["oracle"] <= 1 and 0 <= res["within_class_top1"] <= 1
     assert res["n_swapped"] == 0 or 0 <= res["swapped_pairwise"] <= 1
     assert 0 <= res["other_pairwise"] <= 1
+    assert set(res["attribute_pairwise"]) == {"crown", "belly", "beak", "beak_length", "size", "background"}
+    for v in res["attribute_pairwise"].values():
+        assert v["n"] >= 0 and (v["pairwise"] is None) == (v["n"] == 0)
+        assert v["pairwise"] is None or 0 <= v["pairwise"] <= 1
 
 
 # -- the shipped evaluation networks ---------------------------------------------------------------

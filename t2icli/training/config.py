@@ -263,6 +263,9 @@ class GANTrainConfig(TrainConfig):
             raise ConfigError("--damsm is required (the DAMSM run from `t2i train damsm` on the same --data)")
         if self.STEPS_OR_EPOCHS and self.steps is not None and self.epochs is not None:
             raise ConfigError("give --steps or --epochs, not both")
+        if getattr(self, "text_embeddings", None) is not None and self.prompts:  # the trainers that take them
+            raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
+                              "snapshots show the first training images' captions)")
 
 
 @dataclasses.dataclass
@@ -311,9 +314,6 @@ class StackGAN2TrainConfig(_TreeConfig):
 
     def check(self, dry_run=False):
         super().check(dry_run)
-        if self.text_embeddings is not None and self.prompts:
-            raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
-                              "snapshots show the first training images' captions)")
         if self.unconditional and self.text_embeddings is not None:
             raise ConfigError("--unconditional trains on images alone; it does not go with --text-embeddings")
 
@@ -325,12 +325,6 @@ class _BaselineConfig(GANTrainConfig):
     batch_size: int = Int(64, min=2)
     text_embeddings: str = Path(dir_okay=False)
     lr_decay_epochs: int = Int(None, min=1)  # halve lr_g and lr_d every this many epochs (None: never)
-
-    def check(self, dry_run=False):
-        super().check(dry_run)
-        if self.text_embeddings is not None and self.prompts:
-            raise ConfigError("--prompt needs the DAMSM text encoder; it does not go with --text-embeddings (the "
-                              "snapshots show the first training images' captions)")
 
 
 @dataclasses.dataclass
