@@ -559,7 +559,8 @@ def default_prep(tmp_path_factory):
 def test_shipped_damsm_binds_colours_to_parts(default_prep):
     """scripts/probe_damsm.py's binding probe on the shipped DAMSM and a fresh default prep: its own caption beats
     the captions of birds with body and wing colours swapped (same words, other parts) in nearly every pair (0.996
-    when it was shipped; a bag of words scores 0.5, the 1200-step demo DAMSM 0.84) and beats unrelated classes'."""
+    when it was shipped; a bag of words scores 0.5, the 1200-step demo DAMSM 0.84) and beats unrelated classes';
+    its attribute_pairwise reads the attributes it was shipped seeing."""
     import subprocess
     import sys
 
@@ -574,6 +575,11 @@ def test_shipped_damsm_binds_colours_to_parts(default_prep):
                          check=True)
     res = json.loads(out.stdout)
     assert res["n_swapped"] > 500 and res["swapped_pairwise"] > 0.98 and res["other_pairwise"] > 0.99
+    # beyond the class it sees size and background (0.82 / 0.76 when shipped), not beak length (0.48): the probe
+    # scores each caption's own image against same-class images that differ in one stated fact, not the reverse
+    seen = res["attribute_pairwise"]
+    assert seen["size"]["n"] > 50 and seen["size"]["pairwise"] > 0.75 and seen["background"]["pairwise"] > 0.65
+    assert seen["beak_length"]["pairwise"] < 0.6
 
 
 def test_shipped_evaluators_match_a_fresh_default_prep(default_prep, monkeypatch):
