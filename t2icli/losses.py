@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from t2icli import ops
 
-__all__ = ["sentence_scores", "damsm_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "shift_flip",
+__all__ = ["sentence_scores", "damsm_scores", "hard_negative_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "shift_flip",
            "bce", "mismatched", "discriminator_loss", "stackgan2_discriminator_loss",
            "unconditional_discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
            "color_consistency_loss", "tree_color_consistency", "generator_damsm_loss"]
@@ -40,6 +40,21 @@ def damsm_scores(f, e, lengths, f_bar, e_bar, gamma1=4.0, gamma2=5.0):
     return word, sentence_scores(f_bar, e_bar)
 
 
+def hard_negative_scores(f, f_bar, e_hard, e_bar_hard, lengths, gamma1=4.0, gamma2=5.0, eps=1e-8):
+    """Word-level and sentence-level scores of each image against K edited copies of its own caption.
+
+    f: [M, D, H, W] (or [M, D, N]); f_bar: [M, D]; e_hard: [M, K, D, T] word features of the copies; e_bar_hard:
+    [M, K, D]; lengths: [M] (an edit keeps the length). Returns (word [M, K], sentence [M, K]).
+    """
+    M, K, D, T = e_hard.shape
+    img = f.reshape(M, 1, D, -1).expand(M, K, D, f[0].numel() // D).reshape(M * K, D, -1)  # [M*K, D, N]
+    lengths = torch.as_tensor(lengths).to(f.device).repeat_interleave(K)  # [M*K]
+    word = ops.damsm_word_scores_paired(img, e_hard.reshape(M * K, D, T), lengths, gamma1, gamma2).view(M, K)
+    f_n = f_bar / f_bar.norm(dim=1, keepdim=True).clamp_min(eps)  # [M, D]
+    e_n = e_bar_hard / e_bar_hard.norm(dim=2, keepdim=True).clamp_min(eps)  # [M, K, D]
+    return word, (e_n @ f_n[:, :, None]).squeeze(2)  # [M, K] each
+
+
 def same_class_mask(class_ids):
     """[M] class ids -> bool [M, M], True where i != j but both images share a class (not a negative)."""
     class_ids = torch.as_tensor(class_ids)
@@ -47,24 +62,28 @@ def same_class_mask(class_ids):
     return same & ~torch.eye(len(class_ids), dtype=torch.bool, device=same.device)
 
 
-def damsm_loss(word_scores, sent_scores, class_ids=None, gamma3=10.0):
+def damsm_loss(word_scores, sent_scores, class_ids=None, gamma3=10.0, hard=None):
     """DAMSM = L1w + L2w + L1s + L2s from precomputed [M, M] score matrices (rows images, cols captions).
 
     Each matrix is scaled by gamma3 and scored with cross-entropy in both directions, the matching
     pair on the diagonal: *1 = for each caption, which image (softmax over a column), *2 = for each
     image, which caption (softmax over a row), as in the paper's P(D|Q) and P(Q|D). Pairs of
     different images of the same class (class_ids [M], optional) are masked out as negatives.
+    hard: None or (word [M, K], sentence [M, K], valid bool [M, K]): scores of each image against K hard negative
+    captions of its own caption (data/negatives.py), extra columns of its row in *2 (invalid ones left out).
     Returns {"loss", "w1", "w2", "s1", "s2"} (scalar tensors; "loss" is their sum).
     """
     M = word_scores.shape[0]
     labels = torch.arange(M, device=word_scores.device)
     mask = None if class_ids is None else same_class_mask(class_ids).to(word_scores.device)
     out = {}
-    for name, scores in (("w", word_scores), ("s", sent_scores)):
+    for k, (name, scores) in enumerate((("w", word_scores), ("s", sent_scores))):
         logits = gamma3 * scores  # [M(images), M(captions)]
         if mask is not None:
             logits = logits.masked_fill(mask, float("-inf"))
         out[name + "1"] = F.cross_entropy(logits.t(), labels)  # caption -> image
+        if hard is not None:  # [M, M + K]: the batch's captions, then the image's own edited captions
+            logits = torch.cat([logits, (gamma3 * hard[k]).masked_fill(~hard[2], float("-inf"))], 1)
         out[name + "2"] = F.cross_entropy(logits, labels)  # image -> caption
     out["loss"] = out["w1"] + out["w2"] + out["s1"] + out["s2"]
     return out
@@ -267,18 +286,24 @@ def tree_color_consistency(fakes, lambda1=1.0, lambda2=5.0, detach=False):
 
 
 def generator_damsm_loss(image_encoder, images, e, e_bar, lengths, class_ids=None, gamma1=4.0, gamma2=5.0,
-                         gamma3=10.0, gather=None):
+                         gamma3=10.0, gather=None, hard=None):
     """DAMSM word + sentence loss of generated images against their captions (AttnGAN's L_DAMSM in G's loss).
 
     image_encoder: frozen DAMSM image encoder (eval mode; gradients reach `images` only); images: [B, 3, s, s]
     in [-1, 1]; e: [B, D, T] words; e_bar: [B, D] sentences; lengths: [B]; class_ids: [B] or None (same-class
     pairs are not negatives). gather: None, or a function applied to every one of those tensors before scoring
-    (a distributed trainer gathers the global batch, so the negatives are those of one process).
+    (a distributed trainer gathers the global batch, so the negatives are those of one process). hard: None or
+    (e_hard [B, K, D, T], e_bar_hard [B, K, D], valid [B, K]): the text features of K edited copies of each
+    caption (data/negatives.py), extra negatives of its own image (damsm_loss's `hard`).
     Returns {"loss", "w1", "w2", "s1", "s2"} as t2icli.losses.damsm_loss.
     """
     f, f_bar = image_encoder(images)  # [B, D, h, w], [B, D]
     if gather is not None:
         f, f_bar, e, e_bar, lengths = (gather(t) for t in (f, f_bar, e, e_bar, torch.as_tensor(lengths)))
         class_ids = None if class_ids is None else gather(torch.as_tensor(class_ids))
-    word, sent = damsm_scores(f.float(), e.float(), lengths, f_bar.float(), e_bar.float(), gamma1, gamma2)  # [B, B]
-    return damsm_loss(word, sent, class_ids, gamma3)
+        hard = None if hard is None else tuple(gather(t) for t in hard)
+    f, f_bar = f.float(), f_bar.float()
+    word, sent = damsm_scores(f, e.float(), lengths, f_bar, e_bar.float(), gamma1, gamma2)  # [B, B]
+    if hard is not None:
+        hard = (*hard_negative_scores(f, f_bar, hard[0].float(), hard[1].float(), lengths, gamma1, gamma2), hard[2])
+    return damsm_loss(word, sent, class_ids, gamma3, hard=hard)

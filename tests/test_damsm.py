@@ -418,9 +418,9 @@ def test_class_mask_flag_reaches_the_loss(birds, tmp_path, monkeypatch, mask):
 
     seen, real = [], L.damsm_loss
 
-    def spy(word, sent, class_ids=None, gamma3=10.0):
+    def spy(word, sent, class_ids=None, gamma3=10.0, **kw):
         seen.append(None if class_ids is None else torch.as_tensor(class_ids).clone())
-        return real(word, sent, class_ids, gamma3)
+        return real(word, sent, class_ids, gamma3, **kw)
 
     monkeypatch.setattr(L, "damsm_loss", spy)
     res = train("damsm", data=birds, out=str(tmp_path / "r"), steps=2, class_mask=mask, **TINY)

@@ -54,6 +54,9 @@ def train():
         "words_loss / sent_loss, on by default). --no-class-mask makes every other image a negative: on toybirds, "
         "whose classes are only body x wing colour, the mask hides every pair that differs only in crown, belly, "
         "beak, size or background.")
+@option(_C, "hard_negatives", "K", "Also score each image against K copies of its caption with one colour, size or "
+        "beak-length word changed (not in AttnGAN; default 0): other birds' captions mostly differ in the class "
+        "colours, these differ in one fact, so the encoders must read every word a caption states.")
 @click.pass_context
 def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).

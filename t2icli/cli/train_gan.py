@@ -87,6 +87,9 @@ def _train(ctx, kind, params, none_reason):
         "drawn anywhere.")
 @option(AttnGANTrainConfig, "class_mask", None, "Mask same-class pairs out of the DAMSM term's negatives (AttnGAN's "
         "losses.py, on by default); --no-class-mask as in `t2i train damsm`.")
+@option(AttnGANTrainConfig, "hard_negatives", "K", "Also score each final image in the DAMSM term against K copies of "
+        "its caption with one colour, size or beak-length word changed (not in AttnGAN; default 0), as `t2i train "
+        "damsm --hard-negatives`: the term then asks G for every fact its caption states, not only the class colours.")
 @click.pass_context
 def attngan(ctx, **params):
     """Train an AttnGAN: attentional multi-stage generator + one discriminator per stage.

@@ -25,7 +25,7 @@ import torch
 
 from t2icli.ops import _ext, _selfcheck, reference
 
-__all__ = ["word_region_attention", "damsm_word_scores", "backend_info", "selfcheck"]
+__all__ = ["word_region_attention", "damsm_word_scores", "damsm_word_scores_paired", "backend_info", "selfcheck"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -122,4 +122,17 @@ def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
             score = torch.ops.t2i.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
         else:
             score = reference.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
+    return score.to(dtype)
+
+
+def damsm_word_scores_paired(img, words, lengths, gamma1: float, gamma2: float):
+    """The DAMSM word-level score of P given (image, caption) pairs: pair p is img[p] [D, N] with words[p] [D, T]
+    (first lengths[p] words). Returns [P]. Always the reference (P pairs cost P / M^2 of damsm_word_scores: no
+    kernel needed); the same dtype rule as the kernels. Used for hard negative captions (losses.damsm_loss)."""
+    if img.dim() != 3 or words.dim() != 3 or img.shape[:2] != words.shape[:2]:
+        raise ValueError(f"expected img [P,D,N], words [P,D,T]; got {tuple(img.shape)}, {tuple(words.shape)}")
+    lengths = torch.as_tensor(lengths).to(device=img.device, dtype=torch.long)
+    (img32, words32), dtype, ctx = _boundary(("img", "words"), img, words)
+    with ctx:
+        score = reference.damsm_word_scores_paired(img32, words32, lengths, float(gamma1), float(gamma2))
     return score.to(dtype)

@@ -2,7 +2,8 @@
 
 import torch
 
-__all__ = ["word_region_attention", "damsm_word_scores", "damsm_word_scores_loop", "COS_EPS"]
+__all__ = ["word_region_attention", "damsm_word_scores", "damsm_word_scores_paired", "damsm_word_scores_loop",
+           "COS_EPS"]
 
 # torch.nn.functional.cosine_similarity's eps: each norm is clamped to at least this.
 COS_EPS = 1e-8
@@ -55,7 +56,6 @@ def damsm_word_scores(img, words, lengths, gamma1, gamma2):
     divided by gamma2. Returns [M, M]: rows images, columns captions. Materialises
     [M, M, T, N]; the kernels do not.
     """
-    M, D, N = img.shape
     T = words.shape[2]
     lengths = lengths.to(device=img.device, dtype=torch.long)
     pad = torch.arange(T, device=img.device)[None, :] >= lengths[:, None]  # [M(j), T]
@@ -66,6 +66,22 @@ def damsm_word_scores(img, words, lengths, gamma1, gamma2):
     r = _cosine(c, words[None], dim=2)  # [M, M, T]
     r = (gamma2 * r).masked_fill(pad[None], float("-inf"))
     return torch.logsumexp(r, dim=2)  # [M, M]
+
+
+def damsm_word_scores_paired(img, words, lengths, gamma1, gamma2):
+    """The same word-level score for P given (image, caption) pairs instead of all pairs: pair p is image img[p]
+    with caption words[p] (its first lengths[p] words). img: [P, D, N]; words: [P, D, T]; lengths: [P].
+    Returns [P]. Cheap (P pairs, not P x P): used for the hard negative captions of one image each."""
+    T = words.shape[2]
+    lengths = lengths.to(device=img.device, dtype=torch.long)
+    pad = torch.arange(T, device=img.device)[None, :] >= lengths[:, None]  # [P, T]
+    s = torch.bmm(words.transpose(1, 2), img)  # [P, T, N]
+    p = _masked_softmax(s, pad[:, :, None], dim=1)  # softmax over the caption's words
+    alpha = torch.softmax(gamma1 * p, dim=2)  # [P, T, N]  softmax over regions
+    c = torch.bmm(img, alpha.transpose(1, 2))  # [P, D, T]  region context per word
+    r = _cosine(c, words, dim=1)  # [P, T]
+    r = (gamma2 * r).masked_fill(pad, float("-inf"))
+    return torch.logsumexp(r, dim=1)  # [P]
 
 
 def damsm_word_scores_loop(img, words, lengths, gamma1, gamma2):

@@ -46,7 +46,7 @@ __all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "ne
 def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens, lengths, class_ids, z,
                eps, *, amp=None, kl_weight=1.0, damsm_weight=0.0, damsm_config=None, damsm_aug=None, cc=None, r1_gamma=0.0,
                check=None, e_bar=None, wrong_images=None, d_condition="sentence", uncond_loss=None, cc_detach=False,
-               conditional=True):
+               conditional=True, hard=None):
     """One AttnGAN / StackGAN++ step on this rank's rows of the global batch: D step, then G step.
 
     G_fwd / D_fwd: what to call (G and the list of Ds, or their torch.compile wrappers); G / Ds: the modules
@@ -66,15 +66,25 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     instead of (real image, another sample's caption); uncond_loss W: StackGAN-v2's D loss with UNCOND_LOSS W
     (losses.stackgan2_discriminator_loss) and G's unconditional terms weighted W, instead of AttnGAN's;
     conditional=False: StackGAN-v2's unconditional mode (the Ds' unconditional heads only, no KL).
+    hard: None or (tokens [b, K, T], valid [b, K]): edited copies of each caption (data/negatives.py), extra
+    negatives of its image in the DAMSM term (--hard-negatives; not in AttnGAN).
     Returns {"d", "g", "g_adv", "kl", "damsm", "cc"}: floats, averaged over ranks (= the one-process values).
     """
     amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
     phase = torch.profiler.record_function  # named regions for scripts/profile_gan.py (free when not profiling)
     device = z.device
-    e = mask = None
+    e = mask = e_hard = None
     if e_bar is None:
         with phase("t2i/text"), torch.no_grad():
-            e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
+            if hard is None:
+                e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
+            else:  # the edited copies in the same call: [b(1+K), ...]
+                b, K, T = hard[0].shape
+                lengths_t = torch.as_tensor(lengths)
+                e, e_bar = text_encoder(torch.cat([tokens, hard[0].reshape(b * K, T).to(device)]),
+                                        torch.cat([lengths_t, lengths_t.repeat_interleave(K)]))
+                e_hard = (e[b:].reshape(b, K, -1, T), e_bar[b:].reshape(b, K, -1), hard[1].to(device))
+                e, e_bar = e[:b], e_bar[:b]  # [b, D, T], [b, D]
         mask = word_mask(tokens)  # [b, T] True = padding
     with phase("t2i/G forward"), amp:
         g_out = G_fwd(z, e_bar, e, mask, eps=eps)
@@ -126,7 +136,8 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
             x_dam = fakes[-1] if damsm_aug is None else losses.shift_flip(fakes[-1], damsm_aug)
             dam = losses.generator_damsm_loss(image_encoder, x_dam, e, e_bar, lengths, class_ids,
                                               damsm_config.gamma1, damsm_config.gamma2, damsm_config.gamma3,
-                                              gather=gather if distributed.current().world > 1 else None)["loss"]
+                                              gather=gather if distributed.current().world > 1 else None,
+                                              hard=e_hard)["loss"]
         g_total = g_total + damsm_weight * dam
     if cc is not None:
         cc_loss = losses.tree_color_consistency(fakes, *cc, detach=cc_detach)
@@ -182,6 +193,10 @@ class TreeTrainer(GANTrainer):
         self.use_damsm = cfg.kind == "attngan" and cfg.damsm_weight > 0
         self.use_cc = cfg.kind == "stackgan2" and cfg.color_consistency and cfg.stages > 1
         self.conditional = not getattr(cfg, "unconditional", False)
+        if self.use_damsm and cfg.hard_negatives:
+            from t2icli.data.negatives import editor_for
+
+            self.editor = editor_for(self.vocab, cfg.hard_negatives, cfg.data)
 
     def stage_sizes(self, image_size):
         from t2icli.models.attngan import check_stages, stage_sizes
@@ -242,6 +257,10 @@ class TreeTrainer(GANTrainer):
         aug = None  # [b, 3] shift x, shift y, mirror draws for the DAMSM term (global batch, like z)
         if self.use_damsm and cfg.damsm_augment:
             aug = distributed.local_rows(torch.rand(B, 3, generator=gen)).to(device)
+        hard = None  # [b, K, T], [b, K]: edited copies of each caption for the DAMSM term
+        if self.use_damsm and getattr(cfg, "hard_negatives", 0):
+            u = distributed.local_rows(torch.rand(B, cfg.hard_negatives, 3, generator=gen))  # [b, K, 3]
+            hard = self.editor.edit(batch["tokens"], batch["lengths"], u)
         wrong = None  # S x [b, 3, s_i, s_i]: an image of another class beside each real one (StackGAN-v2)
         if getattr(cfg, "wrong", "captions") == "images" and self.conditional:
             wrong = self.wrong_images(batch, gen)
@@ -255,7 +274,7 @@ class TreeTrainer(GANTrainer):
                           e_bar=None if self.embeddings is None else self.condition(batch), wrong_images=wrong,
                           d_condition=getattr(cfg, "d_condition", "sentence"),
                           uncond_loss=getattr(cfg, "uncond_loss", None), cc_detach=getattr(cfg, "cc_detach", False),
-                          conditional=self.conditional)
+                          conditional=self.conditional, hard=hard)
         if self.G_ema is not None:
             self.G_ema.update(self.G)
         return vals

@@ -229,6 +229,9 @@ class DAMSMTrainConfig(TrainConfig):
     # each other. Off: every other image of the batch is a negative (toybirds: its classes are only body x wing,
     # so with the mask the loss never asks the encoders to tell two crowns, bellies or beaks apart).
     class_mask: bool = Bool(True)
+    # Not in AttnGAN: K edited copies of each caption (one colour, size or beak-length word changed,
+    # data/negatives.py) as extra negatives of its image, so the loss asks for every fact a caption states.
+    hard_negatives: int = Int(0, min=0)
 
     def check(self, dry_run=False):
         super().check(dry_run)
@@ -294,6 +297,7 @@ class AttnGANTrainConfig(_TreeConfig):
     damsm_weight: float = Float(5.0, min=0)
     damsm_augment: bool = Bool(False)
     class_mask: bool = Bool(True)  # the DAMSM term's same-class mask (as `t2i train damsm --class-mask`)
+    hard_negatives: int = Int(0, min=0)  # the DAMSM term's edited captions (as `t2i train damsm --hard-negatives`)
 
 
 @dataclasses.dataclass

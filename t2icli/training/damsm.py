@@ -97,25 +97,40 @@ def _batch_to(batch, device):
     return images, batch["tokens"].to(device), batch["lengths"], batch["class_ids"]
 
 
-def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None):
+def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None, hard=None):
     """The DAMSM loss of one training step over the GLOBAL batch, computed identically on every rank.
 
     text_encoder / image_encoder: the encoders (or their DDP / compiled wrappers); images [b, 3, S, S], tokens
     [b, T], lengths [b], class_ids [b]: this rank's rows. Features are gathered from every rank with gradient
     (distributed.all_gather_with_grad) before the all-pairs scores, so the negatives are the whole global batch.
-    amp: the autocast context of the image encoder (None = fp32). Returns the loss dict of losses.damsm_loss.
+    amp: the autocast context of the image encoder (None = fp32). hard: None or (tokens [b, K, T], valid [b, K]):
+    K edited copies of each caption (data/negatives.py), encoded in the same text-encoder call and scored
+    against their own image only (losses.damsm_loss's `hard`). Returns the loss dict of losses.damsm_loss.
     """
     device = images.device
+    b, T = tokens.shape
     with amp if amp is not None else contextlib.nullcontext():
         f, f_bar = image_encoder(images)  # [b, D, H', W'], [b, D]
-    e, e_bar = text_encoder(tokens, lengths)  # [b, D, T], [b, D]
+    if hard is None:
+        e, e_bar = text_encoder(tokens, lengths)  # [b, D, T], [b, D]
+    else:
+        K = hard[0].shape[1]
+        lengths_t = torch.as_tensor(lengths)
+        e, e_bar = text_encoder(torch.cat([tokens, hard[0].reshape(b * K, T).to(device)]),
+                                torch.cat([lengths_t, lengths_t.repeat_interleave(K)]))  # [b(1+K), D, T], [b(1+K), D]
+        e, e_hard = e[:b], e[b:].reshape(b, K, -1, T)  # [b, D, T], [b, K, D, T]
+        e_bar, e_bar_hard = e_bar[:b], e_bar[b:].reshape(b, K, -1)  # [b, D], [b, K, D]
     gather = distributed.all_gather_with_grad
     f, f_bar, e, e_bar = gather(f.float()), gather(f_bar.float()), gather(e), gather(e_bar)  # [B, ...] global
     lengths = distributed.all_gather(torch.as_tensor(lengths).to(device))  # [B]
     if class_ids is not None:  # None: no same-class mask
         class_ids = distributed.all_gather(torch.as_tensor(class_ids).to(device))  # [B]
     word, sent = losses.damsm_scores(f, e, lengths, f_bar, e_bar, cfg.gamma1, cfg.gamma2)  # [B, B] each
-    return losses.damsm_loss(word, sent, class_ids, cfg.gamma3)
+    if hard is not None:
+        e_hard, e_bar_hard = gather(e_hard), gather(e_bar_hard)  # [B, K, D, T], [B, K, D]
+        valid = distributed.all_gather(hard[1].to(device))  # [B, K]
+        hard = (*losses.hard_negative_scores(f, f_bar, e_hard, e_bar_hard, lengths, cfg.gamma1, cfg.gamma2), valid)
+    return losses.damsm_loss(word, sent, class_ids, cfg.gamma3, hard=hard)
 
 
 def _forward_loss(model, images, tokens, lengths, class_ids, cfg):
@@ -212,6 +227,10 @@ class DAMSMTrainer(Trainer):
                                        word_limit=words)
         self.vocab = list(self.train_ds.vocab)
         self.last_eval = None
+        if cfg.hard_negatives:
+            from t2icli.data.negatives import editor_for
+
+            self.editor = editor_for(self.vocab, cfg.hard_negatives, cfg.data)
 
     def info(self):
         return {"model": self.model_config.to_dict(), "dataset": {
@@ -265,8 +284,14 @@ class DAMSMTrainer(Trainer):
 
     def step(self, batch, gen):
         images, tokens, lengths, class_ids = _batch_to(batch, self.device)  # this rank's rows
+        hard = None
+        if self.cfg.hard_negatives:
+            u = distributed.local_rows(torch.rand(len(lengths) * self.env.world, self.cfg.hard_negatives, 3,
+                                                  generator=gen))  # [b, K, 3] drawn for the global batch
+            hard = self.editor.edit(tokens.cpu(), lengths, u)  # [b, K, T], [b, K]
         out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths,
-                         class_ids if self.cfg.class_mask else None, self.model_config, self.amp)  # the global batch's loss
+                         class_ids if self.cfg.class_mask else None, self.model_config, self.amp,
+                         hard=hard)  # the global batch's loss
         self.loop.check_finite({"loss": out["loss"].item()})
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()

@@ -1,0 +1,109 @@
+"""Hard negative captions: a caption with one attribute word changed, so it no longer fits its image.
+
+In-batch negatives of the DAMSM loss are other birds' captions; on toybirds (and mostly on CUB) they differ from
+the true caption in the class colours, so the loss is satisfied once body and wing colours match and the
+encoders never need the crown, belly or beak. A copy of the true caption with one colour (or size, or beak length)
+changed to another value of the same kind is a negative that differs in exactly that fact: scored against the
+image beside the true caption, it asks the encoders for every word the caption states (the "hard negative
+captions" of NegCLIP, Yuksekgonul et al. 2023, here on token ids).
+
+Edits are made grammatical as far as tokens allow, so the text encoder cannot tell an edited caption from a real
+one without looking at the image: the article before the word follows the new word ("an orange" -> "a red"),
+synonyms of the old value are never used as its replacement ("gray" -> "grey" would still be true), and a size
+word inside a compound ("medium sized") is not edited.
+"""
+
+import numpy as np
+import torch
+
+from t2icli.errors import ConfigError
+
+__all__ = ["WORD_KINDS", "CaptionEditor", "editor_for"]
+
+#: Kinds of attribute words: kind -> values, each value a tuple of synonyms (the first is its name). An edit
+#: replaces a word by a word of another value of the same kind. Words missing from a vocabulary are ignored.
+WORD_KINDS = {
+    "colour": [("red",), ("orange",), ("yellow",), ("green",), ("blue",), ("purple", "violet"), ("pink",),
+               ("brown",), ("black",), ("white",), ("gray", "grey")],
+    "size": [("small", "little", "tiny"), ("medium",), ("large", "big", "huge")],
+    "length": [("short", "stubby"), ("long",)],
+}
+_VOWELS = set("aeiou")
+
+
+class CaptionEditor:
+    """Makes hard negative captions from token ids of one vocabulary.
+
+    vocab: list of words (index = token id, 0 = padding). editable(): whether any kind has two values in it.
+    """
+
+    def __init__(self, vocab):
+        index = {w: i for i, w in enumerate(vocab)}
+        self.value_of = {}  # token id -> (kind, value index)
+        self.choices = {}  # kind -> [[token ids of value v] for values with a word in the vocabulary]
+        for kind, values in WORD_KINDS.items():
+            present = [[index[w] for w in syn if w in index] for syn in values]
+            present = [ids for ids in present if ids]
+            if len(present) < 2:
+                continue  # one value only: nothing to change it into
+            self.choices[kind] = present
+            for v, ids in enumerate(present):
+                for t in ids:
+                    self.value_of[t] = (kind, v)
+        self.article = {k: index[k] for k in ("a", "an") if k in index}
+        self.sized = index.get("sized")
+        self.vowel = np.array([w[:1] in _VOWELS for w in vocab])
+
+    def editable(self):
+        return bool(self.choices)
+
+    def edit(self, tokens, lengths, u):
+        """k edited copies of every caption.
+
+        tokens: int64 [B, T] (0-padded); lengths: [B]; u: uniform draws in [0, 1) [B, k, 3] (from the step's
+        generator, so a resumed run edits alike): which word, which new value, which synonym. Each copy changes
+        one attribute word, drawn uniformly among the caption's, into a word of another value of its kind.
+        Returns (tokens [B, k, T], valid bool [B, k]): a caption with no attribute word gives invalid copies (its
+        tokens unchanged).
+        """
+        tok = np.asarray(tokens).copy()
+        B, T = tok.shape
+        u = np.asarray(u, dtype=np.float64)
+        k = u.shape[1]
+        if u.shape != (B, k, 3):
+            raise ValueError(f"u must be [B={B}, k, 3], got {tuple(u.shape)}")
+        lengths = np.asarray(lengths).astype(np.int64)
+        out = np.repeat(tok[:, None, :], k, axis=1)  # [B, k, T]
+        valid = np.zeros((B, k), dtype=bool)
+        for b in range(B):
+            sites = [t for t in range(int(lengths[b])) if self._site(tok[b], t, int(lengths[b]))]
+            if not sites:
+                continue
+            for j in range(k):
+                t = sites[int(u[b, j, 0] * len(sites))]
+                kind, v = self.value_of[int(tok[b, t])]
+                others = [w for w in range(len(self.choices[kind])) if w != v]
+                synonyms = self.choices[kind][others[int(u[b, j, 1] * len(others))]]
+                new = synonyms[int(u[b, j, 2] * len(synonyms))]
+                out[b, j, t] = new
+                if t > 0 and int(tok[b, t - 1]) in self.article.values() and len(self.article) == 2:
+                    out[b, j, t - 1] = self.article["an" if self.vowel[new] else "a"]
+                valid[b, j] = True
+        return torch.from_numpy(out), torch.from_numpy(valid)
+
+    def _site(self, row, t, length):
+        """Whether token t of a caption can be edited: an attribute word, not a size inside 'X sized'."""
+        hit = self.value_of.get(int(row[t]))
+        if hit is None:
+            return False
+        return not (hit[0] == "size" and t + 1 < length and self.sized is not None and int(row[t + 1]) == self.sized)
+
+
+def editor_for(vocab, k, data):
+    """The CaptionEditor of --hard-negatives k on --data `data` (vocabulary `vocab`). Raises ConfigError when the
+    vocabulary holds no two values of any kind of attribute word (nothing could be edited)."""
+    editor = CaptionEditor(vocab)
+    if not editor.editable():
+        raise ConfigError(f"--hard-negatives {k}: the vocabulary of --data {data} has no two values of any kind of "
+                          f"attribute word ({', '.join(WORD_KINDS)}) to edit")
+    return editor

@@ -1,0 +1,182 @@
+"""Hard negative captions (--hard-negatives): the caption editor, the paired word score, the loss's extra columns,
+and both trainers (DAMSM and the AttnGAN DAMSM term)."""
+
+import json
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+
+from t2icli import losses, ops
+from t2icli.data.format import DatasetWriter
+from t2icli.data.negatives import WORD_KINDS, CaptionEditor, editor_for
+from t2icli.data.text import Vocab
+from t2icli.errors import ConfigError
+from t2icli.ops import reference
+
+VOCAB = ["<end>", "a", "an", "bird", "with", "wings", "and", "beak", "is", "mostly", "this", "sized", "it", "at",
+         "night", "red", "orange", "yellow", "blue", "black", "gray", "grey", "small", "tiny", "medium", "large", "big",
+         "short", "stubby", "long", "crown"]
+VALUE = {w: (kind, v) for kind, values in WORD_KINDS.items() for v, syn in enumerate(values) for w in syn}
+
+
+def _encode(captions, T=16):
+    vocab = Vocab(VOCAB)
+    tokens, lengths = torch.zeros(len(captions), T, dtype=torch.long), []
+    for i, c in enumerate(captions):
+        ids, oov = vocab.encode(c)
+        assert not oov, oov
+        tokens[i, : len(ids)] = torch.tensor(ids)
+        lengths.append(len(ids))
+    return tokens, torch.tensor(lengths)
+
+
+def test_every_edit_changes_exactly_one_fact_and_keeps_the_article_right():
+    captions = ["an orange bird with blue wings and a long red beak", "this medium sized bird is mostly grey",
+                "a tiny yellow bird with black wings and a short beak", "a large bird with gray wings"]
+    tokens, lengths = _encode(captions)
+    editor = CaptionEditor(VOCAB)
+    u = torch.rand(len(captions), 64, 3, generator=torch.Generator().manual_seed(0))
+    out, valid = editor.edit(tokens, lengths, u)
+    assert out.shape == (4, 64, 16) and valid.all()
+    changed_kinds = set()
+    for b in range(4):
+        old = [VOCAB[t] for t in tokens[b, : lengths[b]].tolist()]
+        for j in range(64):
+            new = [VOCAB[t] for t in out[b, j, : lengths[b]].tolist()]
+            assert out[b, j, lengths[b]:].eq(0).all()  # the padding stays padding
+            diff = [t for t in range(len(old)) if old[t] != new[t] and old[t] not in ("a", "an")]
+            assert len(diff) == 1, (old, new)
+            t = diff[0]
+            kind, v = VALUE[old[t]]
+            assert VALUE[new[t]][0] == kind and VALUE[new[t]][1] != v, (old[t], new[t])  # no synonym: a new fact
+            changed_kinds.add(kind)
+            assert not (old[t] == "medium" and old[t + 1] == "sized")  # a compound size word is left alone
+            if t > 0 and old[t - 1] in ("a", "an"):
+                assert new[t - 1] == ("an" if new[t][0] in "aeiou" else "a"), new
+            assert [w for k, w in enumerate(new) if k not in (t, t - 1)] == \
+                [w for k, w in enumerate(old) if k not in (t, t - 1)]
+    assert changed_kinds == {"colour", "size", "length"}
+    # Same draws, same edits (a resumed run edits alike).
+    again, _ = editor.edit(tokens, lengths, u)
+    assert torch.equal(again, out)
+
+
+def test_captions_with_nothing_to_edit_give_invalid_copies_and_a_bare_vocabulary_is_refused():
+    tokens, lengths = _encode(["it is at night", "this medium sized bird", "a red bird"])
+    out, valid = CaptionEditor(VOCAB).edit(tokens, lengths, torch.rand(3, 2, 3))
+    assert valid.tolist() == [[False, False], [False, False], [True, True]]
+    assert torch.equal(out[:2], tokens[:2, None].expand(2, 2, 16))
+    with pytest.raises(ValueError, match="u must be"):
+        CaptionEditor(VOCAB).edit(tokens, lengths, torch.rand(2, 2, 3))
+    assert not CaptionEditor(["<end>", "a", "bird", "red"]).editable()  # one colour: nothing to change it into
+    with pytest.raises(ConfigError, match="--hard-negatives 2: the vocabulary of --data D"):
+        editor_for(["<end>", "a", "bird", "red"], 2, "D")
+
+
+def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():
+    g = torch.Generator().manual_seed(0)
+    M, D, N, T = 5, 12, 9, 6
+    img = torch.randn(M, D, N, generator=g, dtype=torch.float64, requires_grad=True)
+    words = torch.randn(M, D, T, generator=g, dtype=torch.float64, requires_grad=True)
+    lengths = torch.tensor([6, 3, 1, 5, 2])
+    full = reference.damsm_word_scores(img, words, lengths, 4.0, 5.0)  # [M, M]
+    paired = ops.damsm_word_scores_paired(img, words, lengths, 4.0, 5.0)  # [M]
+    torch.testing.assert_close(paired, full.diagonal(), rtol=1e-12, atol=1e-12)
+    torch.autograd.gradcheck(lambda a, b: ops.damsm_word_scores_paired(a, b, lengths, 4.0, 5.0), (img, words))
+
+
+def test_hard_scores_and_the_loss_columns():
+    """hard_negative_scores scores image m against its own K captions (as the all-pairs scores of that one pair);
+    damsm_loss puts them as extra columns of image m's row in the image -> caption terms only."""
+    g = torch.Generator().manual_seed(1)
+    M, K, D, T = 4, 3, 8, 5
+    f, f_bar = torch.randn(M, D, 2, 3, generator=g), torch.randn(M, D, generator=g)
+    e, e_bar = torch.randn(M, D, T, generator=g), torch.randn(M, D, generator=g)
+    e_h, e_bar_h = torch.randn(M, K, D, T, generator=g), torch.randn(M, K, D, generator=g)
+    lengths = torch.tensor([5, 2, 4, 3])
+    word_h, sent_h = losses.hard_negative_scores(f, f_bar, e_h, e_bar_h, lengths)
+    for m in range(M):
+        for k in range(K):
+            w = reference.damsm_word_scores(f[m : m + 1].flatten(2), e_h[m, k][None], lengths[m : m + 1], 4.0, 5.0)
+            torch.testing.assert_close(word_h[m, k], w[0, 0])
+            torch.testing.assert_close(sent_h[m, k], F.cosine_similarity(f_bar[m], e_bar_h[m, k], dim=0))
+    word, sent = losses.damsm_scores(f, e, lengths, f_bar, e_bar)
+    plain = losses.damsm_loss(word, sent)
+    none_valid = losses.damsm_loss(word, sent, hard=(word_h, sent_h, torch.zeros(M, K, dtype=torch.bool)))
+    for key in plain:
+        torch.testing.assert_close(none_valid[key], plain[key])
+    valid = torch.tensor([[True, False, True], [True, True, True], [False, False, False], [True, True, False]])
+    out = losses.damsm_loss(word, sent, hard=(word_h, sent_h, valid))
+    for name, scores, hard in (("w", word, word_h), ("s", sent, sent_h)):
+        torch.testing.assert_close(out[name + "1"], plain[name + "1"])  # caption -> image: unchanged
+        rows = [torch.cat([10 * scores[m], 10 * hard[m][valid[m]]]) for m in range(M)]
+        want = torch.stack([-F.log_softmax(r, 0)[m] for m, r in enumerate(rows)]).mean()
+        torch.testing.assert_close(out[name + "2"], want)
+        assert out[name + "2"] > plain[name + "2"]
+
+
+# -- trainers --------------------------------------------------------------------------------------
+def _write(out, captions_of):
+    rng = np.random.default_rng(0)
+    with DatasetWriter(out, source="unit", image_size=16, word_limit=8) as w:
+        for split, n in (("train", 16), ("test", 8)):
+            s = w.split(split)
+            for i in range(n):
+                a = int(rng.integers(2))
+                img = np.full((16, 16, 3), 60 + 150 * a, np.uint8)
+                s.add(img, captions_of(a), class_id=a, filename=f"{split}/{i}")
+        return w.finish()
+
+
+TINY_DAMSM = dict(batch_size=8, small_width=8, progress=False, n_attention=0, rprecision_runs=1)
+
+
+def test_damsm_hard_negatives_reach_the_loss_resume_exactly_and_need_attribute_words(tmp_path, monkeypatch):
+    from t2icli.training import train
+    from t2icli.training.run import find_latest_checkpoint, load_checkpoint
+
+    data = str(tmp_path / "d")
+    _write(data, lambda a: [f"a {('red', 'blue')[a]} bird with {('black', 'white')[a]} wings"])
+    seen, real = [], losses.damsm_loss
+
+    def spy(word, sent, class_ids=None, gamma3=10.0, hard=None):
+        seen.append(None if hard is None else tuple(t.shape for t in hard))
+        return real(word, sent, class_ids, gamma3, hard=hard)
+
+    monkeypatch.setattr(losses, "damsm_loss", spy)
+    train("damsm", data=data, out=str(tmp_path / "a"), steps=3, hard_negatives=2, **TINY_DAMSM)
+    assert [s for s in seen if s] == [((8, 2), (8, 2), (8, 2))] * 3  # the 3 training steps
+    assert None in seen  # the test-split evaluations score without them
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["hard_negatives"] == 2
+    train("damsm", data=data, out=str(tmp_path / "b"), steps=1, hard_negatives=2, **TINY_DAMSM)
+    train("damsm", data=data, out=str(tmp_path / "b"), steps=3, hard_negatives=2, resume="latest", **TINY_DAMSM)
+    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))["model"]
+    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bare = str(tmp_path / "bare")
+    _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
+    with pytest.raises(ConfigError, match="--hard-negatives 1: the vocabulary of --data"):
+        train("damsm", data=bare, out=str(tmp_path / "c"), steps=1, hard_negatives=1, **TINY_DAMSM)
+
+
+def test_attngan_hard_negatives_reach_the_damsm_term(tiny_gan_setup, tmp_path, monkeypatch):
+    from t2icli.training import train
+
+    tiny = tiny_gan_setup(tmp_path / "setup", n_train=16, n_test=8)
+    seen, real = [], losses.generator_damsm_loss
+
+    def spy(*args, **kw):
+        hard = kw.get("hard")
+        seen.append(None if hard is None else (tuple(hard[0].shape), tuple(hard[1].shape), hard[2].dtype))
+        return real(*args, **kw)
+
+    monkeypatch.setattr(losses, "generator_damsm_loss", spy)
+    kw = dict(data=tiny["data"], damsm=tiny["damsm"], stages=2, gf_dim=4, df_dim=4, z_dim=8, cond_dim=8, batch_size=4,
+              n_prompts=1, snapshot_rprecision=0, final_rprecision=0, progress=False)
+    train("attngan", out=tmp_path / "r", steps=2, hard_negatives=3, **kw)
+    D, T = 32, 18  # the tiny DAMSM's 2 x 16 hidden; toybirds' word limit
+    assert seen == [((4, 3, D, T), (4, 3, D), torch.bool)] * 2
+    train("attngan", out=tmp_path / "r0", steps=1, **kw)
+    assert seen[-1] is None  # off by default
