@@ -301,7 +301,8 @@ def generator_damsm_loss(image_encoder, images, e, e_bar, lengths, class_ids=Non
     if gather is not None:
         f, f_bar, e, e_bar, lengths = (gather(t) for t in (f, f_bar, e, e_bar, torch.as_tensor(lengths)))
         class_ids = None if class_ids is None else gather(torch.as_tensor(class_ids))
-        hard = None if hard is None else tuple(gather(t) for t in hard)
+        if hard is not None:  # the valid mask as bytes (NCCL gathers no bool)
+            hard = (gather(hard[0]), gather(hard[1]), gather(hard[2].to(torch.uint8)).bool())
     f, f_bar = f.float(), f_bar.float()
     word, sent = damsm_scores(f, e.float(), lengths, f_bar, e_bar.float(), gamma1, gamma2)  # [B, B]
     if hard is not None:

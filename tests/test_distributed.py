@@ -152,6 +152,12 @@ def _train_damsm(data, out):
     assert res["world"] == 2 and res["is_main"] == (os.environ["RANK"] == "0")
 
 
+def _train_damsm_hard(data, out):
+    from t2icli.training import train
+
+    train("damsm", data=data, out=out, **dict(DAMSM_KW, hard_negatives=2))
+
+
 def _damsm_state(run):
     blob = torch.load(os.path.join(run, "damsm.pt"), weights_only=True)
     return {**{"t." + k: v for k, v in blob["text_encoder"].items()},
@@ -186,6 +192,34 @@ def test_damsm_two_processes_match_one(tiny, tmp_path):
     assert len(os.listdir(os.path.join(two, "checkpoints"))) >= 1
     with open(os.path.join(two, "run.json")) as f:
         assert json.load(f)["world_size"] == 2
+
+
+def test_hard_negatives_two_processes_match_one(tiny, tmp_path):
+    """--hard-negatives: the edits are drawn for the global batch and the edited captions' features gathered like
+    the others, so two processes compute the DAMSM losses of one (train damsm, and attngan's DAMSM term)."""
+    from t2icli.training import train
+
+    one, two = str(tmp_path / "one"), str(tmp_path / "two")
+    train("damsm", data=tiny["data"], out=one, **dict(DAMSM_KW, hard_negatives=2))
+    spawn(_train_damsm_hard, tiny["data"], two)
+    s1, s2 = _stats(one), _stats(two)
+    assert [r["step"] for r in s1] == [r["step"] for r in s2] == [4, 6]
+    for r1, r2 in zip(s1, s2):
+        for k in ("loss", "w2", "s2"):
+            assert r2["train"][k] == pytest.approx(r1["train"][k], rel=1e-4, abs=1e-4), (r1["step"], k)
+    base = ["train", "attngan", "--data", tiny["data"], "--damsm", tiny["damsm"], "--hard-negatives", "2"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    runs = {}
+    for n in (1, 2):
+        out = str(tmp_path / f"gan{n}")
+        p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={n}",
+                            "-m", "t2icli", *base, "--out", out, *GAN_ARGS, "--steps", "2"], capture_output=True,
+                           text=True, env=env, timeout=300)
+        assert p.returncode == 0, p.stderr[-3000:]
+        runs[n] = [r for r in _stats(out) if "train" in r]
+    assert [r["step"] for r in runs[1]] == [r["step"] for r in runs[2]] == [1, 2]
+    for r1, r2 in zip(runs[1], runs[2]):
+        assert r2["train"]["damsm"] == pytest.approx(r1["train"]["damsm"], rel=1e-4, abs=1e-5), r1["step"]
 
 
 # -- AttnGAN through torchrun and the CLI ---------------------------------------------------------

@@ -128,7 +128,7 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     word, sent = losses.damsm_scores(f, e, lengths, f_bar, e_bar, cfg.gamma1, cfg.gamma2)  # [B, B] each
     if hard is not None:
         e_hard, e_bar_hard = gather(e_hard), gather(e_bar_hard)  # [B, K, D, T], [B, K, D]
-        valid = distributed.all_gather(hard[1].to(device))  # [B, K]
+        valid = distributed.all_gather(hard[1].to(device, torch.uint8)).bool()  # [B, K] (bytes: NCCL has no bool)
         hard = (*losses.hard_negative_scores(f, f_bar, e_hard, e_bar_hard, lengths, cfg.gamma1, cfg.gamma2), valid)
     return losses.damsm_loss(word, sent, class_ids, cfg.gamma3, hard=hard)
 
