@@ -34,6 +34,7 @@ from t2icli import losses
 from t2icli.models.attngan import word_mask
 from t2icli.training import distributed
 from t2icli.training.config import AttnGANTrainConfig, StackGAN2TrainConfig
+from t2icli.training.damsm import encode_with_edits
 from t2icli.training.ema import EMA
 from t2icli.training.gan import GANTrainer, compiled, generate, mismatched
 from t2icli.training.loop import fit
@@ -76,15 +77,10 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     e = mask = e_hard = None
     if e_bar is None:
         with phase("t2i/text"), torch.no_grad():
-            if hard is None:
-                e, e_bar = text_encoder(tokens, lengths)  # [b, D, T] words, [b, D] sentence (frozen)
-            else:  # the edited copies in the same call: [b(1+K), ...]
-                b, K, T = hard[0].shape
-                lengths_t = torch.as_tensor(lengths)
-                e, e_bar = text_encoder(torch.cat([tokens, hard[0].reshape(b * K, T).to(device)]),
-                                        torch.cat([lengths_t, lengths_t.repeat_interleave(K)]))
-                e_hard = (e[b:].reshape(b, K, -1, T), e_bar[b:].reshape(b, K, -1), hard[1].to(device))
-                e, e_bar = e[:b], e_bar[:b]  # [b, D, T], [b, D]
+            # [b, D, T] words, [b, D] sentence (frozen); with hard: the edited copies' in the same call
+            e, e_bar, *edited = encode_with_edits(text_encoder, tokens, lengths, None if hard is None else hard[0])
+            if hard is not None:
+                e_hard = (*edited, hard[1].to(device))  # [b, K, D, T], [b, K, D], [b, K]
         mask = word_mask(tokens)  # [b, T] True = padding
     with phase("t2i/G forward"), amp:
         g_out = G_fwd(z, e_bar, e, mask, eps=eps)

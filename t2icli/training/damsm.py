@@ -36,7 +36,7 @@ from t2icli.training.loop import Trainer, fit
 from t2icli.training.run import RunError, rng_state, set_rng_state
 from t2icli.training.state import TrainState
 
-__all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss", "model_config",
+__all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss", "encode_with_edits", "model_config",
            "network_counts", "meta_vocab"]
 
 LOSS_KEYS = ("loss", "w1", "w2", "s1", "s2")
@@ -97,6 +97,21 @@ def _batch_to(batch, device):
     return images, batch["tokens"].to(device), batch["lengths"], batch["class_ids"]
 
 
+def encode_with_edits(text_encoder, tokens, lengths, edited=None):
+    """Text features of captions and, when given, of their edited copies, in one text-encoder call.
+
+    tokens [b, T], lengths [b]; edited: None or tokens [b, K, T] (data/negatives.py: same lengths as their
+    caption). Returns (e [b, D, T], e_bar [b, D], e_hard [b, K, D, T] or None, e_bar_hard [b, K, D] or None).
+    """
+    if edited is None:
+        return (*text_encoder(tokens, lengths), None, None)
+    b, K, T = edited.shape
+    lengths = torch.as_tensor(lengths)
+    e, e_bar = text_encoder(torch.cat([tokens, edited.reshape(b * K, T).to(tokens.device)]),
+                            torch.cat([lengths, lengths.repeat_interleave(K)]))  # [b(1+K), D, T], [b(1+K), D]
+    return e[:b], e_bar[:b], e[b:].reshape(b, K, -1, T), e_bar[b:].reshape(b, K, -1)
+
+
 def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None, hard=None):
     """The DAMSM loss of one training step over the GLOBAL batch, computed identically on every rank.
 
@@ -108,18 +123,9 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     against their own image only (losses.damsm_loss's `hard`). Returns the loss dict of losses.damsm_loss.
     """
     device = images.device
-    b, T = tokens.shape
     with amp if amp is not None else contextlib.nullcontext():
         f, f_bar = image_encoder(images)  # [b, D, H', W'], [b, D]
-    if hard is None:
-        e, e_bar = text_encoder(tokens, lengths)  # [b, D, T], [b, D]
-    else:
-        K = hard[0].shape[1]
-        lengths_t = torch.as_tensor(lengths)
-        e, e_bar = text_encoder(torch.cat([tokens, hard[0].reshape(b * K, T).to(device)]),
-                                torch.cat([lengths_t, lengths_t.repeat_interleave(K)]))  # [b(1+K), D, T], [b(1+K), D]
-        e, e_hard = e[:b], e[b:].reshape(b, K, -1, T)  # [b, D, T], [b, K, D, T]
-        e_bar, e_bar_hard = e_bar[:b], e_bar[b:].reshape(b, K, -1)  # [b, D], [b, K, D]
+    e, e_bar, e_hard, e_bar_hard = encode_with_edits(text_encoder, tokens, lengths, None if hard is None else hard[0])
     gather = distributed.all_gather_with_grad
     f, f_bar, e, e_bar = gather(f.float()), gather(f_bar.float()), gather(e), gather(e_bar)  # [B, ...] global
     lengths = distributed.all_gather(torch.as_tensor(lengths).to(device))  # [B]
