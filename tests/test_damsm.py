@@ -428,3 +428,26 @@ def test_class_mask_flag_reaches_the_loss(birds, tmp_path, monkeypatch, mask):
     assert all((ids is not None) == mask for ids in trained)
     assert json.loads((tmp_path / "r" / "config.json").read_text())["class_mask"] is mask
     assert res["step"] == 2
+
+
+def test_cli_small_grid_and_dropout_reach_the_exported_encoders(birds, tmp_path):
+    """--small-grid N: the small encoder's local features (the regions words attend to) are N x N; --dropout P: the
+    text encoder's word dropout. Both are saved in the export, so `train attngan` / `eval` rebuild the same model."""
+    from t2icli.cli import main
+    from t2icli.models.export import load_damsm
+
+    out = str(tmp_path / "run")
+    r = CliRunner().invoke(main, ["train", "damsm", "--data", birds, "--out", out, "--steps", "1", "--batch-size", "8",
+                                  "--small-width", "8", "--small-grid", "4", "--dropout", "0.1", "--no-progress"])
+    assert r.exit_code == 0, r.output
+    text_encoder, image_encoder, config, _ = load_damsm(out)
+    assert (config.small_grid, config.dropout, config.image_size) == (4, 0.1, 16)  # the birds are 16 px
+    assert text_encoder.drop.p == 0.1
+    f, f_bar = image_encoder(torch.zeros(2, 3, 16, 16))
+    assert f.shape == (2, config.dim, 4, 4) and f_bar.shape == (2, config.dim)  # the default grid gives 8 x 8
+    for bad, words in ((("--small-grid", "12"), "--small-grid 12: must be a power of two"),
+                       (("--dropout", "1"), "--dropout")):
+        r = CliRunner().invoke(main, ["train", "damsm", "--data", birds, "--out", str(tmp_path / "bad"), *bad,
+                                      "--steps", "1", "--no-progress"])
+        assert r.exit_code != 0 and words in r.output, r.output
+        assert not os.path.exists(tmp_path / "bad" / "damsm.pt")

@@ -72,7 +72,7 @@ def test_captions_with_nothing_to_edit_give_invalid_copies_and_a_bare_vocabulary
         CaptionEditor(VOCAB).edit(tokens, lengths, torch.rand(2, 2, 3))
     assert not CaptionEditor(["<end>", "a", "bird", "red"]).editable()  # one colour: nothing to change it into
     with pytest.raises(ConfigError, match="--hard-negatives 2: the vocabulary of --data D"):
-        editor_for(["<end>", "a", "bird", "red"], 2, "D")
+        editor_for(["<end>", "a", "bird", "red"], "--hard-negatives 2", "D")
 
 
 def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():
@@ -180,3 +180,48 @@ def test_attngan_hard_negatives_reach_the_damsm_term(tiny_gan_setup, tmp_path, m
     assert seen == [((4, 3, D, T), (4, 3, D), torch.bool)] * 2
     train("attngan", out=tmp_path / "r0", steps=1, **kw)
     assert seen[-1] is None  # off by default
+
+
+def test_attngan_edited_wrong_gives_d_the_rows_own_caption_edited(tiny_gan_setup, tmp_path, monkeypatch):
+    """--edited-wrong SHARE: D's wrong condition of the chosen rows is the sentence feature of their own caption with
+    one word edited; the other rows keep the batch roll's caption (AttnGAN's wrong pair), and the run resumes exactly."""
+    from t2icli.training import attngan, train
+    from t2icli.training.run import find_latest_checkpoint, load_checkpoint
+
+    tiny = tiny_gan_setup(tmp_path / "setup", n_train=16, n_test=8)
+    encoded, wrongs, real_enc, real_d = [], [], attngan.encode_with_edits, losses.discriminator_loss
+
+    def enc_spy(text_encoder, tokens, lengths, edited=None):
+        out = real_enc(text_encoder, tokens, lengths, edited)
+        encoded.append((tokens, edited, out))
+        return out
+
+    def d_spy(D, real, fake, e_bar, e_bar_wrong=None, *a, **kw):
+        wrongs.append((e_bar, e_bar_wrong))
+        return real_d(D, real, fake, e_bar, e_bar_wrong, *a, **kw)
+
+    monkeypatch.setattr(attngan, "encode_with_edits", enc_spy)
+    monkeypatch.setattr(losses, "discriminator_loss", d_spy)
+    kw = dict(data=tiny["data"], damsm=tiny["damsm"], stages=2, gf_dim=4, df_dim=4, z_dim=8, cond_dim=8, batch_size=8,
+              n_prompts=1, snapshot_rprecision=0, final_rprecision=0, progress=False)
+    train("attngan", out=tmp_path / "a", steps=3, edited_wrong=0.5, **kw)
+    assert len(encoded) == 3 and len(wrongs) == 3 * 2  # 3 steps x 2 stages' Ds
+    n_edited = 0
+    for (tokens, edited, (e, e_bar, e_ed, e_bar_ed)), (cond, wrong) in zip(encoded, wrongs[::2]):
+        assert edited.shape == (8, 1, tokens.shape[1]) and e_bar_ed.shape == (8, 1, e_bar.shape[1])
+        assert ((edited[:, 0] != tokens).sum(1) >= 1).all()  # toybirds captions always name a colour
+        assert torch.equal(cond, e_bar)
+        rolled = losses.mismatched(e_bar)
+        is_edit = torch.isclose(wrong, e_bar_ed[:, 0]).all(1)  # [8]
+        assert (is_edit | torch.isclose(wrong, rolled).all(1)).all()  # each row: its edit, or the roll's caption
+        n_edited += int(is_edit.sum())
+    assert 0 < n_edited < 24  # a share of the rows, not none or all
+    train("attngan", out=tmp_path / "b", steps=1, edited_wrong=0.5, **kw)
+    train("attngan", out=tmp_path / "b", steps=3, edited_wrong=0.5, resume="latest", **kw)
+    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))
+    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))
+    assert a["step"] == b["step"] == 3
+    assert all(torch.equal(a[net][k], b[net][k]) for net in ("G", "Ds") for k in a[net])
+    wrongs.clear()
+    train("attngan", out=tmp_path / "c", steps=1, **kw)
+    assert wrongs[0][1] is None  # off by default: AttnGAN's wrong pairs (losses.mismatched inside the loss)

@@ -38,6 +38,9 @@ def train():
                                          "inception_v3.")
 @option(_C, "small_width", "C", "Channels of the small encoder's first stage (doubled per stage); 16 learns fastest "
                                 "per minute on a 2-core CPU.")
+@option(_C, "small_grid", "N", "Side of the small encoder's local-feature grid, the regions the words attend to "
+                               "(a power of two; 8: 8x8 regions of 8 px at 64 px; 16 sees finer parts with one stage "
+                               "less of depth).")
 @option(_C, "gamma1", "G", "DAMSM attention sharpness over regions.")
 @option(_C, "gamma2", "G", "DAMSM word-score aggregation sharpness.")
 @option(_C, "gamma3", "G", "DAMSM softmax scale of the matching scores.")
@@ -54,6 +57,8 @@ def train():
         "words_loss / sent_loss, on by default). --no-class-mask makes every other image a negative: on toybirds, "
         "whose classes are only body x wing colour, the mask hides every pair that differs only in crown, belly, "
         "beak, size or background.")
+@option(_C, "dropout", "P", "Dropout on the text encoder's word embeddings (AttnGAN's RNN_ENCODER drop_prob 0.5, "
+                           "the default).")
 @option(_C, "hard_negatives", "K", "Also score each image against K copies of its caption with one colour, size or "
         "beak-length word changed (not in AttnGAN; default 0): other birds' captions mostly differ in the class "
         "colours, these differ in one fact, so the encoders must read every word a caption states.")

@@ -99,11 +99,12 @@ class CaptionEditor:
         return not (hit[0] == "size" and t + 1 < length and self.sized is not None and int(row[t + 1]) == self.sized)
 
 
-def editor_for(vocab, k, data):
-    """The CaptionEditor of --hard-negatives k on --data `data` (vocabulary `vocab`). Raises ConfigError when the
-    vocabulary holds no two values of any kind of attribute word (nothing could be edited)."""
+def editor_for(vocab, flag, data):
+    """The CaptionEditor that `flag` (the option asking for edits, e.g. "--hard-negatives 2") uses on --data `data`
+    (vocabulary `vocab`). Raises ConfigError when the vocabulary holds no two values of any kind of attribute word
+    (nothing could be edited)."""
     editor = CaptionEditor(vocab)
     if not editor.editable():
-        raise ConfigError(f"--hard-negatives {k}: the vocabulary of --data {data} has no two values of any kind of "
+        raise ConfigError(f"{flag}: the vocabulary of --data {data} has no two values of any kind of "
                           f"attribute word ({', '.join(WORD_KINDS)}) to edit")
     return editor

@@ -47,7 +47,7 @@ __all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "ne
 def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens, lengths, class_ids, z,
                eps, *, amp=None, kl_weight=1.0, damsm_weight=0.0, damsm_config=None, damsm_aug=None, cc=None, r1_gamma=0.0,
                check=None, e_bar=None, wrong_images=None, d_condition="sentence", uncond_loss=None, cc_detach=False,
-               conditional=True, hard=None):
+               conditional=True, hard=None, d_edits=None):
     """One AttnGAN / StackGAN++ step on this rank's rows of the global batch: D step, then G step.
 
     G_fwd / D_fwd: what to call (G and the list of Ds, or their torch.compile wrappers); G / Ds: the modules
@@ -69,6 +69,9 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     conditional=False: StackGAN-v2's unconditional mode (the Ds' unconditional heads only, no KL).
     hard: None or (tokens [b, K, T], valid [b, K]): edited copies of each caption (data/negatives.py), extra
     negatives of its image in the DAMSM term (--hard-negatives; not in AttnGAN).
+    d_edits: None or (tokens [b, T], use bool [b]): one edited copy of each caption (data/negatives.py); D's wrong
+    condition of the `use` rows is this copy's sentence feature instead of the batch roll's caption, so D learns
+    to reject a real image whose caption is wrong in one fact (--edited-wrong; not in AttnGAN).
     Returns {"d", "g", "g_adv", "kl", "damsm", "cc"}: floats, averaged over ranks (= the one-process values).
     """
     amp = amp if amp is not None else distributed.autocast("cpu", "fp32")
@@ -77,10 +80,16 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     e = mask = e_hard = None
     if e_bar is None:
         with phase("t2i/text"), torch.no_grad():
-            # [b, D, T] words, [b, D] sentence (frozen); with hard: the edited copies' in the same call
-            e, e_bar, *edited = encode_with_edits(text_encoder, tokens, lengths, None if hard is None else hard[0])
+            # [b, D, T] words, [b, D] sentence (frozen); the edited copies' in the same call: [b, K (+1), ...]
+            copies = [c for c in (None if hard is None else hard[0],
+                                  None if d_edits is None else d_edits[0][:, None]) if c is not None]
+            e, e_bar, e_ed, e_bar_ed = encode_with_edits(text_encoder, tokens, lengths,
+                                                         torch.cat(copies, 1) if copies else None)
             if hard is not None:
-                e_hard = (*edited, hard[1].to(device))  # [b, K, D, T], [b, K, D], [b, K]
+                K = hard[0].shape[1]
+                e_hard = (e_ed[:, :K], e_bar_ed[:, :K], hard[1].to(device))  # [b, K, D, T], [b, K, D], [b, K]
+            if d_edits is not None:
+                e_bar_edit = e_bar_ed[:, -1]  # [b, D]
         mask = word_mask(tokens)  # [b, T] True = padding
     with phase("t2i/G forward"), amp:
         g_out = G_fwd(z, e_bar, e, mask, eps=eps)
@@ -93,6 +102,10 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     cond_wrong = None  # one process: mismatched(cond_d); N processes: this rank's rows of the global batch's roll
     if conditional and wrong_images is None and distributed.current().world > 1:
         cond_wrong = mismatched(cond_d)  # [b, D]
+    if d_edits is not None:  # the chosen rows' wrong condition: their own caption, edited (sentence features)
+        use = d_edits[1].to(device)[:, None]  # [b, 1]
+        cond_wrong = torch.where(use, e_bar_edit.to(cond_d.dtype), mismatched(cond_d) if cond_wrong is None
+                                 else cond_wrong)  # [b, D]
 
     # (1) discriminators: (real, text) / (fake, text) / wrong pair + unconditional.
     with phase("t2i/D step"):
@@ -189,10 +202,13 @@ class TreeTrainer(GANTrainer):
         self.use_damsm = cfg.kind == "attngan" and cfg.damsm_weight > 0
         self.use_cc = cfg.kind == "stackgan2" and cfg.color_consistency and cfg.stages > 1
         self.conditional = not getattr(cfg, "unconditional", False)
-        if self.use_damsm and cfg.hard_negatives:
+        self.editor = None  # edited captions: the DAMSM term's hard negatives and/or D's edited wrong pairs
+        flag = (f"--hard-negatives {cfg.hard_negatives}" if self.use_damsm and getattr(cfg, "hard_negatives", 0)
+                else f"--edited-wrong {cfg.edited_wrong}" if getattr(cfg, "edited_wrong", 0) else None)
+        if flag is not None:
             from t2icli.data.negatives import editor_for
 
-            self.editor = editor_for(self.vocab, cfg.hard_negatives, cfg.data)
+            self.editor = editor_for(self.vocab, flag, cfg.data)
 
     def stage_sizes(self, image_size):
         from t2icli.models.attngan import check_stages, stage_sizes
@@ -257,6 +273,11 @@ class TreeTrainer(GANTrainer):
         if self.use_damsm and getattr(cfg, "hard_negatives", 0):
             u = distributed.local_rows(torch.rand(B, cfg.hard_negatives, 3, generator=gen))  # [b, K, 3]
             hard = self.editor.edit(batch["tokens"], batch["lengths"], u)
+        d_edits = None  # [b, T], [b]: D's wrong condition = the row's own caption edited, where `use`
+        if getattr(cfg, "edited_wrong", 0):
+            u = distributed.local_rows(torch.rand(B, 1, 4, generator=gen))  # [b, 1, 3 edit draws + 1 row draw]
+            edited, valid = self.editor.edit(batch["tokens"], batch["lengths"], u[..., :3])  # [b, 1, T], [b, 1]
+            d_edits = (edited[:, 0].to(device), valid[:, 0] & (u[:, 0, 3] < cfg.edited_wrong))
         wrong = None  # S x [b, 3, s_i, s_i]: an image of another class beside each real one (StackGAN-v2)
         if getattr(cfg, "wrong", "captions") == "images" and self.conditional:
             wrong = self.wrong_images(batch, gen)
@@ -270,7 +291,7 @@ class TreeTrainer(GANTrainer):
                           e_bar=None if self.embeddings is None else self.condition(batch), wrong_images=wrong,
                           d_condition=getattr(cfg, "d_condition", "sentence"),
                           uncond_loss=getattr(cfg, "uncond_loss", None), cc_detach=getattr(cfg, "cc_detach", False),
-                          conditional=self.conditional, hard=hard)
+                          conditional=self.conditional, hard=hard, d_edits=d_edits)
         if self.G_ema is not None:
             self.G_ema.update(self.G)
         return vals

@@ -214,6 +214,7 @@ class DAMSMTrainConfig(TrainConfig):
     inception_weights: str = Path(dir_okay=False)
     small_width: int = Int(16, min=4)
     small_pool: str = Str("avgmax", choices=("avg", "avgmax"))
+    small_grid: int = Int(8, min=2)  # the small encoder's local-feature grid (its word-attention regions)
     gamma1: float = Float(4.0, min=0, min_open=True)
     gamma2: float = Float(5.0, min=0, min_open=True)
     gamma3: float = Float(10.0, min=0, min_open=True)
@@ -238,6 +239,9 @@ class DAMSMTrainConfig(TrainConfig):
         for name in ("inception_weights", "backbone_batch_stats"):
             if self.image_encoder == "small" and getattr(self, name):
                 raise ConfigError(f"{flag_of(name)} is only used with --image-encoder inception_v3")
+        if self.small_grid & (self.small_grid - 1):
+            raise ConfigError(f"--small-grid {self.small_grid}: must be a power of two (the small encoder halves the "
+                              f"image until it reaches the grid)")
 
 
 @dataclasses.dataclass
@@ -298,6 +302,9 @@ class AttnGANTrainConfig(_TreeConfig):
     damsm_augment: bool = Bool(False)
     class_mask: bool = Bool(True)  # the DAMSM term's same-class mask (as `t2i train damsm --class-mask`)
     hard_negatives: int = Int(0, min=0)  # the DAMSM term's edited captions (as `t2i train damsm --hard-negatives`)
+    # Not in AttnGAN: this share of D's wrong pairs is (real image, its own caption with one word edited) instead
+    # of (real image, another sample's caption); rows whose caption has nothing to edit keep the other caption.
+    edited_wrong: float = Float(0.0, min=0, max=1)
 
 
 @dataclasses.dataclass

@@ -60,9 +60,10 @@ def model_config(cfg, vocab_size, data_word_limit, stored_size):
     --word-limit overrides the data's limit (COCO's DAMSM reads 15 words, its GAN 12)."""
     from t2icli.models.damsm import DAMSMConfig
 
-    size = small_image_size(stored_size) if cfg.image_encoder == "small" else INCEPTION_SIZE
+    size = small_image_size(stored_size, cfg.small_grid) if cfg.image_encoder == "small" else INCEPTION_SIZE
     return DAMSMConfig(vocab_size=int(vocab_size), word_limit=int(cfg.word_limit or data_word_limit), image_size=size,
                        image_encoder=cfg.image_encoder, small_width=cfg.small_width, small_pool=cfg.small_pool,
+                       small_grid=cfg.small_grid,
                        gamma1=cfg.gamma1, gamma2=cfg.gamma2, gamma3=cfg.gamma3, dropout=cfg.dropout)
 
 
@@ -236,7 +237,7 @@ class DAMSMTrainer(Trainer):
         if cfg.hard_negatives:
             from t2icli.data.negatives import editor_for
 
-            self.editor = editor_for(self.vocab, cfg.hard_negatives, cfg.data)
+            self.editor = editor_for(self.vocab, f"--hard-negatives {cfg.hard_negatives}", cfg.data)
 
     def info(self):
         return {"model": self.model_config.to_dict(), "dataset": {
