@@ -100,12 +100,10 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
         if d_condition == "mu":
             cond_d, cond_g = g_out["mu"].detach().float(), g_out["mu"]
     cond_wrong = None  # one process: mismatched(cond_d); N processes: this rank's rows of the global batch's roll
-    if conditional and wrong_images is None and distributed.current().world > 1:
+    if conditional and wrong_images is None and (distributed.current().world > 1 or d_edits is not None):
         cond_wrong = mismatched(cond_d)  # [b, D]
     if d_edits is not None:  # the chosen rows' wrong condition: their own caption, edited (sentence features)
-        use = d_edits[1].to(device)[:, None]  # [b, 1]
-        cond_wrong = torch.where(use, e_bar_edit.to(cond_d.dtype), mismatched(cond_d) if cond_wrong is None
-                                 else cond_wrong)  # [b, D]
+        cond_wrong = torch.where(d_edits[1].to(device)[:, None], e_bar_edit.to(cond_d.dtype), cond_wrong)  # [b, D]
 
     # (1) discriminators: (real, text) / (fake, text) / wrong pair + unconditional.
     with phase("t2i/D step"):
