@@ -75,6 +75,28 @@ def test_captions_with_nothing_to_edit_give_invalid_copies_and_a_bare_vocabulary
         editor_for(["<end>", "a", "bird", "red"], "--hard-negatives 2", "D")
 
 
+def test_scene_words_are_edited_into_another_scene_never_a_synonym_and_dark_is_left_alone():
+    """The background is a fact too (toybirds states it in 15% of captions): "grass" becomes a word of another
+    scene, never "lawn"; "dark" (CUB's "dark brown") is no scene word."""
+    vocab = ["<end>", "a", "bird", "on", "the", "in", "at", "sky", "grass", "lawn", "sand", "beach", "night",
+             "nighttime", "dark", "brown"]
+    captions = [["a", "bird", "on", "the", "grass"], ["a", "bird", "at", "nighttime"],
+                ["a", "bird", "in", "the", "dark"]]
+    tokens = torch.tensor([[vocab.index(w) for w in c] + [0] * (6 - len(c)) for c in captions])
+    lengths = torch.tensor([len(c) for c in captions])
+    u = torch.rand(3, 64, 3, generator=torch.Generator().manual_seed(0))
+    out, valid = CaptionEditor(vocab).edit(tokens, lengths, u)
+    assert valid[:2].all() and not valid[2].any()
+    scene_of = {w: v for v, syn in enumerate(WORD_KINDS["scene"]) for w in syn}
+    for b, t in ((0, 4), (1, 3)):
+        old = vocab[int(tokens[b, t])]
+        new = {vocab[int(x)] for x in out[b, :, t]}
+        assert all(scene_of[w] != scene_of[old] for w in new), (old, new)
+        assert len({scene_of[w] for w in new}) == 3  # every other scene of the vocabulary is drawn
+        rest = torch.cat([tokens[b, :t], tokens[b, t + 1:]])  # every other word is kept
+        assert torch.equal(torch.cat([out[b, :, :t], out[b, :, t + 1:]], 1), rest.expand(64, -1))
+
+
 def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():
     g = torch.Generator().manual_seed(0)
     M, D, N, T = 5, 12, 9, 6
