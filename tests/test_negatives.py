@@ -57,7 +57,7 @@ def test_every_edit_changes_exactly_one_fact_and_keeps_the_article_right():
                 assert new[t - 1] == ("an" if new[t][0] in "aeiou" else "a"), new
             assert [w for k, w in enumerate(new) if k not in (t, t - 1)] == \
                 [w for k, w in enumerate(old) if k not in (t, t - 1)]
-    assert changed_kinds == {"colour", "size", "length"}
+    assert changed_kinds == {"colour", "size", "length", "part"}
     # Same draws, same edits (a resumed run edits alike).
     again, _ = editor.edit(tokens, lengths, u)
     assert torch.equal(again, out)
@@ -95,6 +95,26 @@ def test_scene_words_are_edited_into_another_scene_never_a_synonym_and_dark_is_l
         assert len({scene_of[w] for w in new}) == 3  # every other scene of the vocabulary is drawn
         rest = torch.cat([tokens[b, :t], tokens[b, t + 1:]])  # every other word is kept
         assert torch.equal(torch.cat([out[b, :, :t], out[b, :, t + 1:]], 1), rest.expand(64, -1))
+
+
+def test_part_edits_move_a_colour_to_another_part_and_leave_plural_parts_alone():
+    """ "a red crown" -> "a red belly": every colour stays, one moves (what colour edits alone never ask: the shipped
+    model drew a "red crown" on the belly). "wings" (plural: the verb would not agree) is never a site."""
+    vocab = ["<end>", "a", "bird", "with", "the", "are", "red", "blue", "crown", "head", "cap", "belly", "breast",
+             "beak", "wings", "headed", "bellied"]
+    captions = [["a", "bird", "with", "a", "red", "head"], ["a", "blue", "headed", "bird"],
+                ["the", "wings", "are", "red"]]
+    tokens = torch.tensor([[vocab.index(w) for w in c] + [0] * (7 - len(c)) for c in captions])
+    lengths = torch.tensor([len(c) for c in captions])
+    u = torch.rand(3, 64, 3, generator=torch.Generator().manual_seed(1))
+    out, valid = CaptionEditor(vocab).edit(tokens, lengths, u)
+    assert valid.all()
+    assert out[2, :, 1].eq(vocab.index("wings")).all()  # only "red" is edited in "the wings are red"
+    for b, t, kind in ((0, 5, "part"), (1, 2, "part_adjective")):
+        value_of = {w: v for v, syn in enumerate(WORD_KINDS[kind]) for w in syn}
+        edited = [vocab[int(out[b, j, t])] for j in range(64) if out[b, j, t] != tokens[b, t]]
+        assert edited and all(value_of[w] != value_of[captions[b][t]] for w in edited), edited
+        assert {"cap", "crown", "head", "headed"}.isdisjoint(edited)  # never a synonym of the old part
 
 
 def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():

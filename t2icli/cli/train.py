@@ -60,8 +60,8 @@ def train():
 @option(_C, "dropout", "P", "Dropout on the text encoder's word embeddings (AttnGAN's RNN_ENCODER drop_prob 0.5, "
                            "the default).")
 @option(_C, "hard_negatives", "K", "Also score each image against K copies of its caption with one colour, size, "
-        "beak-length or scene word changed (not in AttnGAN; default 0): other birds' captions mostly differ in the "
-        "class colours, these differ in one fact, so the encoders must read every word a caption states.")
+        "beak-length, scene or body-part word changed (not in AttnGAN; default 0): other birds' captions mostly differ "
+        "in the class colours, these differ in one fact, so the encoders must read every word a caption states.")
 @click.pass_context
 def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).

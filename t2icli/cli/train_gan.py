@@ -88,13 +88,13 @@ def _train(ctx, kind, params, none_reason):
 @option(AttnGANTrainConfig, "class_mask", None, "Mask same-class pairs out of the DAMSM term's negatives (AttnGAN's "
         "losses.py, on by default); --no-class-mask as in `t2i train damsm`.")
 @option(AttnGANTrainConfig, "hard_negatives", "K", "Also score each final image in the DAMSM term against K copies of "
-        "its caption with one colour, size, beak-length or scene word changed (not in AttnGAN; default 0), as "
-        "`t2i train damsm --hard-negatives`: the term then asks G for every fact its caption states, not only the "
+        "its caption with one colour, size, beak-length, scene or body-part word changed (not in AttnGAN; default 0), "
+        "as `t2i train damsm --hard-negatives`: the term then asks G for every fact its caption states, not only the "
         "class colours.")
 @option(AttnGANTrainConfig, "edited_wrong", "SHARE", "Make this share (0-1) of D's wrong pairs the real image with its "
-        "own caption, one colour, size, beak-length or scene word changed, instead of another sample's caption "
-        "(AttnGAN's only wrong pair; not in AttnGAN; default 0): D then rejects a bird whose caption is wrong in one "
-        "fact, so G is asked for that fact by D too, not only by the DAMSM term.")
+        "own caption, one colour, size, beak-length, scene or body-part word changed, instead of another sample's "
+        "caption (AttnGAN's only wrong pair; not in AttnGAN; default 0): D then rejects a bird whose caption is wrong "
+        "in one fact, so G is asked for that fact by D too, not only by the DAMSM term.")
 @click.pass_context
 def attngan(ctx, **params):
     """Train an AttnGAN: attentional multi-stage generator + one discriminator per stage.

@@ -2,10 +2,10 @@
 
 In-batch negatives of the DAMSM loss are other birds' captions; on toybirds (and mostly on CUB) they differ from
 the true caption in the class colours, so the loss is satisfied once body and wing colours match and the
-encoders never need the crown, belly or beak. A copy of the true caption with one colour (or size, beak length or
-scene) changed to another value of the same kind is a negative that differs in exactly that fact: scored against the
-image beside the true caption, it asks the encoders for every word the caption states (the "hard negative
-captions" of NegCLIP, Yuksekgonul et al. 2023, here on token ids).
+encoders never need the crown, belly or beak. A copy of the true caption with one colour (or size, beak length,
+scene or part noun) changed to another value of the same kind is a negative that differs in exactly that fact:
+scored against the image beside the true caption, it asks the encoders for every word the caption states and for
+where each colour is (the "hard negative captions" of NegCLIP, Yuksekgonul et al. 2023, here on token ids).
 
 Edits are made grammatical as far as tokens allow, so the text encoder cannot tell an edited caption from a real
 one without looking at the image: the article before the word follows the new word ("an orange" -> "a red"),
@@ -33,6 +33,14 @@ WORD_KINDS = {
     # encoders (then the generator) learn to ignore it.
     "scene": [("sky",), ("grass", "grassy", "lawn", "meadow"), ("sand", "sandy", "beach", "desert"),
               ("night", "nighttime"), ("water",)],
+    # The part a colour belongs to: "a red crown" -> "a red belly" keeps every word's colour and moves one to
+    # another part, so it is false only for a model that knows where the colour is. Colour edits alone are met by
+    # "there is red somewhere": the shipped model's G put a "red crown" on the belly (its attention map for "red").
+    # Singular nouns only, so the verb still agrees ("wings are" stays). The edit can be true by chance (the other
+    # part has that colour too: 1 in 10 on toybirds), a noisy negative as a colour synonym would be.
+    "part": [("crown", "head", "cap"), ("belly", "breast", "chest", "underside", "underbelly"), ("beak", "bill"),
+             ("body",)],
+    "part_adjective": [("crowned", "headed"), ("bellied", "breasted"), ("billed", "beaked")],
 }
 _VOWELS = set("aeiou")
 

@@ -230,7 +230,7 @@ class DAMSMTrainConfig(TrainConfig):
     # each other. Off: every other image of the batch is a negative (toybirds: its classes are only body x wing,
     # so with the mask the loss never asks the encoders to tell two crowns, bellies or beaks apart).
     class_mask: bool = Bool(True)
-    # Not in AttnGAN: K edited copies of each caption (one colour, size, beak-length or scene word changed,
+    # Not in AttnGAN: K edited copies of each caption (one colour, size, beak-length, scene or body-part word changed,
     # data/negatives.py) as extra negatives of its image, so the loss asks for every fact a caption states.
     hard_negatives: int = Int(0, min=0)
 
