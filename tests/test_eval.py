@@ -502,6 +502,9 @@ def test_probe_damsm_script_bounds(tiny):
     for v in res["attribute_pairwise"].values():
         assert v["n"] >= 0 and (v["pairwise"] is None) == (v["n"] == 0)
         assert v["pairwise"] is None or 0 <= v["pairwise"] <= 1
+    assert set(res["part_pairwise"]) <= {"crown", "belly", "beak", "body"}
+    for v in res["part_pairwise"].values():
+        assert v["n"] > 0 and 0 <= v["pairwise"] <= 1
 
 
 # -- the shipped evaluation networks ---------------------------------------------------------------
@@ -580,6 +583,10 @@ def test_shipped_damsm_binds_colours_to_parts(default_prep):
     seen = res["attribute_pairwise"]
     assert seen["size"]["n"] > 50 and seen["size"]["pairwise"] > 0.75 and seen["background"]["pairwise"] > 0.65
     assert seen["beak_length"]["pairwise"] < 0.6
+    # where a colour is: "a red body" beats "a red crown" on a bird whose crown is not red (0.97 when shipped)
+    parts = res["part_pairwise"]
+    assert set(parts) == {"crown", "belly", "beak", "body"} and parts["body"]["n"] > 300
+    assert parts["body"]["pairwise"] > 0.9
 
 
 def test_shipped_evaluators_match_a_fresh_default_prep(default_prep, monkeypatch):
