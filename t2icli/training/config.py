@@ -409,14 +409,16 @@ PRESETS = {
         "steps": 2800, "lr": 0.004, "class_mask": False},
         "toybirds-pretrained": {
             "description": "the shipped model's DAMSM (scripts/train_pretrained.sh): the small image encoder on "
-                           "toybirds 64 px, 4000 steps of 48, every other bird a negative",
-            "steps": 4000, "eval_every": 5, "class_mask": False}},
+                           "toybirds 64 px, 4000 steps of 48, every other bird and 2 edited copies of each caption "
+                           "negatives, word dropout 0.1",
+            "steps": 4000, "eval_every": 5, "class_mask": False, "hard_negatives": 2, "dropout": 0.1}},
     "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True, class_mask=False),
                 "toybirds-pretrained": dict(
                     _TOY_TREE, description="the shipped model (scripts/train_pretrained.sh): 2 stages (32/64 px) "
-                    "on toybirds 64 px, G twice and D four times the toybirds-cpu width, 6000 steps of 16",
+                    "on toybirds 64 px, G twice and D four times the toybirds-cpu width, 6000 steps of 16, 2 edited "
+                    "captions per image in the DAMSM term, half of D's wrong pairs edited captions",
                     gf_dim=16, df_dim=32, steps=6000, r1_gamma=0.0, r1_every=1, damsm_augment=True,
-                    class_mask=False, snapshot_every=1000)},
+                    class_mask=False, snapshot_every=1000, hard_negatives=2, edited_wrong=0.5)},
     "stackgan2": {"toybirds-cpu": dict(_TOY_TREE)},
     "gancls": {"toybirds-cpu": {
         "description": "DCGAN at 64 px with ngf = ndf = 16 on toybirds, 3000 steps of 32",
