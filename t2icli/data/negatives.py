@@ -35,7 +35,8 @@ WORD_KINDS = {
               ("night", "nighttime"), ("water",)],
     # The part a colour belongs to: "a red crown" -> "a red belly" keeps every word's colour and moves one to
     # another part, so it is false only for a model that knows where the colour is. Colour edits alone are met by
-    # "there is red somewhere": the shipped model's G put a "red crown" on the belly (its attention map for "red").
+    # "there is red somewhere": the model shipped before these edits drew a "red crown" on the belly (its attention
+    # map for "red").
     # Singular nouns only, so the verb still agrees ("wings are" stays). The edit can be true by chance (the other
     # part has that colour too: 1 in 10 on toybirds), a noisy negative as a colour synonym would be.
     "part": [("crown", "head", "cap"), ("belly", "breast", "chest", "underside", "underbelly"), ("beak", "bill"),
