@@ -117,7 +117,7 @@ def part_pairwise(text_enc, image_enc, images, tokens, lengths, f_bar, own, attr
     pairs the own caption wins (0.5: the colour's place is not seen). `--hard-negatives` trains on such edits
     (data/negatives.py WORD_KINDS["part"]); this scores them on test images."""
     index = {w: i for i, w in enumerate(vocab)}
-    part_names = ["crown", "belly", "beak", "body"]  # the order of WORD_KINDS["part"]
+    part_names = [syn[0] for syn in WORD_KINDS["part"]]  # crown, belly, beak, body: the attributes' names
     part_of = {index[w]: p for p, syn in zip(part_names, WORD_KINDS["part"]) for w in syn if w in index}
     noun = {p: next((index[w] for w in syn if w in index), None) for p, syn in zip(part_names, WORD_KINDS["part"])}
     rows, edited, source = [], [], []

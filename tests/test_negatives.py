@@ -98,8 +98,8 @@ def test_scene_words_are_edited_into_another_scene_never_a_synonym_and_dark_is_l
 
 
 def test_part_edits_move_a_colour_to_another_part_and_leave_plural_parts_alone():
-    """ "a red crown" -> "a red belly": every colour stays, one moves (what colour edits alone never ask: the shipped
-    model drew a "red crown" on the belly). "wings" (plural: the verb would not agree) is never a site."""
+    """ "a red crown" -> "a red belly": every colour stays, one moves (what colour edits alone never ask: the previous
+    shipped model drew a "red crown" on the belly). "wings" (plural: the verb would not agree) is never a site."""
     vocab = ["<end>", "a", "bird", "with", "the", "are", "red", "blue", "crown", "head", "cap", "belly", "breast",
              "beak", "wings", "headed", "bellied"]
     captions = [["a", "bird", "with", "a", "red", "head"], ["a", "blue", "headed", "bird"],
