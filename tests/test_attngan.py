@@ -256,6 +256,27 @@ def test_lazy_r1_weights_every_kth_step():
     assert [weight(s, 1) for s in range(3)] == [2.0, 2.0, 2.0] and weight(5, 3, gamma=0.0) == 0.0
 
 
+def test_lr_decay_steps_lowers_both_learning_rates_linearly(tiny, tmp_path, monkeypatch):
+    """--lr-decay-steps N: constant, then over the last N steps (total - step) / N of --lr-g and --lr-d."""
+    from t2icli.training import attngan as trainer, train
+    from t2icli.training.attngan import lr_decay_factor
+
+    assert [lr_decay_factor(s, 10, 4) for s in range(10)] == [1.0] * 7 + [0.75, 0.5, 0.25]
+    assert lr_decay_factor(0, 5, 100) == 0.05 and lr_decay_factor(3, 5, 1) == 1.0
+    seen, real = [], trainer.train_step
+
+    def spy(G_fwd, D_fwd, G, Ds, opt_G, opt_D, *args, **kwargs):
+        seen.append((opt_G.param_groups[0]["lr"], opt_D.param_groups[0]["lr"]))
+        return real(G_fwd, D_fwd, G, Ds, opt_G, opt_D, *args, **kwargs)
+
+    monkeypatch.setattr(trainer, "train_step", spy)
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "d", stages=2, steps=4, lr_decay_steps=3,
+          lr_g=1e-3, lr_d=3e-3, **dict(TINY, final_rprecision=0))
+    assert [g for g, _ in seen] == pytest.approx([1e-3, 1e-3, 2e-3 / 3, 1e-3 / 3])
+    assert [d for _, d in seen] == pytest.approx([3e-3, 3e-3, 2e-3, 1e-3])
+    assert json.loads((tmp_path / "d" / "config.json").read_text())["lr_decay_steps"] == 3
+
+
 @pytest.mark.parametrize("mask", [True, False])
 def test_class_mask_flag_reaches_the_damsm_term(tiny, tmp_path, monkeypatch, mask):
     """attngan --no-class-mask: the generator's DAMSM term gets no class ids (every other image is a negative);

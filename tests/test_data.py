@@ -9,7 +9,7 @@ import torch
 
 from t2icli.data.dataset import EpochBatchSampler, PreparedDataset, make_loader
 from t2icli.data.format import DataError, DatasetWriter, load_meta
-from t2icli.data.text import END, Vocab, build_vocab, cut_caption, tokenize
+from t2icli.data.text import END, Vocab, build_vocab, cut_caption, shuffle_locally, tokenize
 
 WORDS = "red blue green small large bird wing crown belly beak short long".split()
 
@@ -48,6 +48,24 @@ def test_cut_caption_keeps_ordered_subset():
     assert np.all(np.diff(out) > 0) and set(out) <= set(ids)  # ordered subset
     out, n = cut_caption([5, 6], 18, rng)
     assert n == 2 and list(out[:3]) == [5, 6, 0]
+
+
+@pytest.mark.parametrize("k", [1, 2, 3])
+def test_shuffle_locally_moves_no_word_more_than_k_places(k):
+    """--word-shuffle K (Lample et al. 2018's noise): every caption keeps its words and its padding, no word moves
+    more than K places, and with K = 1 two neighbours swap 1/8 of the time (P(u_i - u_j > 1/2), u uniform)."""
+    g = torch.Generator().manual_seed(k)
+    B, T = 4000, 9
+    lengths = torch.randint(1, T + 1, (B,), generator=g)
+    ids = torch.arange(1, T + 1).expand(B, T) * (torch.arange(T) < lengths[:, None])  # word i is i + 1, 0 = padding
+    out = shuffle_locally(ids, lengths, torch.rand(B, T, generator=g), k)
+    assert torch.equal(out.sort(dim=1).values, ids.sort(dim=1).values)  # the same words per caption
+    assert torch.equal(out == 0, ids == 0)  # padding stays at the end
+    moved = (out - 1 - torch.arange(T)).abs() * (out > 0)  # displacement of every word
+    assert int(moved.max()) == k
+    if k == 1:
+        pairs = lengths >= 2
+        assert abs(float((out[pairs, 0] == 2).float().mean()) - 1 / 8) < 0.02
 
 
 def test_writer_layout_and_meta(tmp_path):

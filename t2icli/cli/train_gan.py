@@ -34,6 +34,8 @@ def _tree_options(cls):
                                          "streaks."),
         option(cls, "r1_every", "K", "Lazy R1 (as StyleGAN2): compute the penalty on every K-th step only, weighted "
                                      "K times (its double backward is the dearest part of a D step)."),
+        option(cls, "lr_decay_steps", "N", "Over the run's last N steps, lower --lr-g and --lr-d linearly towards 0 "
+                                           "(the last step's is 1/N of them). Default: constant, as the references."),
     ]
     return lambda fn: apply_options(fn, opts)
 

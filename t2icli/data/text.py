@@ -1,4 +1,4 @@
-"""Caption text: tokenisation, the vocabulary, and AttnGAN's cut of over-long captions.
+"""Caption text: tokenisation, the vocabulary, AttnGAN's cut of over-long captions, word-order noise.
 
 Tokens are nltk's `RegexpTokenizer(r'\\w+')` on lower-cased text (the same regular expression,
 applied without importing nltk), so no nltk data download is needed. The vocabulary is built
@@ -12,6 +12,7 @@ import re
 from collections import Counter
 
 import numpy as np
+import torch
 
 END = "<end>"  # index 0: padding and end of caption
 
@@ -85,3 +86,19 @@ def cut_caption(ids, word_limit, rng):
     keep = np.sort(rng.permutation(n)[:word_limit])
     out[:] = ids[keep]
     return out, word_limit
+
+
+def shuffle_locally(tokens, lengths, u, k):
+    """Lample et al. (2018)'s word-order noise: each caption's words permuted so that none moves more than k places.
+
+    tokens: int64 [B, T] (0-padded); lengths: [B]; u: uniform draws in [0, 1) [B, T] (from the step's generator, so
+    a resumed run draws alike); k >= 1. Word i of a caption gets the key i + (k + 1) u_i and the words are sorted by
+    key, so a word can only pass one within k places of it (with k = 1 two neighbours swap with probability 1/8).
+    Returns the permuted tokens [B, T] (padding and lengths unchanged).
+    """
+    tokens = torch.as_tensor(tokens)
+    B, T = tokens.shape
+    pos = torch.arange(T, dtype=torch.float64).expand(B, T)
+    valid = pos < torch.as_tensor(lengths).view(B, 1)
+    keys = torch.where(valid, pos + (k + 1) * torch.as_tensor(u, dtype=torch.float64), pos + 2.0 * (k + 1) * T)
+    return torch.gather(tokens, 1, keys.argsort(dim=1, stable=True))

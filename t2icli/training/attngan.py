@@ -41,7 +41,7 @@ from t2icli.training.loop import fit
 from t2icli.training.run import RunError
 from t2icli.training.state import TrainState
 
-__all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "network_counts"]
+__all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "network_counts", "lr_decay_factor"]
 
 
 def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, reals, tokens, lengths, class_ids, z,
@@ -161,6 +161,14 @@ def train_step(G_fwd, D_fwd, G, Ds, opt_G, opt_D, text_encoder, image_encoder, r
     return vals
 
 
+def lr_decay_factor(step, total, n):
+    """--lr-decay-steps N: the learning rates' factor for step `step` (0-based) of `total`: 1 until the last N
+    steps, then linear towards 0, (total - step) / N, so the last step trains at 1/N. A function of the step and
+    the run's length alone: a run resumed with the same --steps follows the uninterrupted run's schedule (one
+    resumed with more steps follows the longer run's from there on)."""
+    return min(1.0, max(total - step, 0) / n)
+
+
 def model_config(cfg, image_size, text_dim):
     """The generator config of an AttnGAN / StackGAN++ run (cfg: its TrainConfig) on images of `image_size` px with
     text features of `text_dim`. Raises ModelConfigError for stages that do not fit."""
@@ -260,6 +268,11 @@ class TreeTrainer(GANTrainer):
 
     def step(self, batch, gen):
         cfg, device = self.cfg, self.device
+        if cfg.lr_decay_steps is not None:
+            f = lr_decay_factor(self.loop.step, self.loop.total, cfg.lr_decay_steps)
+            for opt, lr in ((self.opt_G, cfg.lr_g), (self.opt_D, cfg.lr_d)):
+                for group in opt.param_groups:
+                    group["lr"] = lr * f
         tokens = batch["tokens"].to(device)  # [b, T]
         B = tokens.shape[0] * self.env.world  # the global batch
         z = distributed.local_rows(torch.randn(B, cfg.z_dim, generator=gen)).to(device)  # [b, z_dim] z ~ N(0, I)

@@ -233,6 +233,9 @@ class DAMSMTrainConfig(TrainConfig):
     # Not in AttnGAN: K edited copies of each caption (one colour, size, beak-length, scene or body-part word changed,
     # data/negatives.py) as extra negatives of its image, so the loss asks for every fact a caption states.
     hard_negatives: int = Int(0, min=0)
+    # Not in AttnGAN: the training captions' words permuted locally (no word moves more than K places; 0 = off), so
+    # the text encoder reads a colour beside its part in either order ("blue wings", "wings blue").
+    word_shuffle: int = Int(0, min=0)
 
     def check(self, dry_run=False):
         super().check(dry_run)
@@ -290,6 +293,7 @@ class _TreeConfig(GANTrainConfig):
     kl_weight: float = Float(1.0, min=0)
     r1_gamma: float = Float(0.0, min=0)
     r1_every: int = Int(1, min=1)
+    lr_decay_steps: int = Int(None, min=1)  # the last N steps: lr_g and lr_d fall linearly to 0 (None: constant)
 
 
 @dataclasses.dataclass

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from t2icli import losses
+from t2icli.data.text import shuffle_locally
 from t2icli.errors import ConfigError
 from t2icli.metrics.rprecision import rprecision_from_features
 from t2icli.training import distributed
@@ -291,6 +292,9 @@ class DAMSMTrainer(Trainer):
 
     def step(self, batch, gen):
         images, tokens, lengths, class_ids = _batch_to(batch, self.device)  # this rank's rows
+        if self.cfg.word_shuffle:  # [b, T] keys drawn for the global batch, so N processes permute as one does
+            u = distributed.local_rows(torch.rand(len(lengths) * self.env.world, tokens.shape[1], generator=gen))
+            tokens = shuffle_locally(tokens.cpu(), lengths.cpu(), u, self.cfg.word_shuffle).to(self.device)
         hard = None
         if self.cfg.hard_negatives:
             u = distributed.local_rows(torch.rand(len(lengths) * self.env.world, self.cfg.hard_negatives, 3,
