@@ -110,7 +110,7 @@ def main():
                 wins.append(float((own[i] > scores[negatives, i]).mean()))
         per_attribute[name] = {"pairwise": round(float(np.mean(wins)), 4) if wins else None, "n": len(wins)}
     parts = part_pairwise(text_enc, image_enc, images, tokens, lengths, f_bar, own, attrs, stated, names, vocab)
-    files = {f: captions_swapped_pairwise(text_enc, image_enc, ds, f_bar, f) for f in args.captions}
+    files = {f: captions_swapped_pairwise(text_enc, ds, f_bar, f) for f in args.captions}
     print(json.dumps({"damsm": args.damsm, "data": args.data, "split": args.split, "n": len(hits),
                       "within_class_top1": round(float(np.mean(hits)), 4), "chance": round(float(np.mean(chance)), 4),
                       "oracle": round(float(np.mean(oracle)), 4),
@@ -167,7 +167,7 @@ def swap_words(text, a, b):
                   lambda m: b if re.fullmatch(pattern[a], m.group(0)) else a, text.lower())
 
 
-def captions_swapped_pairwise(text_enc, image_enc, ds, f_bar, path, seed=0):
+def captions_swapped_pairwise(text_enc, ds, f_bar, path, seed=0):
     """--captions FILE: for each line stating two colour attributes of different colours (one such pair drawn per
     line with `seed`), does its real image prefer the line to the line with the two colour words exchanged?
     Returns {"pairwise", "n"} (0.5: colours read without their places)."""
