@@ -174,10 +174,9 @@ def captions_swapped_pairwise(text_enc, ds, f_bar, path, seed=0):
     from t2icli.data.text import Vocab
     from t2icli.metrics.captions_file import encode_captions, read_captions_file
     from t2icli.metrics.generate import eval_word_limit
+    from t2icli.metrics.rprecision import encode_texts
 
-    with open(f"{ds.path}/{ds.split}/captions.jsonl", encoding="utf-8") as fh:
-        files = [json.loads(line)["file"] for line in fh]
-    lines = read_captions_file(path, ds.meta["attributes"], files, ds.attributes)
+    lines = read_captions_file(path, ds.meta["attributes"], ds.image_files(), ds.attributes)
     schema = {a["name"]: a["values"] for a in ds.meta["attributes"]}
     names = [a["name"] for a in ds.meta["attributes"]]
     rng = np.random.default_rng(seed)
@@ -197,12 +196,9 @@ def captions_swapped_pairwise(text_enc, ds, f_bar, path, seed=0):
     if not rows:
         return {"pairwise": None, "n": 0}
     vocab, feats = Vocab(ds.vocab), []
-    text_enc.eval()
     for t in (texts, swapped):  # cut as `t2i eval --captions` cuts them
         tok, lengths, _ = encode_captions(t, vocab, eval_word_limit(ds.meta), seed)
-        with torch.no_grad():
-            feats.append(torch.cat([text_enc(torch.as_tensor(tok[s : s + 500]), torch.as_tensor(lengths[s : s + 500]))[1]
-                                    for s in range(0, len(t), 500)]))
+        feats.append(encode_texts(text_enc, tok, lengths, batch_size=500))
     img = f_bar[torch.as_tensor(rows)]
     wins = torch.nn.functional.cosine_similarity(img, feats[0], dim=1) > torch.nn.functional.cosine_similarity(
         img, feats[1], dim=1)

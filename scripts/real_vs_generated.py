@@ -10,7 +10,6 @@ path on stdout.
 """
 
 import argparse
-import json
 import os
 import sys
 
@@ -40,8 +39,6 @@ def main(argv=None):
     meta = load_meta(args.data)
     split = "test" if "test" in meta["splits"] else "train"
     ds = PreparedDataset(args.data, split, train=False, seed=args.seed, word_limit=eval_word_limit(meta))
-    with open(os.path.join(ds.path, split, "captions.jsonl"), encoding="utf-8") as fh:
-        first_caption = [json.loads(line)["captions"][0] for line in fh]  # one line per image
     images = np.linspace(0, len(ds) - 1, args.rows).round().astype(int)  # [rows] image indices
     caption_rows = np.asarray(ds.image_captions)[images]  # the first caption of each image
     tokens, lengths = caption_tokens(ds, np.repeat(caption_rows, args.n), args.seed)  # row r, draw k -> r * n + k
@@ -55,7 +52,7 @@ def main(argv=None):
         for r in range(args.rows):
             tiles[r].extend(x[r * args.n:(r + 1) * args.n])
     cols = ["real"] + [lab if k == 0 else f"#{k}" for lab in labels for k in range(args.n)]
-    save_image_grid(args.out, tiles, row_labels=[first_caption[int(i)] for i in images], col_labels=cols,
+    save_image_grid(args.out, tiles, row_labels=[ds.caption_texts(int(i))[0] for i in images], col_labels=cols,
                     tile=max(64, ds.images_uint8.shape[1]), label_width=220)
     print(os.path.abspath(args.out))
 

@@ -63,8 +63,8 @@ def train():
         "beak-length, scene or body-part word changed (not in AttnGAN; default 0): other birds' captions mostly differ "
         "in the class colours, these differ in one fact, so the encoders must read every word a caption states.")
 @option(_C, "word_shuffle", "K", "Permute each training caption's words locally, none by more than K places (the "
-        "word-order noise of Lample et al. 2018; not in AttnGAN; default 0 = off; with 1, two neighbours swap one "
-        "time in 8), so that people's phrasings (\"wings blue\", \"some blue on the wings\") read as the data set's. "
+        "word-order noise of Lample et al. 2018; not in AttnGAN; default 0 = off; K may be fractional: with 1, two "
+        "neighbours swap one time in 8, with 0.5 one time in 18), so that people's phrasings (\"wings blue\", \"some blue on the wings\") read as the data set's. "
         "The hard negatives are edited from the permuted caption.")
 @click.pass_context
 def damsm(ctx, **params):

@@ -77,7 +77,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         n = len(self.stored_uint8)
         if not (len(self.class_ids) == n and len(self.image_captions) == n + 1):
             raise DataError(f"{folder}: array lengths disagree; prepare the dataset again")
-        self._texts = None
+        self._records = None  # captions.jsonl's lines, read on first use
 
     def __len__(self):
         return len(self.stored_uint8)
@@ -100,12 +100,19 @@ class PreparedDataset(torch.utils.data.Dataset):
         first, last = self.image_captions[i], self.image_captions[i + 1]
         return [torch.from_numpy(self.caption_ids(c)) for c in range(first, last)]
 
+    def _lines(self):
+        if self._records is None:
+            with open(os.path.join(self.path, self.split, "captions.jsonl"), encoding="utf-8") as f:
+                self._records = [json.loads(line) for line in f]
+        return self._records
+
     def caption_texts(self, i):
         """All captions of image i as text, verbatim."""
-        if self._texts is None:
-            with open(os.path.join(self.path, self.split, "captions.jsonl"), encoding="utf-8") as f:
-                self._texts = [json.loads(line)["captions"] for line in f]
-        return list(self._texts[i])
+        return list(self._lines()[i]["captions"])
+
+    def image_files(self):
+        """The source file name of every image of this split, in order (what a captions file's "image" names)."""
+        return [r["file"] for r in self._lines()]
 
     def encode(self, text):
         """(LongTensor token ids of `text`, list of out-of-vocabulary words dropped from it)."""

@@ -92,8 +92,9 @@ def shuffle_locally(tokens, lengths, u, k):
     """Lample et al. (2018)'s word-order noise: each caption's words permuted so that none moves more than k places.
 
     tokens: int64 [B, T] (0-padded); lengths: [B]; u: uniform draws in [0, 1) [B, T] (from the step's generator, so
-    a resumed run draws alike); k >= 1. Word i of a caption gets the key i + (k + 1) u_i and the words are sorted by
-    key, so a word can only pass one within k places of it (with k = 1 two neighbours swap with probability 1/8).
+    a resumed run draws alike); k > 0, real (their alpha is k + 1). Word i of a caption gets the key i + (k + 1) u_i
+    and the words are sorted by key, so a word can only pass one within ceil(k) places of it. Two neighbours swap
+    with probability P(u_i - u_j > 1 / (k + 1)) = (k / (k + 1))^2 / 2 when k <= 1: 1/8 for k = 1, 1/18 for k = 1/2.
     Returns the permuted tokens [B, T] (padding and lengths unchanged).
     """
     tokens = torch.as_tensor(tokens)

@@ -152,9 +152,7 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
     split = "test" if "test" in meta["splits"] else "train"
     word_limit = eval_word_limit(meta)  # as `t2i eval` cuts the test captions
     ds = PreparedDataset(data, split, train=False, seed=seed, word_limit=word_limit)
-    with open(os.path.join(ds.path, split, "captions.jsonl"), encoding="utf-8") as fh:
-        files = [json.loads(line)["file"] for line in fh]
-    lines = read_captions_file(captions, schema, files, ds.attributes)
+    lines = read_captions_file(captions, schema, ds.image_files(), ds.attributes)
     model = load_model(model_run, device)
     if list(ds.vocab) != list(model.vocab):
         raise MetricError(f"--model was trained on a different vocabulary ({len(model.vocab)} words) than --data "

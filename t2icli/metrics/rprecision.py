@@ -34,20 +34,32 @@ def encode_dataset(encoder, images, tokens, lengths, batch_size=100):
     text_enc, image_enc = (encoder if isinstance(encoder, (tuple, list))
                            else (encoder.text_encoder, encoder.image_encoder))
     device = next(image_enc.parameters()).device
-    modes = text_enc.training, image_enc.training
-    text_enc.eval()
+    mode = image_enc.training
     image_enc.eval()
-    tokens, lengths = torch.as_tensor(tokens), torch.as_tensor(lengths)
-    f_bars, e_bars = [], []
+    f_bars = []
     try:
-        for s in range(0, len(tokens), batch_size):
-            img = _as_float_images(images[s : s + batch_size]).to(device)
-            f_bars.append(image_enc(img)[1].float().cpu())
-            e_bars.append(text_enc(tokens[s : s + batch_size].to(device), lengths[s : s + batch_size])[1].float().cpu())
+        for s in range(0, len(images), batch_size):
+            f_bars.append(image_enc(_as_float_images(images[s : s + batch_size]).to(device))[1].float().cpu())
     finally:
-        text_enc.train(modes[0])
-        image_enc.train(modes[1])
-    return torch.cat(f_bars), torch.cat(e_bars)
+        image_enc.train(mode)
+    return torch.cat(f_bars), encode_texts(text_enc, tokens, lengths, batch_size)
+
+
+@torch.no_grad()
+def encode_texts(text_enc, tokens, lengths, batch_size=100):
+    """Sentence features of captions, in batches, in eval mode (the encoder's mode is restored).
+
+    tokens: [n, T]; lengths: [n]. Returns e_bar [n, D] on CPU, float32.
+    """
+    device = next(text_enc.parameters()).device
+    mode = text_enc.training
+    text_enc.eval()
+    tokens, lengths = torch.as_tensor(tokens), torch.as_tensor(lengths)
+    try:
+        return torch.cat([text_enc(tokens[s : s + batch_size].to(device), lengths[s : s + batch_size])[1].float().cpu()
+                          for s in range(0, len(tokens), batch_size)])
+    finally:
+        text_enc.train(mode)
 
 
 def rprecision_from_features(f_bar, e_bar, class_ids, n_negatives=99, runs=10, seed=0):

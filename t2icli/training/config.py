@@ -235,7 +235,7 @@ class DAMSMTrainConfig(TrainConfig):
     hard_negatives: int = Int(0, min=0)
     # Not in AttnGAN: the training captions' words permuted locally (no word moves more than K places; 0 = off), so
     # the text encoder reads a colour beside its part in either order ("blue wings", "wings blue").
-    word_shuffle: int = Int(0, min=0)
+    word_shuffle: float = Float(0.0, min=0)
 
     def check(self, dry_run=False):
         super().check(dry_run)
