@@ -414,8 +414,9 @@ PRESETS = {
         "toybirds-pretrained": {
             "description": "the shipped model's DAMSM (scripts/train_pretrained.sh): the small image encoder on "
                            "toybirds 64 px, 4000 steps of 48, every other bird and 2 edited copies of each caption "
-                           "negatives, word dropout 0.1",
-            "steps": 4000, "eval_every": 5, "class_mask": False, "hard_negatives": 2, "dropout": 0.1}},
+                           "negatives, word dropout 0.1, captions' words locally permuted (K 0.5)",
+            "steps": 4000, "eval_every": 5, "class_mask": False, "hard_negatives": 2, "dropout": 0.1,
+            "word_shuffle": 0.5}},
     "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True, class_mask=False),
                 "toybirds-pretrained": dict(
                     _TOY_TREE, description="the shipped model (scripts/train_pretrained.sh): 2 stages (32/64 px) "
