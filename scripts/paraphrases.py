@@ -42,7 +42,6 @@ HELD_OUT = [
     r"black|white|gr[ae]y)\b",
 ]
 
-COLOURS = ["red", "orange", "yellow", "green", "blue", "purple", "brown", "black", "white", "gray"]
 # (noun, verb) per part; every noun here is also a grammar noun, so the wording, not the vocabulary, is new.
 NOUNS = {"body": [("body", "is"), ("plumage", "is")], "wing": [("wings", "are")],
          "crown": [("head", "is"), ("crown", "is"), ("cap", "is")],

@@ -39,7 +39,7 @@ from t2icli.training.ema import EMA
 from t2icli.training.gan import GANTrainer, compiled, generate, mismatched
 from t2icli.training.loop import fit
 from t2icli.training.run import RunError
-from t2icli.training.state import TrainState
+from t2icli.training.state import TrainState, set_lr
 
 __all__ = ["train", "train_step", "TreeTrainer", "model_config", "networks", "network_counts", "lr_decay_factor"]
 
@@ -270,9 +270,8 @@ class TreeTrainer(GANTrainer):
         cfg, device = self.cfg, self.device
         if cfg.lr_decay_steps is not None:
             f = lr_decay_factor(self.loop.step, self.loop.total, cfg.lr_decay_steps)
-            for opt, lr in ((self.opt_G, cfg.lr_g), (self.opt_D, cfg.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * f
+            set_lr(self.opt_G, cfg.lr_g * f)
+            set_lr(self.opt_D, cfg.lr_d * f)
         tokens = batch["tokens"].to(device)  # [b, T]
         B = tokens.shape[0] * self.env.world  # the global batch
         z = distributed.local_rows(torch.randn(B, cfg.z_dim, generator=gen)).to(device)  # [b, z_dim] z ~ N(0, I)

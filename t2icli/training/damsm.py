@@ -35,7 +35,7 @@ from t2icli.training import distributed
 from t2icli.training.config import DAMSMTrainConfig
 from t2icli.training.loop import Trainer, fit
 from t2icli.training.run import RunError, rng_state, set_rng_state
-from t2icli.training.state import TrainState
+from t2icli.training.state import TrainState, set_lr
 
 __all__ = ["train", "DAMSMTrainer", "evaluate_damsm", "small_image_size", "train_loss", "encode_with_edits", "model_config",
            "network_counts", "meta_vocab"]
@@ -282,8 +282,7 @@ class DAMSMTrainer(Trainer):
                 f"device {self.device}")
 
     def on_epoch(self, epoch):
-        for g in self.opt.param_groups:
-            g["lr"] = _lr_at(self.cfg.lr, epoch)
+        set_lr(self.opt, _lr_at(self.cfg.lr, epoch))
         if self.cfg.reset_adam and self.loop.batch == 0:
             # pretrain_DAMSM.py:269-270 builds a new Adam at every epoch: its moments and step counts start from
             # zero. Clearing the state of the same optimiser is that (the TrainState keeps the object), and only at

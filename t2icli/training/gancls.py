@@ -34,7 +34,7 @@ from t2icli.training.ema import EMA
 from t2icli.training.gan import GANTrainer, compiled, global_noise, mismatched, step_stats, sync_step
 from t2icli.training.loop import fit
 from t2icli.training.run import RunError
-from t2icli.training.state import TrainState
+from t2icli.training.state import TrainState, set_lr
 
 __all__ = ["train", "train_step", "GanClsTrainer", "lr_factor", "model_config", "networks", "network_counts"]
 
@@ -215,9 +215,8 @@ class GanClsTrainer(GANTrainer):
         cfg, device = self.cfg, self.device
         if cfg.lr_decay_epochs is not None:
             f = lr_factor(self.loop.epoch, cfg.lr_decay_epochs)
-            for opt, lr in ((self.opt_G, cfg.lr_g), (self.opt_D, cfg.lr_d)):
-                for group in opt.param_groups:
-                    group["lr"] = lr * f
+            set_lr(self.opt_G, cfg.lr_g * f)
+            set_lr(self.opt_D, cfg.lr_d * f)
         b = len(batch["tokens"])
         # [b, z_dim] each: z ~ N(0, I) and the interpolated captions' noise, this rank's rows of the global batch's
         z, z_int = (x.to(device) for x in global_noise(gen, b, cfg.z_dim, cfg.z_dim))

@@ -32,7 +32,7 @@ from t2icli.training.ema import EMA
 from t2icli.training.gan import GANTrainer, compiled, global_noise, mismatched, step_stats, sync_step
 from t2icli.training.loop import fit
 from t2icli.training.run import RunError
-from t2icli.training.state import StateList, TrainState
+from t2icli.training.state import StateList, TrainState, set_lr
 
 __all__ = ["train", "stage_step", "StackGANTrainer", "lr_factor", "model_config", "network_counts"]
 
@@ -210,9 +210,8 @@ class StackGANTrainer(GANTrainer):
             if cfg.lr_decay_epochs is not None:  # the epochs of this stage, counted from its first step
                 start = 0 if stage == 1 else self.stage1_end
                 f = lr_factor((self.loop.step - start) // self.loop.per_epoch, cfg.lr_decay_epochs)
-                for opt, lr in ((self.opt_G[stage - 1], cfg.lr_g), (self.opt_D[stage - 1], cfg.lr_d)):
-                    for group in opt.param_groups:
-                        group["lr"] = lr * f
+                set_lr(self.opt_G[stage - 1], cfg.lr_g * f)
+                set_lr(self.opt_D[stage - 1], cfg.lr_d * f)
             vals = stage_step(stage, self.G, self.Ds[stage - 1], self.opt_G[stage - 1], self.opt_D[stage - 1],
                               batch["images"][stage - 1], self.condition(batch), z, eps, cfg.kl_weight,
                               check=self.loop.check_finite, G_fwd=self.G_fwd, D_fwd=self.D_fwd[stage - 1], amp=self.amp,

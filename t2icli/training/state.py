@@ -10,7 +10,14 @@ import torch
 
 from t2icli.training.run import RunError, rng_state, set_rng_state
 
-__all__ = ["TrainState", "StateList"]
+__all__ = ["TrainState", "StateList", "set_lr"]
+
+
+def set_lr(opt, lr):
+    """Set every parameter group of optimiser `opt` to learning rate `lr` (the trainers' schedules: each computes its
+    rate, this applies it; learning_rates() reads it back)."""
+    for group in opt.param_groups:
+        group["lr"] = lr
 
 
 class StateList:
