@@ -622,6 +622,29 @@ def test_shipped_damsm_binds_colours_to_parts(default_prep):
     assert parts["body"]["pairwise"] > 0.9
 
 
+def test_shipped_model_is_what_train_pretrained_makes(tiny, tmp_path):
+    """scripts/train_pretrained.sh trains `--preset toybirds-pretrained` and nothing else: the shipped run's resolved
+    config (its config.json) is the preset's as `--dry-run` resolves it today, every field but the three paths (a
+    preset edited after shipping, e.g. a new default or seed, would make the script train another model)."""
+    from click.testing import CliRunner
+
+    from t2icli.cli import main
+    from t2icli.pretrained import shipped_model
+
+    model = shipped_model()
+    if not model:
+        pytest.skip("this checkout ships no pretrained model")
+    with open(os.path.join(model, "config.json"), encoding="utf-8") as f:
+        shipped = json.load(f)
+    res = CliRunner().invoke(main, ["train", "attngan", "--preset", "toybirds-pretrained", "--data", tiny["data"],
+                                    "--damsm", tiny["damsm"], "--out", str(tmp_path / "run"), "--dry-run"])
+    assert res.exit_code == 0, res.output
+    preset = json.loads(res.stdout)["config"]
+    paths = {"data", "damsm", "out"}
+    assert set(preset) == set(shipped)
+    assert {k: v for k, v in preset.items() if k not in paths} == {k: v for k, v in shipped.items() if k not in paths}
+
+
 def test_shipped_evaluators_match_a_fresh_default_prep(default_prep, monkeypatch):
     """The networks in t2icli/pretrained/evaluators/ are the default `t2i prep toybirds` folder's: a fresh default
     prep loads both without training, and they read the real test birds as their recorded accuracy says."""
