@@ -7,9 +7,10 @@
 Line j paraphrases test caption j (cycling, in the order `t2i eval` takes them): the same image, exactly the
 attributes that caption names, with their true values, so that with `--n-samples` equal to the number of lines
 the two evaluations differ only in the wording (and each line's image uses the noise of (seed, j) in both).
-Each line is {"text": ..., "attributes": {name: value}, "image": "test/000123"} (the `t2i eval --captions`
-format). `--own` writes the data set's own captions in that format instead (a like-for-like check: evaluating
-that file gives exactly the numbers of the plain evaluation).
+Each line is {"text": ..., "attributes": {name: value}, "image": "test/000123", "group": "telegraphic"} (the
+`t2i eval --captions` format; "group" names the wording's frame, so the evaluation also reports each frame's
+accuracy, "by_group"). `--own` writes the data set's own captions in that format instead (group "own"; a
+like-for-like check: evaluating that file gives exactly the numbers of the plain evaluation).
 
 The phrasings here are kept OUT of the caption grammar (t2icli/data/toybirds_grammar.py) on purpose, so that no
 model trains on them: "whose", "X of this bird", "colored", "both", "except", "but/while", telegraphic
@@ -274,8 +275,14 @@ FRAMES = [frame_whose, frame_of, frame_telegraphic, frame_colored, frame_except,
           frame_adjective_first, frame_plus]
 
 
-def paraphrase(stated: dict, rng: np.random.Generator) -> str:
-    """One held-out caption stating exactly `stated` ({attribute name: value name}; always body and wing).
+def frame_name(frame) -> str:
+    """A frame's group label in the file: frame_telegraphic -> "telegraphic"."""
+    return frame.__name__.removeprefix("frame_")
+
+
+def paraphrase(stated: dict, rng: np.random.Generator) -> tuple[str, str]:
+    """(one held-out caption stating exactly `stated` ({attribute name: value name}; always body and wing), the
+    name of the frame it took).
 
     The setting, when stated, is added in a held-out form unless the frame says it already; capitals and a
     full stop are added sometimes, as people type them (the tokenizer lower-cases and drops punctuation).
@@ -289,7 +296,7 @@ def paraphrase(stated: dict, rng: np.random.Generator) -> str:
     text = re.sub(r"\ba ([aeiou])", r"an \1", text)
     if f.chance(0.3):
         text = ". ".join(s[:1].upper() + s[1:] for s in text.split(". ")) + "."
-    return text
+    return text, frame_name(frame)
 
 
 def held_out(text: str) -> list[str]:
@@ -339,11 +346,11 @@ def write_paraphrases(data, out, n=2000, seed=0, own=False):
     for j, (row, i, b) in enumerate(zip(rows.tolist(), images.tolist(), bits.tolist())):
         stated = {a["name"]: a["values"][int(attributes[i, k])] for k, a in enumerate(schema) if (b >> k) & 1}
         if own:
-            text = texts[row]
+            text, group = texts[row], "own"
         else:
-            text = paraphrase(stated, np.random.default_rng([int(seed), j, 0x9A7A]))
+            text, group = paraphrase(stated, np.random.default_rng([int(seed), j, 0x9A7A]))
             n_held += bool(held_out(text))
-        lines.append(json.dumps({"text": text, "attributes": stated, "image": files[i]}) + "\n")
+        lines.append(json.dumps({"text": text, "attributes": stated, "image": files[i], "group": group}) + "\n")
     try:
         atomic_write_bytes(out, "".join(lines).encode("utf-8"))
     except OSError as exc:

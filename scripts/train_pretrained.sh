@@ -5,10 +5,10 @@
 #   2. t2i train damsm    --preset toybirds-pretrained
 #   3. t2i train attngan  --preset toybirds-pretrained
 #   4. t2i eval --metric all (n=2000, the protocol) -> eval.json
-#   5. install generator.pt + damsm.pt + config.json + eval.json into t2icli/pretrained/toybirds/, and the two
-#      evaluation networks step 4 used (attribute classifier, data-FID network: the shipped ones when the data is
-#      the default prep's, else trained) into t2icli/pretrained/evaluators/ (t2i eval on a fresh default prep then
-#      scores with them instead of training its own)
+#   5. install generator.pt + damsm.pt + config.json + damsm_config.json + eval.json into t2icli/pretrained/toybirds/,
+#      and the two evaluation networks step 4 used (attribute classifier, data-FID network: the shipped ones when the
+#      data is the default prep's, else trained) into t2icli/pretrained/evaluators/ (t2i eval on a fresh default prep
+#      then scores with them instead of training its own)
 # Step-based: the model does not depend on the machine's speed, only the time does: ~75 minutes on a 2-core AMD EPYC
 # whose 2048^3 sgemm runs at 168 GFLOP/s (DAMSM 863 s at 225 img/s, AttnGAN 9000 steps of 16 at 37-43 img/s,
 # 3600-3920 s, eval 18 s with the shipped networks; ~4 min more where it trains its evaluation networks), so about

@@ -116,6 +116,35 @@ def test_out_of_vocabulary_words_are_counted(tiny, tmp_path):
     assert text.exit_code == 0 and f"out of vocabulary (dropped): 4 of {total} words, in 2 of 3 captions" in text.stdout
 
 
+def test_groups_are_scored_apart(tiny, tmp_path):
+    own = tmp_path / "own.jsonl"
+    _paraphrases().write_paraphrases(tiny["data"], str(own), n=36, own=True)
+    lines = [json.loads(x) for x in own.read_text().splitlines()]
+    assert {x["group"] for x in lines} == {"own"}
+    for j, x in enumerate(lines):  # three labels, and lines without one
+        if j % 4 == 3:
+            del x["group"]
+        else:
+            x["group"] = "abc"[j % 4]
+    path = tmp_path / "grouped.jsonl"
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    res = _attr(tiny, "--captions", path)
+    by = res["by_group"]
+    assert list(by) == ["(none)", "a", "b", "c"] and [g["lines"] for g in by.values()] == [9, 9, 9, 9]
+    assert sum(g["n_mentions"] for g in by.values()) == res["n_mentions"]
+    micro = sum(g["accuracy"] * g["n_mentions"] for g in by.values()) / res["n_mentions"]
+    assert micro == pytest.approx(res["accuracy"])  # the groups split the whole file's count
+    plain = _attr(tiny, "--captions", own)
+    assert plain["accuracy"] == res["accuracy"] and list(plain["by_group"]) == ["own"]  # a label changes nothing else
+    text = run("eval", "--metric", "attr", "--model", tiny["gan"], "--data", tiny["data"], "--attr-steps", 3,
+               "--captions", path)
+    assert text.exit_code == 0 and "per group: (none) " in text.stdout and "c " in text.stdout.split("per group:")[1]
+    for x in lines:
+        x.pop("group", None)
+    path.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    assert "by_group" not in _attr(tiny, "--captions", path)  # no labels, no breakdown
+
+
 def test_cut_and_encode_like_eval():
     from t2icli.data.text import Vocab, cut_caption
     from t2icli.metrics.captions_file import encode_captions
@@ -139,6 +168,8 @@ def test_cut_and_encode_like_eval():
     ('{"text": "a bird", "attributes": {"tail": "red"}}', "line 2: unknown attribute 'tail'; this data set has body"),
     ('{"text": "a bird", "attributes": {"body": "crimson"}}', "line 2: body: unknown value 'crimson'; choose from red"),
     ('{"text": "a bird", "attributes": {"size": "Small"}}', "line 2: size: unknown value 'Small'"),
+    ('{"text": "a bird", "attributes": {"body": "red"}, "group": 3}', 'line 2: "group" must be a non-empty string'),
+    ('{"text": "a bird", "attributes": {"body": "red"}, "group": " "}', 'line 2: "group" must be a non-empty string'),
     ('{"text": "a bird", "attributes": {"body": "red"}, "image": "test/999999"}',
      "line 2: image 'test/999999' is not an image of the evaluated split (names look like 'test/000000')"),
 ])
@@ -209,6 +240,7 @@ def test_paraphrases_state_the_test_captions_facts(tiny, tmp_path):
         stated = {line["attributes"][p] for p in ("body", "wing", "crown", "belly", "beak") if p in line["attributes"]}
         assert colours == stated, line
         assert para.held_out(line["text"]), line["text"]
+        assert line["group"] in {para.frame_name(f) for f in para.FRAMES}
     # The same seed writes the same file; another seed other words.
     again = tmp_path / "again.jsonl"
     para.write_paraphrases(tiny["data"], str(again), n=n, seed=0)
@@ -220,6 +252,7 @@ def test_paraphrases_state_the_test_captions_facts(tiny, tmp_path):
 
     read = read_captions_file(out, ds.meta["attributes"], [f"test/{i:06d}" for i in range(len(ds))], ds.attributes)
     assert len(read["texts"]) == n and (read["images"] >= 0).all()
+    assert read["groups"] == [x["group"] for x in lines]
 
 
 def test_paraphrases_are_held_out_from_the_grammar(tiny, tmp_path):

@@ -318,6 +318,34 @@ def test_mentioned_accuracy_counts_only_mentioned_attributes():
                                     "c": {"accuracy": 1.0, "n": 1}}
 
 
+def test_attribute_marginals_shares_and_total_variation():
+    from t2icli.metrics.attributes import attribute_marginals
+
+    schema = [{"name": "size", "values": ["small", "medium", "large"]}, {"name": "bg", "values": ["sky", "sand"]}]
+    real = np.array([[0, 0], [1, 1], [2, 0], [0, 1]])  # sizes 2 small, 1 medium, 1 large; backgrounds half each
+    gen = np.array([[2, 1], [2, 0], [2, 1], [1, 0]])  # every bird but one drawn large; the same background mix
+    out = attribute_marginals(gen, real, schema)
+    assert out["size"]["values"] == ["small", "medium", "large"]
+    assert out["size"]["real"] == [0.5, 0.25, 0.25] and out["size"]["generated"] == [0.0, 0.25, 0.75]
+    assert out["size"]["tv"] == pytest.approx(0.5)  # half the mass moved from small to large
+    assert out["bg"]["tv"] == 0.0
+    assert attribute_marginals(real, real, schema)["size"]["tv"] == 0.0
+    assert attribute_marginals(np.zeros((4, 2), int), np.ones((4, 2), int), schema)["bg"]["tv"] == 1.0  # disjoint
+
+
+def test_attr_summary_names_the_furthest_value_mix():
+    from t2icli.cli.eval import _summary
+
+    marg = {"body": {"values": ["red", "blue"], "real": [0.5, 0.5], "generated": [0.5, 0.5], "tv": 0.0},
+            "size": {"values": ["small", "large"], "real": [0.5, 0.5], "generated": [0.1, 0.9], "tv": 0.4}}
+    r = {"metric": "attr", "n": 10, "n_mentions": 12, "accuracy": 0.5, "per_attribute": {"body": 0.5, "size": 0.5},
+         "real": {"accuracy": 1.0}, "marginals": marg}
+    text = _summary(r)
+    assert "value mix vs real (total variation, 0 = the same): body 0.00, size 0.40" in text
+    assert "furthest: size drawn small 0.10 / large 0.90; real small 0.50 / large 0.50" in text
+    assert "value mix" not in _summary(dict(r, marginals=None))  # results written before marginals existed
+
+
 def test_attribute_classifier_augmentations():
     from t2icli.metrics.attributes import random_blur, random_noise
 
@@ -363,6 +391,10 @@ def test_attr_metric_protocol_and_cache(tiny, monkeypatch):
     assert set(res["per_attribute"]) == {"body", "wing", "crown", "belly", "beak", "beak_length", "size", "background"}
     assert 0 <= res["accuracy"] <= 1 and 0 <= res["real"]["accuracy"] <= 1
     assert os.path.isfile(os.path.join(tiny["data"], "cache", "attr_classifier.pt"))
+    assert set(res["marginals"]) == set(res["per_attribute"]) == set(res["marginal_tv"])
+    size = res["marginals"]["size"]
+    assert size["values"] == ["small", "medium", "large"] and 0 <= size["tv"] <= 1
+    assert sum(size["generated"]) == pytest.approx(1, abs=1e-3) and sum(size["real"]) == pytest.approx(1, abs=1e-3)
 
 
 # -- the command ----------------------------------------------------------------------------------
@@ -461,8 +493,15 @@ def test_shipped_model_carries_its_damsm(tiny, tmp_path, monkeypatch):
     shutil.copytree(tiny["gan"], gan)
     (gan / "config.json").write_text(json.dumps({"kind": "attngan"}))
     (tmp_path / "eval.json").write_text(json.dumps({"metric": "all"}))
-    folder = pretrained.install_model(str(gan), tiny["damsm"], str(tmp_path / "eval.json"))
+    damsm = tmp_path / "damsm"
+    shutil.copytree(tiny["damsm"], damsm)
+    with pytest.raises(FileNotFoundError, match="the DAMSM run's training config"):  # nothing installed without it
+        pretrained.install_model(str(gan), str(damsm), str(tmp_path / "eval.json"))
+    assert pretrained.shipped_model() is None
+    (damsm / "config.json").write_text(json.dumps({"kind": "damsm", "steps": 7}))
+    folder = pretrained.install_model(str(gan), str(damsm), str(tmp_path / "eval.json"))
     assert pretrained.shipped_model() == folder and sorted(os.listdir(folder)) == sorted(pretrained.FILES)
+    assert json.loads(open(os.path.join(folder, "damsm_config.json")).read()) == {"kind": "damsm", "steps": 7}
     assert torch.load(os.path.join(folder, "generator.pt"), weights_only=True)["damsm_run"] is None
     args = ("eval", "--metric", "rprecision", "--data", tiny["data"], "--n-samples", 30, "--json", "--device", "cpu")
     shipped = run(*args, "--model", folder)
@@ -623,9 +662,10 @@ def test_shipped_damsm_binds_colours_to_parts(default_prep):
 
 
 def test_shipped_model_is_what_train_pretrained_makes(tiny, tmp_path):
-    """scripts/train_pretrained.sh trains `--preset toybirds-pretrained` and nothing else: the shipped run's resolved
-    config (its config.json) is the preset's as `--dry-run` resolves it today, every field but the three paths (a
-    preset edited after shipping, e.g. a new default or seed, would make the script train another model)."""
+    """scripts/train_pretrained.sh trains `--preset toybirds-pretrained` of both trainers and nothing else: the
+    shipped runs' resolved configs (config.json of the GAN, damsm_config.json of its DAMSM) are the presets' as
+    `--dry-run` resolves them today, every field but the paths (a preset edited after shipping, e.g. a new default
+    or seed, would make the script train another model)."""
     from click.testing import CliRunner
 
     from t2icli.cli import main
@@ -634,15 +674,17 @@ def test_shipped_model_is_what_train_pretrained_makes(tiny, tmp_path):
     model = shipped_model()
     if not model:
         pytest.skip("this checkout ships no pretrained model")
-    with open(os.path.join(model, "config.json"), encoding="utf-8") as f:
-        shipped = json.load(f)
-    res = CliRunner().invoke(main, ["train", "attngan", "--preset", "toybirds-pretrained", "--data", tiny["data"],
-                                    "--damsm", tiny["damsm"], "--out", str(tmp_path / "run"), "--dry-run"])
-    assert res.exit_code == 0, res.output
-    preset = json.loads(res.stdout)["config"]
-    paths = {"data", "damsm", "out"}
-    assert set(preset) == set(shipped)
-    assert {k: v for k, v in preset.items() if k not in paths} == {k: v for k, v in shipped.items() if k not in paths}
+    for kind, fname, extra, paths in (("attngan", "config.json", ["--damsm", tiny["damsm"]], {"data", "damsm", "out"}),
+                                      ("damsm", "damsm_config.json", [], {"data", "out"})):
+        with open(os.path.join(model, fname), encoding="utf-8") as f:
+            shipped = json.load(f)
+        res = CliRunner().invoke(main, ["train", kind, "--preset", "toybirds-pretrained", "--data", tiny["data"],
+                                        *extra, "--out", str(tmp_path / kind), "--dry-run"])
+        assert res.exit_code == 0, res.output
+        preset = json.loads(res.stdout)["config"]
+        assert set(preset) == set(shipped), kind
+        assert ({k: v for k, v in preset.items() if k not in paths}
+                == {k: v for k, v in shipped.items() if k not in paths}), kind
 
 
 def test_shipped_evaluators_match_a_fresh_default_prep(default_prep, monkeypatch):

@@ -31,8 +31,20 @@ def _summary(r):
         words = r.get("words")  # --captions: how much of the file the model could read
         oov = (f"\n  out of vocabulary (dropped): {words['out_of_vocabulary']} of {words['total']} words, in "
                f"{words['captions_with_oov']} of {r['n']} captions" if words else "")
+        mix = ""
+        marg = r.get("marginals")
+        if marg:  # every image's drawn values against the real images': a shift or a dropped value
+            worst = max(marg, key=lambda k: marg[k]["tv"])
+            w = marg[worst]
+            shares = lambda xs: " / ".join(f"{v} {x:.2f}" for v, x in zip(w["values"], xs))  # noqa: E731
+            mix = ("\n  value mix vs real (total variation, 0 = the same): "
+                   + ", ".join(f"{k} {v['tv']:.2f}" for k, v in marg.items())
+                   + f"\n  furthest: {worst} drawn {shares(w['generated'])}; real {shares(w['real'])}")
+        groups = r.get("by_group")  # --captions with "group" labels
+        by = ("\n  per group: " + ", ".join(f"{g} {_round(v['accuracy'])} ({v['lines']} lines)"
+                                             for g, v in groups.items()) if groups else "")
         return (f"attribute accuracy (n={r['n']}, {r['n_mentions']} mentioned attributes): {_round(r['accuracy'])}"
-                f"{real}\n  per attribute: {per}{oov}")
+                f"{real}\n  per attribute: {per}{mix}{by}{oov}")
     if m == "fid" and r.get("stats_only"):
         return f"FID reference statistics ({r['backbone']}, {r['n']} real {r['split']} images): {r['path']}"
     if m == "fid" and r.get("backbone") == "data":

@@ -127,6 +127,26 @@ def mentioned_accuracy(pred, truth, mentions, names):
     return {"overall": float(correct.sum() / total) if total else None, "n_mentions": total, "per_attribute": per}
 
 
+def attribute_marginals(pred_gen, pred_real, schema):
+    """What a generator draws, attribute by attribute, against what the real images show: the share of each value
+    among the classifier's predictions on the generated images and on the real images of the same rows, and their
+    total variation distance (0: the same mix, 1: disjoint). Unlike accuracy this counts every image, mentioned or
+    not, so it shows a value the generator seldom draws (mode dropping) or a shifted one (every bird drawn large).
+
+    pred_gen, pred_real: int [n, A] value indices (row k of both: the same caption's image); schema: A dicts with
+    "name" and "values". Returns {name: {"values", "real", "generated", "tv"}}.
+    """
+    pred_gen, pred_real = np.asarray(pred_gen), np.asarray(pred_real)
+    out = {}
+    for k, a in enumerate(schema):
+        V = len(a["values"])
+        g = np.bincount(pred_gen[:, k], minlength=V)[:V] / max(1, len(pred_gen))  # [V]
+        r = np.bincount(pred_real[:, k], minlength=V)[:V] / max(1, len(pred_real))  # [V]
+        out[a["name"]] = {"values": list(a["values"]), "real": [round(float(x), 4) for x in r],
+                          "generated": [round(float(x), 4) for x in g], "tv": float(0.5 * np.abs(g - r).sum())}
+    return out
+
+
 def train_attribute_classifier(train_images, train_attrs, num_values, size, recipe=None, device="cpu", seed=0,
                                log=None, regress=None):
     """Train a classifier on uint8 images [n, S, S, 3] with truth int [n, A] for recipe["steps"] steps.

@@ -6,7 +6,9 @@ The file (``t2i eval --metric attr --captions FILE``) holds one JSON object per 
 
 ``attributes`` are the facts the text states, by attribute and value name of the data set's schema
 (dataset.json "attributes"); an optional ``"image": "test/000123"`` names the test image the line describes
-(its true attributes must agree), which adds the real-image ceiling to the result. Empty lines are skipped.
+(its true attributes must agree), which adds the real-image ceiling to the result; an optional ``"group":
+"telegraphic"`` labels the line (a kind of wording, a source), and the result then gives the accuracy of each
+group beside the whole file's. Empty lines are skipped.
 Line j (0-based, counting captions only) is generated with the noise of (seed, j) and, when it has more words
 than the word limit, cut with the rng of (seed, j), exactly as `t2i eval` treats test caption j, so a file of
 the data set's own first n test captions gives the numbers of `t2i eval --n-samples n`. Words outside the
@@ -24,7 +26,7 @@ from t2icli.metrics.common import MetricError
 
 __all__ = ["read_captions_file", "encode_captions", "captions_attr_metric", "KEYS"]
 
-KEYS = ("text", "attributes", "image")  # what a line may hold
+KEYS = ("text", "attributes", "image", "group")  # what a line may hold
 
 
 def _fail(path, line_no, message):
@@ -37,13 +39,14 @@ def read_captions_file(path, schema, image_files=None, image_attributes=None):
     image_files: the split's image file names [N] ("test/000123"), image_attributes: int [N, A] their truth;
     needed only when lines name an "image". Returns {"texts": [n] str, "values": int64 [n, A] (value index, -1 =
     not stated), "mentions": int64 [n] (bit k: attribute k stated), "images": int64 [n] (image index, -1 = none),
-    "line_numbers": [n] (1-based line of each caption)}. Raises MetricError naming the file and line.
+    "line_numbers": [n] (1-based line of each caption), "groups": [n] str or None}. Raises MetricError naming the
+    file and line.
     """
     path = os.fspath(path)
     names = [a["name"] for a in schema]
     index = {name: k for k, name in enumerate(names)}
     file_index = {f: i for i, f in enumerate(image_files)} if image_files is not None else {}
-    texts, values, mentions, images, line_numbers = [], [], [], [], []
+    texts, values, mentions, images, line_numbers, groups = [], [], [], [], [], []
     try:
         with open(path, encoding="utf-8") as fh:
             lines = fh.read().splitlines()
@@ -76,6 +79,9 @@ def read_captions_file(path, schema, image_files=None, image_attributes=None):
             if value not in allowed:
                 _fail(path, line_no, f"{name}: unknown value {value!r}; choose from {', '.join(allowed)}")
             row[index[name]] = allowed.index(value)
+        group = obj.get("group")
+        if "group" in obj and (not isinstance(group, str) or not group.strip()):
+            _fail(path, line_no, '"group" must be a non-empty string (a label such as "telegraphic")')
         image = -1
         if "image" in obj:
             if obj["image"] not in file_index:
@@ -92,10 +98,11 @@ def read_captions_file(path, schema, image_files=None, image_attributes=None):
         mentions.append(int(sum(1 << k for k in np.flatnonzero(row >= 0).tolist())))
         images.append(image)
         line_numbers.append(line_no)
+        groups.append(group)
     if not texts:
         raise MetricError(f"--captions {path}: no captions (one JSON object per line)")
     return {"texts": texts, "values": np.stack(values), "mentions": np.asarray(mentions, np.int64),
-            "images": np.asarray(images, np.int64), "line_numbers": line_numbers}
+            "images": np.asarray(images, np.int64), "line_numbers": line_numbers, "groups": groups}
 
 
 def encode_captions(texts, vocab, word_limit, seed=0):
@@ -138,7 +145,8 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
 
     Returns the JSON-able dict of `t2i eval --metric attr` (accuracy, per_attribute, n, n_mentions, classifier,
     ...) plus "captions" (the file), "words" (out-of-vocabulary counts, see encode_captions) and, when every line
-    names its image, "real" (the same attributes scored on those real images).
+    names its image, "real" (the same attributes scored on those real images); when lines name a "group",
+    "by_group" {group: {"accuracy", "lines", "n_mentions"}} (lines without one under "(none)").
     """
     from t2icli.data import PreparedDataset, load_meta
     from t2icli.data.text import Vocab
@@ -172,12 +180,20 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
 
     clf, info = load_or_train_classifier(data, device, log=log, steps=attr_steps)
     truth = np.maximum(lines["values"], 0)  # unstated entries are masked out by `mentions`
-    gen = mentioned_accuracy(predict_attributes(clf, images, info["size"], device=device), truth,
-                             lines["mentions"], info["names"])
+    pred = predict_attributes(clf, images, info["size"], device=device)  # [n, A]
+    gen = mentioned_accuracy(pred, truth, lines["mentions"], info["names"])
     result = {"metric": "attr", "captions": os.path.abspath(os.fspath(captions)), "accuracy": gen["overall"],
               "n": int(len(images)), "n_mentions": gen["n_mentions"],
               "per_attribute": {k: v["accuracy"] for k, v in gen["per_attribute"].items()},
               "per_attribute_n": {k: v["n"] for k, v in gen["per_attribute"].items()}, "words": words}
+    if any(g is not None for g in lines["groups"]):
+        label = np.array([g if g is not None else "(none)" for g in lines["groups"]])
+        result["by_group"] = {}
+        for g in sorted(set(label.tolist())):
+            sel = label == g
+            acc = mentioned_accuracy(pred[sel], truth[sel], lines["mentions"][sel], info["names"])
+            result["by_group"][g] = {"accuracy": acc["overall"], "lines": int(sel.sum()),
+                                     "n_mentions": acc["n_mentions"]}
     if (lines["images"] >= 0).all():
         uniq = np.unique(lines["images"])
         pred_real = predict_attributes(clf, ds.images_uint8[uniq], info["size"], device=device)

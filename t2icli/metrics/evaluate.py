@@ -138,28 +138,34 @@ def rprecision_metric(images, caps, ds, damsm_run, seed=0, batch_size=50, device
 def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None):
     """Attribute accuracy of uint8 images [n, S, S, 3] generated from `caps` over the attributes each caption
     mentions, per attribute and overall, with the same protocol on the real images as the ceiling."""
-    from t2icli.metrics.attributes import load_or_train_classifier, mentioned_accuracy, predict_attributes
+    from t2icli.data import load_meta
+    from t2icli.metrics.attributes import (attribute_marginals, load_or_train_classifier, mentioned_accuracy,
+                                           predict_attributes)
 
     if ds.attributes is None or ds.caption_mentions is None:
         raise MetricError(f"--data {data}: no attribute truth for split {ds.split}")
     clf, info = load_or_train_classifier(data, device, log=log, steps=attr_steps)
     truth = np.asarray(ds.attributes)[caps["images"]]  # [n, A]
     mentions = np.asarray(ds.caption_mentions)[caps["rows"]]  # [n]
-    gen = mentioned_accuracy(predict_attributes(clf, images, info["size"], device=device), truth, mentions,
-                             info["names"])
+    pred_gen = predict_attributes(clf, images, info["size"], device=device)  # [n, A]
+    gen = mentioned_accuracy(pred_gen, truth, mentions, info["names"])
     uniq = np.sort(np.unique(caps["images"]))
     pred_real = predict_attributes(clf, ds.images_uint8[uniq], info["size"], device=device)
     pos = np.searchsorted(uniq, caps["images"])
     real = mentioned_accuracy(pred_real[pos], truth, mentions, info["names"])
+    marginals = attribute_marginals(pred_gen, pred_real[pos], load_meta(data)["attributes"])
     return {"metric": "attr", "accuracy": gen["overall"], "n": int(len(images)), "n_mentions": gen["n_mentions"],
             "per_attribute": {k: v["accuracy"] for k, v in gen["per_attribute"].items()},
             "real": {"accuracy": real["overall"],
                      "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()},
                      "all_attributes": info["real_test"]["overall"]},
+            "marginals": marginals, "marginal_tv": {k: v["tv"] for k, v in marginals.items()},
             "classifier": info["path"], "classifier_recipe": info["recipe"],
             "classifier_shipped": bool(info.get("shipped")),
             "protocol": "accuracy over the attributes each caption mentions (micro average); real = the same "
-                        "captions' real images"}
+                        "captions' real images; marginals: the share of each value among the classifier's "
+                        "predictions on every generated image and on the same rows' real images, with their "
+                        "total variation distance (marginal_tv)"}
 
 
 def fid_stats_only(data, *, backbone, inception_weights, batch_size=50, device="cpu", progress=None, log=None):

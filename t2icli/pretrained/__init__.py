@@ -20,7 +20,7 @@ __all__ = ["ROOT", "DEFAULT", "EVALUATORS", "shipped_model", "install_model", "e
 
 ROOT = os.path.dirname(os.path.abspath(__file__))  # read at every call, so tests can point it at a temporary folder
 DEFAULT = "toybirds"
-FILES = ("generator.pt", "damsm.pt", "config.json", "eval.json")
+FILES = ("generator.pt", "damsm.pt", "config.json", "damsm_config.json", "eval.json")
 EVALUATORS = ("attr_classifier.pt", "data_fid.pt")  # metrics.attributes.CACHE_NAME, metrics.data_fid.CACHE_NAME
 
 
@@ -33,10 +33,10 @@ def shipped_model(name=DEFAULT):
 def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
     """Copy a trained generator run into ROOT/name as a shipped model: its generator.pt (with the DAMSM run's path,
     which names a folder of the training machine, dropped: evaluation finds damsm.pt beside it), the DAMSM export,
-    the run's config.json and `eval_json` (the `t2i eval --json` output). Both exports are read with
-    weights_only=True (export.read_*), so what is written loads without pickled code. Everything is read and written
-    to ROOT/name.tmp before the folder is replaced, so a failure leaves the previous model in place. Returns the
-    folder."""
+    the run's config.json, the DAMSM run's as damsm_config.json and `eval_json` (the `t2i eval --json` output).
+    Both exports are read with weights_only=True (export.read_*), so what is written loads without pickled code.
+    Everything is read and written to ROOT/name.tmp before the folder is replaced, so a failure leaves the previous
+    model in place. Returns the folder."""
     from t2icli.models.export import read_damsm, read_generator
     from t2icli.fileio import atomic_torch_save
 
@@ -48,6 +48,11 @@ def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
         evaluation = json.load(f)
     with open(os.path.join(gan_run, "config.json"), encoding="utf-8") as f:
         config = json.load(f)
+    damsm_cfg = os.path.join(damsm_run if os.path.isdir(damsm_run) else os.path.dirname(damsm_run), "config.json")
+    if not os.path.isfile(damsm_cfg):
+        raise FileNotFoundError(f"{damsm_cfg}: missing (the DAMSM run's training config ships beside its export)")
+    with open(damsm_cfg, encoding="utf-8") as f:
+        damsm_config = json.load(f)  # the export keeps the model's config, not how it was trained
     folder = os.path.join(ROOT, name)
     tmp = folder + ".tmp"
     shutil.rmtree(tmp, ignore_errors=True)
@@ -55,7 +60,7 @@ def install_model(gan_run, damsm_run, eval_json, name=DEFAULT):
     blob["damsm_run"] = None
     atomic_torch_save(blob, os.path.join(tmp, "generator.pt"))
     atomic_torch_save(damsm, os.path.join(tmp, "damsm.pt"))
-    for fname, obj in (("config.json", config), ("eval.json", evaluation)):
+    for fname, obj in (("config.json", config), ("damsm_config.json", damsm_config), ("eval.json", evaluation)):
         with open(os.path.join(tmp, fname), "w", encoding="utf-8") as f:
             json.dump(obj, f, indent=2, sort_keys=True)
             f.write("\n")
