@@ -87,7 +87,9 @@ def run_options(cls, *, batch_help, compile_help, precision_help, checkpoint_hel
         option(cls, "seed", "INT", "Random seed (initialisation, data order, augmentation, noise, dropout)."),
         option(cls, "augment", None, "How training images vary: scale-crop = AttnGAN's (scaled to 76/64 of the "
                                      "side, a random crop, flipped half the time: objects look 76/64 larger than in "
-                                     "the whole test images); flip = the whole image, flipped half the time; none."),
+                                     "the whole test images, and a GAN trained so draws them that much larger); "
+                                     "flip = the whole image, flipped half the time (where object size matters, as "
+                                     "on toybirds); none."),
         option(cls, "class_pairs", None, "Fill every batch with pairs of same-class images, so that every other "
                                          "wrong (image, caption) pair of the discriminator, and a negative of every "
                                          "image in the DAMSM losses, shares the image's class: the networks must "
