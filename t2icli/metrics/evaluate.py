@@ -138,7 +138,6 @@ def rprecision_metric(images, caps, ds, damsm_run, seed=0, batch_size=50, device
 def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None):
     """Attribute accuracy of uint8 images [n, S, S, 3] generated from `caps` over the attributes each caption
     mentions, per attribute and overall, with the same protocol on the real images as the ceiling."""
-    from t2icli.data import load_meta
     from t2icli.metrics.attributes import (attribute_marginals, load_or_train_classifier, mentioned_accuracy,
                                            predict_attributes)
 
@@ -153,7 +152,7 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None)
     pred_real = predict_attributes(clf, ds.images_uint8[uniq], info["size"], device=device)
     pos = np.searchsorted(uniq, caps["images"])
     real = mentioned_accuracy(pred_real[pos], truth, mentions, info["names"])
-    marginals = attribute_marginals(pred_gen, pred_real[pos], load_meta(data)["attributes"])
+    marginals = attribute_marginals(pred_gen, pred_real[pos], ds.meta["attributes"])
     return {"metric": "attr", "accuracy": gen["overall"], "n": int(len(images)), "n_mentions": gen["n_mentions"],
             "per_attribute": {k: v["accuracy"] for k, v in gen["per_attribute"].items()},
             "real": {"accuracy": real["overall"],
