@@ -134,8 +134,11 @@ def test_groups_are_scored_apart(tiny, tmp_path):
     assert sum(g["n_mentions"] for g in by.values()) == res["n_mentions"]
     micro = sum(g["accuracy"] * g["n_mentions"] for g in by.values()) / res["n_mentions"]
     assert micro == pytest.approx(res["accuracy"])  # the groups split the whole file's count
+    assert sum(g["wrong_colours"] for g in by.values()) == res["misplaced_colours"]["wrong"]
     plain = _attr(tiny, "--captions", own)
     assert plain["accuracy"] == res["accuracy"] and list(plain["by_group"]) == ["own"]  # a label changes nothing else
+    staged = _attr(tiny, "--captions", path, "--stage", "all")
+    assert staged["by_group"] == by and [st["size"] for st in staged["per_stage"]] == [16]
     text = run("eval", "--metric", "attr", "--model", tiny["gan"], "--data", tiny["data"], "--attr-steps", 3,
                "--captions", path)
     assert text.exit_code == 0 and "per group: (none) " in text.stdout and "c " in text.stdout.split("per group:")[1]

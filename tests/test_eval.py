@@ -333,6 +333,34 @@ def test_attribute_marginals_shares_and_total_variation():
     assert attribute_marginals(np.zeros((4, 2), int), np.ones((4, 2), int), schema)["bg"]["tv"] == 1.0  # disjoint
 
 
+def test_misplaced_colours_counts_a_colour_drawn_on_another_stated_part():
+    from t2icli.metrics.attributes import misplaced_colours
+
+    col = ["red", "blue", "green", "white"]
+    schema = [{"name": "body", "kind": "color", "values": col}, {"name": "wing", "kind": "color", "values": col},
+              {"name": "crown", "kind": "color", "values": col},
+              {"name": "size", "kind": "category", "values": ["small", "blue"]}]  # not a colour, even if named so
+    stated = np.array([[0, 1, -1, -1],  # red body, blue wings
+                       [0, 1, -1, -1],
+                       [0, 1, 2, 1],    # red body, blue wings, green crown, size "blue"
+                       [0, 0, -1, -1],  # red body, red wings: no other colour to take
+                       [0, 1, -1, -1]])
+    pred = np.array([[1, 1, 3, 0],      # body drawn blue: the wing's colour -> misplaced
+                     [3, 1, 0, 0],      # body drawn white: a colour nobody named -> wrong, not misplaced
+                     [0, 2, 0, 0],      # wings green (the crown's) -> misplaced; crown red (the body's) -> misplaced
+                     [1, 1, 0, 0],      # wrong, but the caption names no other colour: not counted
+                     [0, 1, 1, 0]])     # right where stated; the unstated crown is not scored
+    out = misplaced_colours(pred, stated, schema)
+    assert out["wrong"] == 4 and out["misplaced"] == pytest.approx(3 / 4)
+    assert out["per_attribute"]["body"] == {"wrong": 2, "misplaced": 0.5}
+    assert out["per_attribute"]["wing"] == {"wrong": 1, "misplaced": 1.0}
+    assert out["per_attribute"]["crown"] == {"wrong": 1, "misplaced": 1.0} and "size" not in out["per_attribute"]
+    # chance: the caption's other differing colours over the attribute's other values (3 here): 1, 1, 2, 2 of 3
+    assert out["chance"] == pytest.approx((1 + 1 + 2 + 2) / 3 / 4)
+    none = misplaced_colours(stated.clip(0), stated, schema)
+    assert none["wrong"] == 0 and none["misplaced"] is None and none["chance"] is None
+
+
 def test_attr_summary_names_the_furthest_value_mix():
     from t2icli.cli.eval import _summary
 
@@ -395,6 +423,30 @@ def test_attr_metric_protocol_and_cache(tiny, monkeypatch):
     size = res["marginals"]["size"]
     assert size["values"] == ["small", "medium", "large"] and 0 <= size["tv"] <= 1
     assert sum(size["generated"]) == pytest.approx(1, abs=1e-3) and sum(size["real"]) == pytest.approx(1, abs=1e-3)
+
+
+def test_eval_stage_all_scores_every_stage(tiny):
+    """--stage all: the earlier stages' images go through the same classifier (their own accuracy and, per attribute,
+    how often their reading agrees with the last stage's); the last stage's figures are those of a plain run."""
+    args = ["eval", "--metric", "attr", "--model", tiny["gan"], "--data", tiny["data"], "--n-samples", 20,
+            "--attr-steps", 3, "--json"]
+    plain, staged = run(*args), run(*args, "--stage", "all")
+    assert plain.exit_code == 0 and staged.exit_code == 0, staged.output
+    plain, staged = json.loads(plain.stdout), json.loads(staged.stdout)
+    assert "per_stage" not in plain and "per_stage" in staged["protocol"]
+    for key in ("accuracy", "per_attribute", "marginals", "misplaced_colours"):
+        assert staged[key] == plain[key], key
+    (st,) = staged["per_stage"]  # 2 stages: the 16 px one
+    assert st["size"] == 16 and 0 <= st["accuracy"] <= 1 and set(st["per_attribute"]) == set(plain["per_attribute"])
+    assert all(0 <= v <= 1 for v in st["agreement_with_last"].values()) and 0 <= st["real"] <= 1
+    mc = plain["misplaced_colours"]
+    assert set(mc["per_attribute"]) == {"body", "wing", "crown", "belly", "beak"}
+    assert mc["wrong"] == sum(v["wrong"] for v in mc["per_attribute"].values())
+    text = run(*args[:-1], "--stage", "all")
+    assert text.exit_code == 0 and "stage 16 px: accuracy" in text.stdout
+    assert "wrong colours drawn in another part's stated colour" in text.stdout
+    res = run("eval", "--metric", "rprecision", "--model", tiny["gan"], "--data", tiny["data"], "--stage", "all")
+    assert res.exit_code == 2 and "--stage all goes with --metric attr" in res.stderr
 
 
 # -- the command ----------------------------------------------------------------------------------

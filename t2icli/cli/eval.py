@@ -40,6 +40,15 @@ def _summary(r):
             mix = ("\n  value mix vs real (total variation, 0 = the same): "
                    + ", ".join(f"{k} {v['tv']:.2f}" for k, v in marg.items())
                    + f"\n  furthest: {worst} drawn {shares(w['generated'])}; real {shares(w['real'])}")
+        bound = r.get("misplaced_colours")
+        if bound and bound["misplaced"] is not None:  # a wrong colour that is another part's: bound to the wrong part
+            mix += (f"\n  wrong colours drawn in another part's stated colour: {bound['misplaced']:.2f} of "
+                    f"{bound['wrong']} (chance {bound['chance']:.2f})")
+        for st in r.get("per_stage") or []:  # --stage all
+            agree = ", ".join(f"{k} {v:.2f}" for k, v in st["agreement_with_last"].items())
+            ceiling = f" (real images at {st['size']} px: {_round(st['real'])})" if "real" in st else ""
+            mix += (f"\n  stage {st['size']} px: accuracy {_round(st['accuracy'])}{ceiling}; agreeing with the last "
+                    f"stage: {agree}")
         groups = r.get("by_group")  # --captions with "group" labels
         by = ("\n  per group: " + ", ".join(f"{g} {_round(v['accuracy'])} ({v['lines']} lines)"
                                              for g, v in groups.items()) if groups else "")
@@ -112,6 +121,9 @@ def _summary(r):
                    'line: {"text": "the wings are blue", "attributes": {"wing": "blue", ...}} (the attributes the '
                    'text states, by the data set\'s names; optional "image": "test/000123"). One image per line, '
                    "line j with the noise of (seed, j); reports out-of-vocabulary words.")
+@click.option("--stage", default="last", show_default=True, type=click.Choice(["last", "all"]),
+              help="attr: all = also score every earlier stage's images (resized to the classifier's side), each "
+                   "with how often its reading agrees with the last stage's: where a word is lost (per_stage).")
 @click.option("--seed", default=0, show_default=True, metavar="INT", type=click.IntRange(min=0),
               help="Seed of the generated images' noise and of the R-precision negatives.")
 @click.option("--batch-size", default=50, show_default=True, metavar="B", type=click.IntRange(min=1),
@@ -120,7 +132,7 @@ def _summary(r):
 @click.option("--json", "as_json", is_flag=True, help="Print exactly one JSON object on stdout (progress on stderr).")
 def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, inception_weights, num_classes, fid_backbone,
              stats_only, is_backbone, splits, word_limit, attr_steps, fid_steps, seed, batch_size, device, as_json,
-             captions_file):
+             captions_file, stage):
     """Evaluate a generator on the test captions of its data set.
 
     \b
@@ -160,6 +172,9 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                                    "--text-embeddings)")
         if click.get_current_context().get_parameter_source("n_samples") == ParameterSource.COMMANDLINE:
             raise click.UsageError("--n-samples does not go with --captions: one image is generated per line")
+    if stage == "all" and (metric not in ("attr", "all") or stats_only or text_embeddings is not None):
+        raise click.UsageError("--stage all goes with --metric attr or all (it scores every stage's images with the "
+                               "attribute classifier)")
     if model_run is None and not stats_only:
         model_run, _ = model_or_pretrained(model_run, "eval")
     skip = check_request(metrics, data, model_run, damsm, inception_weights, stats_only, fid_backbone)
@@ -173,7 +188,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
         from t2icli.metrics.captions_file import captions_attr_metric
 
         results = [captions_attr_metric(model_run, data, captions_file, seed=seed, batch_size=batch_size, device=dev,
-                                        attr_steps=attr_steps, progress=progress, log=err)]
+                                        attr_steps=attr_steps, progress=progress, log=err, stage=stage)]
     elif stats_only:
         results = [fid_stats_only(data, backbone=fid_backbone, inception_weights=inception_weights,
                                   batch_size=batch_size, device=dev, progress=progress, log=err)]
@@ -182,7 +197,7 @@ def eval_cmd(metric, model_run, data, n_samples, damsm, text_embeddings, incepti
                            inception_weights=inception_weights, num_classes=num_classes, fid_backbone=fid_backbone,
                            splits=splits, seed=seed, batch_size=batch_size, device=dev, progress=progress, log=err,
                            skip=skip, attr_steps=attr_steps, text_embeddings=text_embeddings, word_limit=word_limit,
-                           is_backbone=is_backbone, fid_steps=fid_steps)
+                           is_backbone=is_backbone, fid_steps=fid_steps, stage=stage)
     if metric == "all" and not stats_only:
         out = {"metric": "all", "n": n_samples, "seed": seed, "metrics": {r["metric"]: r for r in results}}
     else:

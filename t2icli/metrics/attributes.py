@@ -21,7 +21,8 @@ from t2icli.fileio import atomic_torch_save, atomic_write_bytes
 from t2icli.metrics.common import MetricError, file_sha256, sha256_of
 
 __all__ = ["AttributeClassifier", "train_attribute_classifier", "load_or_train_classifier", "predict_attributes",
-           "mentioned_accuracy", "CACHE_NAME", "RECIPE"]
+           "mentioned_accuracy", "attribute_marginals", "misplaced_colours", "stage_readings", "shrink_uint8",
+           "CACHE_NAME", "RECIPE"]
 
 CACHE_NAME = "attr_classifier.pt"
 _FORMAT = "t2i-attr-classifier"
@@ -144,6 +145,78 @@ def attribute_marginals(pred_gen, pred_real, schema):
         r = np.bincount(pred_real[:, k], minlength=V)[:V] / max(1, len(pred_real))  # [V]
         out[a["name"]] = {"values": list(a["values"]), "real": [round(float(x), 4) for x in r],
                           "generated": [round(float(x), 4) for x in g], "tv": float(0.5 * np.abs(g - r).sum())}
+    return out
+
+
+def misplaced_colours(pred, stated, schema):
+    """Where the wrong colours come from: of the stated colours a generator got wrong, the share it drew in a colour
+    the same caption gives another part ("a red bird with blue wings" drawn with red wings: the colour is bound to
+    the wrong part), against chance (a wrong colour drawn at random among the attribute's other values).
+
+    pred: int [n, A] predicted value indices; stated: int [n, A] the value each caption states (-1 = not stated);
+    schema: A dicts with "name", "values" and "kind" ("color" attributes share their value names). A wrong colour
+    counts only where its caption states another part's colour that differs from it (else it cannot be misplaced).
+    Returns {"wrong": wrong stated colours that could be misplaced, "misplaced": their share drawn in another
+    stated part's colour (None when there are none), "chance": the mean over them of k / (V - 1), k the caption's
+    other colours that differ from the true one, "per_attribute": {name: {"wrong", "misplaced"}}}.
+    """
+    pred, stated = np.asarray(pred), np.asarray(stated)
+    colour = [k for k, a in enumerate(schema) if a.get("kind") == "color"]
+    names = {k: [str(v) for v in schema[k]["values"]] for k in colour}
+    wrong = {k: [0, 0] for k in colour}  # per attribute: [wrong that could be misplaced, misplaced]
+    chance = []
+    for i in range(len(pred)):
+        said = {k: names[k][stated[i, k]] for k in colour if stated[i, k] >= 0}  # part -> colour name
+        for k, true in said.items():
+            if pred[i, k] == stated[i, k]:
+                continue
+            others = {c for part, c in said.items() if part != k and c != true}
+            if not others:
+                continue
+            wrong[k][0] += 1
+            wrong[k][1] += names[k][pred[i, k]] in others
+            chance.append(len(others) / (len(names[k]) - 1))
+    total, hit = sum(w for w, _ in wrong.values()), sum(m for _, m in wrong.values())
+    return {"wrong": int(total), "misplaced": hit / total if total else None,
+            "chance": float(np.mean(chance)) if chance else None,
+            "per_attribute": {schema[k]["name"]: {"wrong": int(w), "misplaced": m / w if w else None}
+                              for k, (w, m) in wrong.items()}}
+
+
+def shrink_uint8(images, side, batch_size=500):
+    """uint8 images [n, S, S, 3] -> uint8 [n, side, side, 3], antialiased bilinear (what a real image looks like at
+    an earlier stage's resolution)."""
+    out = []
+    for s in range(0, len(images), batch_size):
+        x = torch.from_numpy(np.array(images[s : s + batch_size])).permute(0, 3, 1, 2).float()  # [b, 3, S, S]
+        x = F.interpolate(x, size=(int(side), int(side)), mode="bilinear", align_corners=False, antialias=True)
+        out.append(x.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy())
+    return np.concatenate(out) if out else np.zeros((0, int(side), int(side), 3), np.uint8)
+
+
+def stage_readings(model, info, stage_images, stage_sizes, final_pred, truth, mentions, device="cpu",
+                   real_images=None):
+    """What each earlier stage of a multi-stage generator already draws: the attribute classifier on every stage's
+    images (resized to the classifier's side), scored on the attributes each caption mentions, and per attribute
+    the share of images whose prediction agrees with the last stage's (over every image, mentioned or not: a
+    stage that lost a word is one whose reading the next stage does not keep, or never had).
+
+    stage_images: uint8 [n, s_i, s_i, 3] per earlier stage; stage_sizes: their sides; final_pred: int [n, A] the
+    last stage's predictions; truth: int [n, A]; mentions: int [n] bitmasks; real_images: uint8 [n, S, S, 3] the
+    same rows' real images, which shrunk to each stage's side give that stage's ceiling ("real"). Returns a list of
+    {"size", "accuracy", "per_attribute", "agreement_with_last"[, "real"]}.
+    """
+    out = []
+    for images, side in zip(stage_images, stage_sizes):
+        pred = predict_attributes(model, images, info["size"], device=device)  # [n, A]
+        acc = mentioned_accuracy(pred, truth, mentions, info["names"])
+        out.append({"size": int(side), "accuracy": acc["overall"],
+                    "per_attribute": {k: v["accuracy"] for k, v in acc["per_attribute"].items()},
+                    "agreement_with_last": {name: float(np.mean(pred[:, k] == final_pred[:, k]))
+                                            for k, name in enumerate(info["names"])}})
+        if real_images is not None:
+            real = predict_attributes(model, shrink_uint8(real_images, side), info["size"], device=device)
+            out[-1]["real"] = mentioned_accuracy(real, truth, mentions, info["names"])["overall"]
     return out
 
 

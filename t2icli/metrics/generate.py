@@ -212,8 +212,9 @@ def eval_word_limit(meta):
 
 
 def generate_from_test_captions(model, data, n_samples, seed=0, split="test", batch_size=50, progress=None,
-                                text_embeddings=None, word_limit=None, rounding="truncate"):
-    """Final-stage uint8 images [n, S, S, 3] generated from the test captions (cycled up to n_samples).
+                                text_embeddings=None, word_limit=None, rounding="truncate", all_stages=False):
+    """Final-stage uint8 images [n, S, S, 3] generated from the test captions (cycled up to n_samples); with
+    all_stages, a list of every stage's uint8 images [n, s_i, s_i, 3] (the last one the final stage's).
 
     Image j comes from caption j mod n_captions with noise (seed, j). text_embeddings: the split's char-CNN-RNN
     embeddings file (a model trained on --text-embeddings): caption k of image i is then conditioned on row
@@ -248,7 +249,8 @@ def generate_from_test_captions(model, data, n_samples, seed=0, split="test", ba
             x = model.generate_embedded(t[idx], idx, seed=seed, batch_size=batch_size)
         else:
             x = model.generate(caps["tokens"][idx], caps["lengths"][idx], idx, seed=seed, batch_size=batch_size)
-        out.append(to_uint8(x["images"][-1], rounding))
+        out.append([to_uint8(im, rounding) for im in (x["images"] if all_stages else x["images"][-1:])])
         if progress:
             progress(int(idx[-1]) + 1, len(caps["rows"]))
-    return np.concatenate(out), caps, ds
+    stages = [np.concatenate([b[i] for b in out]) for i in range(len(out[0]))]
+    return (stages if all_stages else stages[-1]), caps, ds
