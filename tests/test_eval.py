@@ -713,7 +713,7 @@ def test_shipped_damsm_binds_colours_to_parts(default_prep):
     assert parts["body"]["pairwise"] > 0.9
 
 
-def test_shipped_model_is_what_train_pretrained_makes(tiny, tmp_path):
+def test_shipped_model_is_what_train_pretrained_makes(tmp_path):
     """scripts/train_pretrained.sh trains `--preset toybirds-pretrained` of both trainers and nothing else: the
     shipped runs' resolved configs (config.json of the GAN, damsm_config.json of its DAMSM) are the presets' as
     `--dry-run` resolves them today, every field but the paths (a preset edited after shipping, e.g. a new default
@@ -721,16 +721,20 @@ def test_shipped_model_is_what_train_pretrained_makes(tiny, tmp_path):
     from click.testing import CliRunner
 
     from t2icli.cli import main
+    from t2icli.data.toybirds import prepare_toybirds
     from t2icli.pretrained import shipped_model
 
     model = shipped_model()
     if not model:
         pytest.skip("this checkout ships no pretrained model")
-    for kind, fname, extra, paths in (("attngan", "config.json", ["--damsm", tiny["damsm"]], {"data", "damsm", "out"}),
+    data = str(tmp_path / "tb64")  # the shipped model's image side: 3 stages need 64 px (16 / 32 / 64)
+    prepare_toybirds(data, size=64, n_train=20, n_test=4, captions_per_image=1, workers=1)
+    _, damsm = make_tiny_models(data, str(tmp_path / "models"))
+    for kind, fname, extra, paths in (("attngan", "config.json", ["--damsm", damsm], {"data", "damsm", "out"}),
                                       ("damsm", "damsm_config.json", [], {"data", "out"})):
         with open(os.path.join(model, fname), encoding="utf-8") as f:
             shipped = json.load(f)
-        res = CliRunner().invoke(main, ["train", kind, "--preset", "toybirds-pretrained", "--data", tiny["data"],
+        res = CliRunner().invoke(main, ["train", kind, "--preset", "toybirds-pretrained", "--data", data,
                                         *extra, "--out", str(tmp_path / kind), "--dry-run"])
         assert res.exit_code == 0, res.output
         preset = json.loads(res.stdout)["config"]
