@@ -194,20 +194,20 @@ def shrink_uint8(images, side, batch_size=500):
     return np.concatenate(out) if out else np.zeros((0, int(side), int(side), 3), np.uint8)
 
 
-def stage_readings(model, info, stage_images, stage_sizes, final_pred, truth, mentions, device="cpu",
-                   real_images=None):
+def stage_readings(model, info, stage_images, final_pred, truth, mentions, device="cpu", real_images=None):
     """What each earlier stage of a multi-stage generator already draws: the attribute classifier on every stage's
     images (resized to the classifier's side), scored on the attributes each caption mentions, and per attribute
     the share of images whose prediction agrees with the last stage's (over every image, mentioned or not: a
     stage that lost a word is one whose reading the next stage does not keep, or never had).
 
-    stage_images: uint8 [n, s_i, s_i, 3] per earlier stage; stage_sizes: their sides; final_pred: int [n, A] the
+    stage_images: uint8 [n, s_i, s_i, 3] per earlier stage; final_pred: int [n, A] the
     last stage's predictions; truth: int [n, A]; mentions: int [n] bitmasks; real_images: uint8 [n, S, S, 3] the
     same rows' real images, which shrunk to each stage's side give that stage's ceiling ("real"). Returns a list of
     {"size", "accuracy", "per_attribute", "agreement_with_last"[, "real"]}.
     """
     out = []
-    for images, side in zip(stage_images, stage_sizes):
+    for images in stage_images:
+        side = int(images.shape[1])
         pred = predict_attributes(model, images, info["size"], device=device)  # [n, A]
         acc = mentioned_accuracy(pred, truth, mentions, info["names"])
         out.append({"size": int(side), "accuracy": acc["overall"],

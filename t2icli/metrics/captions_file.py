@@ -193,8 +193,8 @@ def captions_attr_metric(model_run, data, captions, *, seed=0, batch_size=50, de
               "misplaced_colours": misplaced_colours(pred, lines["values"], schema)}
     if stage == "all":  # (the ceiling of each stage when every line names its image)
         real = ds.images_uint8[lines["images"]] if (lines["images"] >= 0).all() else None
-        result["per_stage"] = stage_readings(clf, info, stages[:-1], [int(x.shape[1]) for x in stages[:-1]], pred,
-                                             truth, lines["mentions"], device=device, real_images=real)
+        result["per_stage"] = stage_readings(clf, info, stages[:-1], pred, truth, lines["mentions"], device=device,
+                                             real_images=real)
     if any(g is not None for g in lines["groups"]):
         label = np.array([g if g is not None else "(none)" for g in lines["groups"]])
         result["by_group"] = {}

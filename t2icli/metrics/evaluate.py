@@ -159,8 +159,7 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None,
     bits = (mentions.astype(np.int64)[:, None] >> np.arange(truth.shape[1])) & 1  # [n, A]
     extra = {}
     if stage_images is not None:
-        extra["per_stage"] = stage_readings(clf, info, stage_images, [int(x.shape[1]) for x in stage_images],
-                                            pred_gen, truth, mentions, device=device,
+        extra["per_stage"] = stage_readings(clf, info, stage_images, pred_gen, truth, mentions, device=device,
                                             real_images=ds.images_uint8[caps["images"]])
     return {"metric": "attr", "accuracy": gen["overall"], "n": int(len(images)), "n_mentions": gen["n_mentions"],
             "per_attribute": {k: v["accuracy"] for k, v in gen["per_attribute"].items()},
