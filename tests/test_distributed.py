@@ -355,12 +355,16 @@ def test_sampler_ranks_partition_global_batches_and_resume():
         EpochBatchSampler(50, 6, rank=0, world=4)
 
 
-def test_open_run_logs_notes_and_cpu_bf16(tmp_path):
+def test_open_run_logs_notes_and_cpu_bf16(tmp_path, monkeypatch):
     from t2icli.training import distributed
 
+    monkeypatch.setattr(distributed, "cpu_bf16", lambda: False)
     run = distributed.open_run(str(tmp_path / "r"), {"precision": "bf16", "device": "cpu"}, notes=["a note"])
     log = (tmp_path / "r" / "log.txt").read_text()
-    assert "a note" in log and "--precision bf16 is ignored on CPU" in log
+    assert "a note" in log and "--precision bf16 is ignored on this CPU (no native bf16" in log
+    monkeypatch.setattr(distributed, "cpu_bf16", lambda: True)
+    distributed.open_run(str(tmp_path / "n"), {"precision": "bf16", "device": "cpu"})
+    assert "--precision bf16 on CPU: forward passes in bf16" in (tmp_path / "n" / "log.txt").read_text()
     quiet = distributed.open_run(str(tmp_path / "s"), {"precision": "fp32", "device": "cpu"})
     quiet.log("start")
     assert "bf16" not in (tmp_path / "s" / "log.txt").read_text()

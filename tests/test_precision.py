@@ -160,8 +160,12 @@ def one_thread():
 
 @pytest.mark.parametrize("device", DEVICES)
 def test_attngan_step_bf16_autocast_matches_fp32(device, monkeypatch, one_thread):
-    """t2icli.training.attngan.train_step with a bf16 autocast context (built here: distributed.autocast gives a
-    null context on CPU) against the same step in fp32, from the same weights and batch."""
+    """t2icli.training.attngan.train_step under distributed.autocast(device, "bf16") (the trainers' idiom; on CPU
+    the machine is made to report native bf16, since torch emulates it elsewhere) against the same step in fp32,
+    from the same weights and batch."""
+    from t2icli.training import distributed
+
+    monkeypatch.setattr(distributed, "cpu_bf16", lambda: True)
     G, Ds, damsm, dcfg, batch = _tiny_attngan(device)
     seen = []  # (op, input dtypes, output dtype) of every t2i op call in the bf16 step
     wra, dws = ops.word_region_attention, ops.damsm_word_scores
@@ -179,7 +183,7 @@ def test_attngan_step_bf16_autocast_matches_fp32(device, monkeypatch, one_thread
     fp32_vals, fp32_grads = _step(G, Ds, damsm, dcfg, batch, None)
     monkeypatch.setattr(ops, "word_region_attention", spy_wra)
     monkeypatch.setattr(ops, "damsm_word_scores", spy_dws)
-    bf16_vals, bf16_grads = _step(G, Ds, damsm, dcfg, batch, torch.autocast(device, dtype=torch.bfloat16))
+    bf16_vals, bf16_grads = _step(G, Ds, damsm, dcfg, batch, distributed.autocast(device, "bf16"))
     # the bf16 step really ran in bf16 (G's features reach the attention in bfloat16) and the ops gave float32
     assert any(s[0] == "attention" and s[1] == torch.bfloat16 for s in seen), seen
     assert any(s[0] == "damsm" for s in seen), seen
@@ -195,3 +199,25 @@ def test_attngan_step_bf16_autocast_matches_fp32(device, monkeypatch, one_thread
         rel = float((a - b).norm() / b.norm())
         cos = float(torch.nn.functional.cosine_similarity(a, b, dim=0))
         assert rel <= max_rel and cos >= min_cos, (name, rel, cos)
+
+
+def test_cpu_bf16_autocasts_only_where_the_cpu_computes_it(monkeypatch):
+    """distributed.autocast on CPU: bf16 autocast where cpu_bf16() (native AVX512-BF16 / AMX), else fp32 (a null
+    context), and never for --precision fp32; cpu_bf16 answers from torch's CPU feature probes."""
+    from t2icli.training import distributed
+
+    x = torch.randn(4, 8)
+    for native in (True, False):
+        monkeypatch.setattr(distributed, "cpu_bf16", lambda native=native: native)
+        with distributed.autocast("cpu", "bf16"):
+            y = torch.nn.functional.linear(x, torch.randn(3, 8))
+        assert y.dtype == (torch.bfloat16 if native else torch.float32)
+        with distributed.autocast("cpu", "fp32"):
+            assert torch.nn.functional.linear(x, torch.randn(3, 8)).dtype == torch.float32
+    monkeypatch.undo()
+    assert isinstance(distributed.cpu_bf16(), bool)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False, raising=False)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False, raising=False)
+    assert distributed.cpu_bf16() is False
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: True, raising=False)
+    assert distributed.cpu_bf16() is True

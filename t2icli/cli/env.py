@@ -6,7 +6,8 @@ import click
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def env(as_json):
-    """Print versions (python, torch, CUDA, t2icli), devices, which kernel backend is active, and the
+    """Print versions (python, torch, CUDA, t2icli), devices, whether the CPU computes bf16 natively (then
+    `--precision bf16` trains in bf16 on it), which kernel backend is active, and the
     self-check of the compiled kernels against the reference on every device (float32, forward and backward;
     a kernel that fails it is replaced by the reference in the process that found it: see T2I_OPS_SELFCHECK).
 
@@ -31,6 +32,9 @@ def env(as_json):
         "devices": ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())],
         "cpu_threads": torch.get_num_threads(),
     }
+    from t2icli.training.distributed import cpu_bf16
+
+    info["cpu_bf16"] = cpu_bf16()  # --precision bf16 runs on this CPU (native AVX512-BF16 / AMX) or is ignored
     try:
         from t2icli.ops import _selfcheck, backend_info, selfcheck
 

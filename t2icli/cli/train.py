@@ -25,8 +25,9 @@ def train():
 @run_options(_C, batch_help="Global batch size: under torchrun it is split over the processes (must be divisible by "
                             "their number) and the negatives of a caption are the whole global batch.",
              compile_help="Wrap the image encoder in torch.compile (slow first step; faster steps on GPU).",
-             precision_help="bf16: autocast the image encoder's forward pass on CUDA (text encoder and loss stay "
-                            "fp32); ignored on CPU.",
+             precision_help="bf16: autocast the image encoder's forward pass on CUDA, and on a CPU with native "
+                            "bf16 (AVX512-BF16 or AMX; `t2i env` says); ignored on other CPUs. Text encoder and "
+                            "loss stay fp32.",
              checkpoint_help="Also checkpoint every STEPS steps within an epoch (default: at the end of each epoch "
                              "only; useful when an epoch is long, e.g. COCO).")
 @option(_C, "epochs", "N", "Number of epochs.")

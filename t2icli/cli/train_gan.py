@@ -16,7 +16,9 @@ def _tree_options(cls):
         run_options(cls, batch_help="Global batch size: under torchrun it is split over the processes (must be "
                                     "divisible by their number).",
                     compile_help="Wrap G and every D in torch.compile (slow first step; faster steps on GPU).",
-                    precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
+                    precision_help="bf16: autocast the forward passes on CUDA, and on a CPU with native bf16 "
+                                   "(AVX512-BF16 or AMX; `t2i env` says), where it is faster; ignored on other "
+                                   "CPUs. Losses stay fp32.",
                     checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         gan_options(cls, gf_help="Generator width: channels of every h_i (the first 4x4 block has 16x that).",
                     df_help="Discriminator width (its 4x4 code has 8x that)."),
@@ -45,7 +47,9 @@ def _baseline_options(cls, batch_default_help):
     opts = [
         run_options(cls, batch_help=batch_default_help, compile_help="Wrap G and D (StackGAN: both Ds) in "
                     "torch.compile (slow first step; faster steps on GPU).",
-                    precision_help="bf16: autocast the forward passes on CUDA (losses stay fp32); ignored on CPU.",
+                    precision_help="bf16: autocast the forward passes on CUDA, and on a CPU with native bf16 "
+                                   "(AVX512-BF16 or AMX; `t2i env` says), where it is faster; ignored on other "
+                                   "CPUs. Losses stay fp32.",
                     checkpoint_help="Write a full-state checkpoint every this many steps.  [default: --snapshot-every]"),
         gan_options(cls, gf_help="Generator width (ngf).", df_help="Discriminator width (ndf; its 4x4 code has up to "
                                                                     "8x that)."),

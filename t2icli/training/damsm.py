@@ -15,7 +15,8 @@ Distributed: each rank encodes its rows (both encoders wrapped in DDP), the feat
 gradient and every rank computes the DAMSM loss of the whole global batch, so the in-batch negatives, and the loss,
 are those of one process at the same batch (BatchNorm synchronised; dropout masks differ, being per rank).
 
-Precision: "bf16" autocasts the image encoder's forward pass on CUDA; the text encoder (LSTM), the scores and the
+Precision: "bf16" autocasts the image encoder's forward pass on CUDA and on a CPU with native bf16
+(distributed.cpu_bf16; ignored, logged, on other CPUs); the text encoder (LSTM), the scores and the
 loss stay fp32. `compile` wraps the image encoder in torch.compile (the LSTM's packed sequences would break it).
 """
 

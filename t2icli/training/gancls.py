@@ -16,8 +16,8 @@ snapshots fakes<step>.png at fixed noise and prompts; export RUN/generator.pt wi
 Distributed (torchrun): the global batch is split over the ranks, BatchNorm in G, D and S is synchronised, t_w is
 the global batch's roll and z, z', the wrong images and the captions averaged are drawn for the global batch, so N
 processes compute the losses of one.
-Precision "bf16" autocasts the forward passes on CUDA (losses and EMA in fp32; ignored on CPU); `compile` wraps G
-and D in torch.compile.
+Precision "bf16" autocasts the forward passes on CUDA and on a CPU with native bf16 (distributed.cpu_bf16; ignored,
+logged, on other CPUs); losses and EMA stay fp32. `compile` wraps G and D in torch.compile.
 """
 
 import contextlib

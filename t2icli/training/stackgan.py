@@ -16,8 +16,8 @@ wrong + uncond fake) / 3, G + its uncond term), --stage1-epochs / --stage2-epoch
 Run folder, determinism, resume: training/loop.py; checkpoints hold both stages' G, D, optimisers, the EMA and
 `stage1_end`. Distributed (torchrun): the global batch is split over the ranks, BatchNorm is synchronised, mu_w is
 the global batch's roll and z, eps are drawn for the global batch, so N processes compute the losses of one.
-Precision "bf16" autocasts the forward passes on CUDA (losses, KL and EMA in fp32; ignored on CPU); `compile` wraps
-G and both Ds in torch.compile.
+Precision "bf16" autocasts the forward passes on CUDA and on a CPU with native bf16 (distributed.cpu_bf16; ignored,
+logged, on other CPUs); losses, KL and EMA stay fp32. `compile` wraps G and both Ds in torch.compile.
 """
 
 import time
