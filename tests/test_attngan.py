@@ -318,3 +318,79 @@ def test_class_pairs_flag_reaches_the_loader(tiny, tmp_path, monkeypatch):
     with pytest.raises(ConfigError, match="--batch-size 5: --class-pairs"):
         AttnGANTrainConfig(data=tiny["data"], damsm=tiny["damsm"], out=str(tmp_path / "o"), batch_size=5,
                            class_pairs=True).validate()
+
+
+def test_standing_stats_average_training_batch_statistics(tiny, tmp_path):
+    """--standing-stats N: the export's BatchNorm statistics are the plain average of the training-mode batch
+    statistics over N training captions (BigGAN's standing statistics), computed from the EMA generator of the
+    last checkpoint; its weights are the EMA's; the snapshot/export copy is the same at every call of a step; and
+    the EMA itself (and so the checkpoint) keeps the trained G's statistics."""
+    from t2icli.data import PreparedDataset
+    from t2icli.training import train
+    from t2icli.training.gan import standing_stats
+    from t2icli.training.run import list_checkpoints
+
+    out = tmp_path / "s"
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=out, stages=2, steps=3, standing_stats=10,
+          **dict(TINY, final_rprecision=0))
+    ckpt = torch.load(list_checkpoints(str(out))[-1][1], map_location="cpu", weights_only=False)
+    G, text_encoder, _, _, _ = load_generator(str(out / "generator.pt"))
+    ema = Generator(G.config)
+    ema.load_state_dict(ckpt["G_ema"])
+    exported = G.state_dict()
+    stats = [k for k in exported if k.endswith(("running_mean", "running_var"))]
+    assert stats and all(torch.equal(exported[k], ckpt["G_ema"][k]) for k in exported if k not in stats
+                         and not k.endswith("num_batches_tracked"))
+    assert all(not torch.allclose(exported[k], ckpt["G_ema"][k]) for k in stats)  # not the trained G's
+    ds = PreparedDataset(tiny["data"], "train", resolutions=(32, 64), train=True, seed=0)
+    again = standing_stats(ema, text_encoder, ds, 10, 4, 0).state_dict()  # TINY batch 4, seed 0
+    assert all(torch.allclose(exported[k], again[k], atol=1e-6) for k in stats)
+    assert all(torch.equal(ema.state_dict()[k], ckpt["G_ema"][k]) for k in stats)  # the input is left alone
+
+    # by hand, for the first BatchNorm layer: batches of 4, 4 and 2 captions, each normalised by its own statistics
+    bn_name, bn = next((n, m) for n, m in ema.named_modules() if isinstance(m, torch.nn.BatchNorm2d))
+    seen = []
+    probe = Generator(G.config)
+    probe.load_state_dict(ckpt["G_ema"])
+    probe.train()
+    hook = dict(probe.named_modules())[bn_name].register_forward_hook(
+        lambda m, inp, out_: seen.append((inp[0].mean((0, 2, 3)), inp[0].var((0, 2, 3), unbiased=True))))
+    import numpy as np
+    from t2icli.models.attngan import word_mask
+
+    rng, gen = np.random.default_rng(15485863), torch.Generator().manual_seed(15485863)
+    with torch.no_grad():
+        for b in (4, 4, 2):
+            toks, lens = [], []
+            for i in rng.integers(len(ds), size=b).tolist():
+                c = int(rng.integers(ds.n_captions(i)))
+                t, n = ds.cut(ds.caption_ids(ds.image_captions[i] + c), rng)
+                toks.append(torch.from_numpy(t))
+                lens.append(n)
+            tok = torch.stack(toks)
+            e, e_bar = text_encoder(tok, torch.tensor(lens))
+            z, eps = torch.randn(b, G.config.z_dim, generator=gen), torch.randn(b, G.config.cond_dim, generator=gen)
+            probe(z, e_bar, e, word_mask(tok), eps=eps)
+    hook.remove()
+    assert len(seen) == 3
+    assert torch.allclose(exported[f"{bn_name}.running_mean"], torch.stack([m for m, _ in seen]).mean(0), atol=1e-5)
+    assert torch.allclose(exported[f"{bn_name}.running_var"], torch.stack([v for _, v in seen]).mean(0), atol=1e-4)
+    assert bn is not None
+
+
+def test_local_batchnorm_copies_synchronised_layers_as_plain_ones():
+    """distributed.local_batchnorm: a copy whose GlooSyncBatchNorm / SyncBatchNorm layers are plain BatchNorm
+    (same parameters, statistics and state-dict keys), so one rank can run it in training mode alone."""
+    from t2icli.training.distributed import GlooSyncBatchNorm, local_batchnorm
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 1), GlooSyncBatchNorm(4), torch.nn.Sequential(GlooSyncBatchNorm(4)))
+    with torch.no_grad():
+        net[1].running_mean.fill_(0.5)
+        net[1].weight.fill_(2.0)
+    copy_ = local_batchnorm(net)
+    assert not any(isinstance(m, (GlooSyncBatchNorm, torch.nn.SyncBatchNorm)) for m in copy_.modules())
+    assert list(copy_.state_dict()) == list(net.state_dict())
+    assert all(torch.equal(a, b) for a, b in zip(copy_.state_dict().values(), net.state_dict().values()))
+    copy_.train()(torch.randn(2, 3, 5, 5))  # updates the copy's statistics only
+    assert torch.equal(net[1].running_mean, torch.full((4,), 0.5))
+    assert not torch.equal(copy_[1].running_mean, net[1].running_mean)

@@ -38,6 +38,10 @@ def _tree_options(cls):
                                      "K times (its double backward is the dearest part of a D step)."),
         option(cls, "lr_decay_steps", "N", "Over the run's last N steps, lower --lr-g and --lr-d linearly towards 0 "
                                            "(the last step's is 1/N of them). Default: constant, as the references."),
+        option(cls, "standing_stats", "N", "Snapshots and the export sample from G (its EMA copy) with BatchNorm "
+                                           "statistics re-estimated on N training captions with fresh noise, in "
+                                           "training batches (BigGAN's standing statistics). Default 0: the trained "
+                                           "G's running statistics, as AttnGAN (whose weight average keeps them)."),
     ]
     return lambda fn: apply_options(fn, opts)
 

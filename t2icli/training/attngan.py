@@ -36,7 +36,7 @@ from t2icli.training import distributed
 from t2icli.training.config import AttnGANTrainConfig, StackGAN2TrainConfig
 from t2icli.training.damsm import encode_with_edits
 from t2icli.training.ema import EMA
-from t2icli.training.gan import GANTrainer, compiled, generate, mismatched
+from t2icli.training.gan import GANTrainer, compiled, generate, mismatched, standing_stats
 from t2icli.training.loop import fit
 from t2icli.training.run import RunError
 from t2icli.training.state import TrainState, set_lr
@@ -311,6 +311,18 @@ class TreeTrainer(GANTrainer):
         step only, weighted r1_every times, so its average weight stays r1_gamma."""
         every = self.cfg.r1_every
         return self.cfg.r1_gamma * every if self.loop.step % every == 0 else 0.0
+
+    def sampler(self):
+        """The generator snapshots and the export use: the EMA copy (or G), with --standing-stats N its BatchNorm
+        statistics re-estimated on N training captions (gan.standing_stats; computed once per step)."""
+        net = super().sampler()
+        n = getattr(self.cfg, "standing_stats", 0)
+        if not n:
+            return net
+        if getattr(self, "_standing", (None,))[0] != self.loop.step:
+            self._standing = (self.loop.step, standing_stats(net, self.text_encoder, self.train_ds, n,
+                                                             self.cfg.batch_size, self.cfg.seed))
+        return self._standing[1]
 
     def snapshot(self, final=False):
         """Grid of every stage at fixed noise/prompts, the attention map of the last attention stage, and the

@@ -294,6 +294,7 @@ class _TreeConfig(GANTrainConfig):
     r1_gamma: float = Float(0.0, min=0)
     r1_every: int = Int(1, min=1)
     lr_decay_steps: int = Int(None, min=1)  # the last N steps: lr_g and lr_d fall linearly to 0 (None: constant)
+    standing_stats: int = Int(0, min=0)  # sample (snapshots, export) with BN statistics of N training captions
 
 
 @dataclasses.dataclass
@@ -331,6 +332,9 @@ class StackGAN2TrainConfig(_TreeConfig):
         super().check(dry_run)
         if self.unconditional and self.text_embeddings is not None:
             raise ConfigError("--unconditional trains on images alone; it does not go with --text-embeddings")
+        if self.standing_stats and self.text_embeddings is not None:
+            raise ConfigError("--standing-stats encodes training captions with the DAMSM text encoder; it does not go "
+                              "with --text-embeddings")
 
 
 @dataclasses.dataclass

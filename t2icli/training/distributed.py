@@ -35,7 +35,7 @@ import torch.nn as nn
 
 __all__ = ["Env", "init", "launch", "open_run", "current", "cleanup", "print0", "barrier", "on_main", "mute", "wrap", "sync_grads",
            "all_gather_with_grad", "all_gather", "all_mean", "any_rank", "local_rows", "sync_batchnorm", "seed_for", "autocast",
-           "check_batch_size"]
+           "check_batch_size", "cpu_bf16", "local_batchnorm"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -395,6 +395,40 @@ def sync_batchnorm(module):
     if torch.device(_env.device).type == "cuda":
         return nn.SyncBatchNorm.convert_sync_batchnorm(module)
     return _convert_gloo(module)
+
+
+def local_batchnorm(module):
+    """A deep copy of `module` whose synchronised BatchNorm layers (torch's SyncBatchNorm, GlooSyncBatchNorm) are
+    plain ones with the same parameters and statistics: its training-mode forward passes use this process's batch
+    alone (one rank computing standing statistics while the others wait must not all-reduce)."""
+    import copy
+
+    return _convert_local(copy.deepcopy(module))
+
+
+class _LocalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """Plain BatchNorm of any input rank (what local_batchnorm puts in place of a synchronised layer)."""
+
+    def _check_input_dim(self, x):
+        if x.dim() < 2:
+            raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
+
+
+def _convert_local(module):
+    out = module
+    if isinstance(module, (nn.SyncBatchNorm, GlooSyncBatchNorm)):
+        out = _LocalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
+        if module.affine:
+            out.weight, out.bias = module.weight, module.bias
+        if module.track_running_stats:
+            out.running_mean, out.running_var = module.running_mean, module.running_var
+            out.num_batches_tracked = module.num_batches_tracked
+        out.train(module.training)
+    for name, child in module.named_children():
+        new = _convert_local(child)
+        if new is not child:
+            setattr(out, name, new)
+    return out
 
 
 def _convert_gloo(module):

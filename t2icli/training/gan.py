@@ -23,7 +23,7 @@ from t2icli.training.loop import Trainer
 from t2icli.training.run import RunError
 
 __all__ = ["GANTrainer", "generate", "generated_rprecision", "encode_prompts", "fixed_captions", "global_noise",
-           "mismatched", "step_stats", "sync_step", "compiled", "eval_mode"]
+           "mismatched", "step_stats", "sync_step", "compiled", "eval_mode", "standing_stats"]
 
 
 # -- generation and R-precision ---------------------------------------------------------------------------
@@ -78,6 +78,51 @@ def generated_rprecision(G, text_encoder, image_encoder, tokens, lengths, class_
     if n_neg < 1:
         return None
     return rprecision_from_features(f_bar, e_bar, class_ids, n_neg, runs, seed)
+
+
+@torch.no_grad()
+def standing_stats(G, text_encoder, ds, n, batch_size, seed):
+    """BigGAN's "standing statistics" (Brock et al. 2019; ajbrock/BigGAN-PyTorch utils.py accumulate_standing_stats):
+    a copy of G (eval mode) whose BatchNorm running statistics are the plain average,
+    over ceil(n / batch_size) training-mode batches of `batch_size` training captions with fresh noise, of the
+    batch statistics, instead of the statistics G carries. AttnGAN samples from an average of G's weights that
+    keeps the trained G's momentum-0.1 statistics (avg_param_G is G.parameters() alone, swapped into the trained
+    G to save and sample: taoxugit/AttnGAN code/trainer.py:220, 298-299, 159-164; miscc/utils.py copy_G_params), so the averaged weights are normalised with another network's statistics.
+
+    ds: the training split (PreparedDataset); captions, their word cuts and the noise come from `seed` alone (the
+    same n captions every time, never the training streams). G's synchronised BatchNorm layers become plain ones
+    in the copy (one rank computes this while the others wait). A G without BatchNorm is returned as is.
+    """
+    from t2icli.models.attngan import word_mask
+
+    if not any(isinstance(m, torch.nn.modules.batchnorm._BatchNorm) for m in G.modules()):
+        return G
+    net = distributed.local_batchnorm(G)
+    for m in net.modules():
+        if isinstance(m, torch.nn.modules.batchnorm._BatchNorm):
+            m.reset_running_stats()
+            m.momentum = None  # cumulative: every batch counts alike
+    rng = np.random.default_rng(int(seed) + 15485863)
+    gen = torch.Generator().manual_seed(int(seed) + 15485863)
+    device = next(G.parameters()).device
+    cfg = G.config
+    net.train()
+    for s in range(0, int(n), int(batch_size)):
+        b = min(int(batch_size), int(n) - s)
+        if b < 2:  # a batch of one has no variance
+            break
+        tokens, lengths = [], []
+        for i in rng.integers(len(ds), size=b).tolist():
+            c = int(rng.integers(ds.n_captions(i)))
+            tok, length = ds.cut(ds.caption_ids(ds.image_captions[i] + c), rng)
+            tokens.append(torch.from_numpy(tok))
+            lengths.append(int(length))
+        tok = torch.stack(tokens).to(device)
+        e, e_bar = text_encoder(tok, torch.tensor(lengths))  # [b, D, T], [b, D]
+        z = torch.randn(b, cfg.z_dim, generator=gen).to(device)
+        eps = torch.randn(b, getattr(cfg, "cond_dim", 0), generator=gen).to(device)
+        net(z, e_bar, e, word_mask(tok), eps=eps)
+    return net.eval()
 
 
 def encode_prompts(ds, prompts):
