@@ -394,3 +394,19 @@ def test_local_batchnorm_copies_synchronised_layers_as_plain_ones():
     copy_.train()(torch.randn(2, 3, 5, 5))  # updates the copy's statistics only
     assert torch.equal(net[1].running_mean, torch.full((4,), 0.5))
     assert not torch.equal(copy_[1].running_mean, net[1].running_mean)
+
+
+def test_standing_stats_on_stackgan2_and_with_text_embeddings(tiny, tmp_path):
+    """--standing-stats runs for StackGAN++ (conditional and --unconditional: G takes the same call) and is refused
+    with --text-embeddings (the captions it encodes need the DAMSM text encoder)."""
+    from t2icli.errors import ConfigError
+    from t2icli.training import train
+    from t2icli.training.config import StackGAN2TrainConfig
+
+    for extra in ({}, {"unconditional": True}):
+        out = tmp_path / f"s{len(extra)}"
+        train("stackgan2", data=tiny["data"], damsm=tiny["damsm"], out=out, stages=2, steps=2, standing_stats=6,
+              **dict(TINY, final_rprecision=0), **extra)
+        assert load_generator(str(out / "generator.pt"))[0] is not None
+    with pytest.raises(ConfigError, match="--standing-stats .* --text-embeddings"):
+        StackGAN2TrainConfig(data="d", damsm="r", out="o", standing_stats=8, text_embeddings="e.pickle").check()
