@@ -403,7 +403,8 @@ def local_batchnorm(module):
     alone (one rank computing standing statistics while the others wait must not all-reduce)."""
     import copy
 
-    return _convert_local(copy.deepcopy(module))
+    return _swap_batchnorm(copy.deepcopy(module), lambda m: isinstance(m, (nn.SyncBatchNorm, GlooSyncBatchNorm)),
+                           _LocalBatchNorm)
 
 
 class _LocalBatchNorm(nn.modules.batchnorm._BatchNorm):
@@ -414,28 +415,17 @@ class _LocalBatchNorm(nn.modules.batchnorm._BatchNorm):
             raise ValueError(f"expected at least 2-D input, got {x.dim()}-D")
 
 
-def _convert_local(module):
-    out = module
-    if isinstance(module, (nn.SyncBatchNorm, GlooSyncBatchNorm)):
-        out = _LocalBatchNorm(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
-        if module.affine:
-            out.weight, out.bias = module.weight, module.bias
-        if module.track_running_stats:
-            out.running_mean, out.running_var = module.running_mean, module.running_var
-            out.num_batches_tracked = module.num_batches_tracked
-        out.train(module.training)
-    for name, child in module.named_children():
-        new = _convert_local(child)
-        if new is not child:
-            setattr(out, name, new)
-    return out
-
-
 def _convert_gloo(module):
+    return _swap_batchnorm(module, lambda m: isinstance(m, nn.modules.batchnorm._BatchNorm)
+                           and not isinstance(m, GlooSyncBatchNorm), GlooSyncBatchNorm)
+
+
+def _swap_batchnorm(module, match, cls):
+    """Replace every BatchNorm layer of `module` that `match` accepts (the module itself included) by a `cls` layer
+    sharing its parameters and statistics (the same tensors), in its train/eval mode. Returns the (new) root."""
     out = module
-    if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlooSyncBatchNorm):
-        out = GlooSyncBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
-                                module.track_running_stats)
+    if match(module):
+        out = cls(module.num_features, module.eps, module.momentum, module.affine, module.track_running_stats)
         if module.affine:
             out.weight, out.bias = module.weight, module.bias
         if module.track_running_stats:
@@ -443,7 +433,7 @@ def _convert_gloo(module):
             out.num_batches_tracked = module.num_batches_tracked
         out.train(module.training)
     for name, child in module.named_children():
-        new = _convert_gloo(child)
+        new = _swap_batchnorm(child, match, cls)
         if new is not child:
             setattr(out, name, new)
     return out
