@@ -22,7 +22,8 @@ averaged with distributed.sync_grads after each backward (not DDP: D is called s
 is toggled).
 
 Precision: "bf16" autocasts G's and the Ds' forward passes on CUDA and on a CPU with native bf16 (distributed.cpu_bf16;
-ignored, logged, on other CPUs); losses, KL, penalties and EMA stay fp32. `compile` wraps G and every D in torch.compile (the t2i::* custom ops have fake kernels).
+ignored, logged, on other CPUs); losses, KL, penalties and EMA stay fp32. `compile` wraps G and every D in
+torch.compile (the t2i::* custom ops have fake kernels).
 """
 
 import math

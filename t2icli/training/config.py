@@ -432,7 +432,7 @@ PRESETS = {
                     # augment "flip": AttnGAN's scale-crop shows D every real bird 76/64 larger than the test images
                     # draw it, and G follows (t2i eval's attr marginals: 59% of the birds large against 30%)
                     # stages 3: against 2 (32/64 px), data-FID 255.6 -> 202.8, crown 0.67 -> 0.89, beak 0.40 -> 0.49,
-                    # but the scene word is lost in the 16 px stage (background 0.42 -> 0.24; README)
+                    # but the scene word is lost (background 0.42 -> 0.24; the 64 px stage paints its own: README)
                     # steps 12000 and standing_stats 3200: against 9000 steps sampled with the trained G's statistics,
                     # data-FID 202.8 -> 149.4, attribute accuracy 0.823 -> 0.841 (README)
                     stages=3, gf_dim=16, df_dim=32, steps=12000, r1_gamma=0.0, r1_every=1, damsm_augment=True,

@@ -83,11 +83,12 @@ def generated_rprecision(G, text_encoder, image_encoder, tokens, lengths, class_
 @torch.no_grad()
 def standing_stats(G, text_encoder, ds, n, batch_size, seed):
     """BigGAN's "standing statistics" (Brock et al. 2019; ajbrock/BigGAN-PyTorch utils.py accumulate_standing_stats):
-    a copy of G (eval mode) whose BatchNorm running statistics are the plain average,
-    over ceil(n / batch_size) training-mode batches of `batch_size` training captions with fresh noise, of the
-    batch statistics, instead of the statistics G carries. AttnGAN samples from an average of G's weights that
-    keeps the trained G's momentum-0.1 statistics (avg_param_G is G.parameters() alone, swapped into the trained
-    G to save and sample: taoxugit/AttnGAN code/trainer.py:220, 298-299, 159-164; miscc/utils.py copy_G_params), so the averaged weights are normalised with another network's statistics.
+    a copy of G (eval mode) whose BatchNorm running statistics are the plain average, over ceil(n / batch_size)
+    training-mode batches of `batch_size` training captions with fresh noise, of the batch statistics, instead of
+    the statistics G carries. AttnGAN samples from an average of G's weights that keeps the trained G's momentum-0.1
+    statistics (avg_param_G is G.parameters() alone, swapped into the trained G to save and sample:
+    taoxugit/AttnGAN code/trainer.py:159-164, 220, 298-299; miscc/utils.py:304-306 copy_G_params), so the averaged
+    weights are normalised with another network's statistics.
 
     ds: the training split (PreparedDataset); captions, their word cuts and the noise come from `seed` alone (the
     same n captions every time, never the training streams). G's synchronised BatchNorm layers become plain ones
