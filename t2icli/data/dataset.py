@@ -127,6 +127,10 @@ class PreparedDataset(torch.utils.data.Dataset):
         """Pad or cut token ids to word_limit (random ordered subset when too long)."""
         return cut_caption(ids, self.word_limit, rng)
 
+    def cut_caption_of(self, i, k, rng):
+        """(tokens int64 [word_limit], length) of caption k of image i, cut to the word limit with rng."""
+        return self.cut(self.caption_ids(self.image_captions[i] + k), rng)
+
     # -- samples --------------------------------------------------------------------
     def _rng(self, index):
         epoch = self.epoch if self.train else 0
@@ -135,7 +139,7 @@ class PreparedDataset(torch.utils.data.Dataset):
     def __getitem__(self, index):
         rng = self._rng(index)
         k = int(rng.integers(self.n_captions(index)))
-        tokens, length = self.cut(self.caption_ids(self.image_captions[index] + k), rng)
+        tokens, length = self.cut_caption_of(index, k, rng)
         img = torch.from_numpy(np.array(self.stored_uint8[index])).permute(2, 0, 1)  # [3, P, P] uint8
         img = img.unsqueeze(0).float()  # [1, 3, P, P]
         if self.train and self.augment == "scale-crop":

@@ -115,7 +115,7 @@ def standing_stats(G, text_encoder, ds, n, batch_size, seed):
         tokens, lengths = [], []
         for i in rng.integers(len(ds), size=b).tolist():
             c = int(rng.integers(ds.n_captions(i)))
-            tok, length = ds.cut(ds.caption_ids(ds.image_captions[i] + c), rng)
+            tok, length = ds.cut_caption_of(i, c, rng)
             tokens.append(torch.from_numpy(tok))
             lengths.append(int(length))
         tok = torch.stack(tokens).to(device)
@@ -346,8 +346,7 @@ class GANTrainer(Trainer):
             n = ds.n_captions(idx)
             for j in range(k):
                 c = min(int(u[i, j] * n), n - 1)
-                tok, length = ds.cut(ds.caption_ids(ds.image_captions[idx] + c),
-                                     np.random.default_rng(int(seeds[i, j])))
+                tok, length = ds.cut_caption_of(idx, c, np.random.default_rng(int(seeds[i, j])))
                 tokens.append(torch.from_numpy(tok))
                 lengths.append(int(length))
         e_bar = self.text_encoder(torch.stack(tokens).to(self.device), torch.tensor(lengths))[1]  # [b * k, D]
