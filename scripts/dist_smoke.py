@@ -101,13 +101,15 @@ def main():
                          {"ok": None, "note": "CUDA only (gloo runs t2i's own GlooSyncBatchNorm, tested in tests/)"})
 
     from t2icli.training import attngan, distributed
+    from t2icli.training.config import AttnGANTrainConfig
 
     env = distributed.init(args.device)  # joins the group made above
     report["t2i_env"] = {"world": env.world, "backend": env.backend, "device": env.device}
     t1 = time.perf_counter()
-    res = attngan.train(args.data, args.damsm, args.out, stages=2, steps=args.steps, batch_size=8 * world,
-                        gf_dim=8, df_dim=8, z_dim=32, cond_dim=32, device=args.device, snapshot_every=args.steps,
-                        snapshot_rprecision=0, final_rprecision=0, progress=False, n_prompts=2)
+    cfg = AttnGANTrainConfig(data=args.data, damsm=args.damsm, out=args.out, stages=2, steps=args.steps,
+                             batch_size=8 * world, gf_dim=8, df_dim=8, z_dim=32, cond_dim=32, device=args.device,
+                             snapshot_every=args.steps, snapshot_rprecision=0, final_rprecision=0, n_prompts=2)
+    res = attngan.train(cfg, progress=False)
     distributed.cleanup()
     report["train"] = {"steps": res["step"], "world": res["world"], "seconds": round(time.perf_counter() - t1, 1),
                        "images_per_s": res["images_per_s"], "export": res["export"]}

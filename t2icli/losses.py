@@ -158,11 +158,11 @@ def discriminator_loss(D, real, fake, e_bar, e_bar_wrong=None, r1_gamma=0.0, wro
     if r1_gamma > 0:
         real = real.detach().requires_grad_(True)
     code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4] each
-    real_c, real_u = D.logits(code_real, e_bar), D.logits(code_real)
+    real_u = D.logits(code_real)
     if wrong_images is not None:
-        wrong = D.logits(D(wrong_images), e_bar)
-    else:
-        wrong = D.logits(code_real, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong)
+        real_c, wrong = D.logits(code_real, e_bar), D.logits(D(wrong_images), e_bar)
+    else:  # one image share of the joint convolution for both pairs
+        real_c, wrong = D.logits(code_real, [e_bar, mismatched(e_bar) if e_bar_wrong is None else e_bar_wrong])
     out = {
         "real": bce(real_c, 1.0),
         "fake": bce(D.logits(code_fake, e_bar), 0.0),
@@ -194,12 +194,12 @@ def stackgan2_discriminator_loss(D, real, fake, cond, cond_wrong=None, wrong_ima
         real = real.detach().requires_grad_(True)
     code_real, code_fake = D(real), D(fake)  # [B, 8df, 4, 4]
     if wrong_images is not None:
-        code_wrong, c_wrong = D(wrong_images), cond
-    else:
-        code_wrong, c_wrong = code_real, mismatched(cond) if cond_wrong is None else cond_wrong
-    real_c = D.logits(code_real, cond)
-    out = {"real": bce(real_c, 1.0), "wrong": bce(D.logits(code_wrong, c_wrong), 0.0),
-           "fake": bce(D.logits(code_fake, cond), 0.0)}
+        code_wrong = D(wrong_images)
+        real_c, wrong_c = D.logits(code_real, cond), D.logits(code_wrong, cond)
+    else:  # one image share of the joint convolution for both pairs
+        code_wrong = code_real
+        real_c, wrong_c = D.logits(code_real, [cond, mismatched(cond) if cond_wrong is None else cond_wrong])
+    out = {"real": bce(real_c, 1.0), "wrong": bce(wrong_c, 0.0), "fake": bce(D.logits(code_fake, cond), 0.0)}
     r1_logits = [real_c]
     if uncond_weight > 0:
         real_u = D.logits(code_real)

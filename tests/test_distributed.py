@@ -268,6 +268,22 @@ def test_attngan_torchrun_matches_one_process(tiny, tmp_path):
     assert p.returncode != 0 and "--batch-size 5 is the global batch and must be divisible" in p.stderr
 
 
+def test_gpu_checks_distributed_smoke_runs_on_gloo(tiny, tmp_path):
+    """scripts/dist_smoke.py (scripts/gpu_check.py's distributed section, run on a GPU once in a while) under
+    torchrun with 2 CPU processes: collectives, t2i's own process group and a short AttnGAN run through the trainer's
+    API. It once called a train() signature that no longer existed, which only the slow rehearsal would have shown."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": ROOT + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    p = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+                        os.path.join(ROOT, "scripts", "dist_smoke.py"), "--data", tiny["data"], "--damsm",
+                        tiny["damsm"], "--out", str(tmp_path / "run"), "--device", "cpu", "--steps", "2", "--json"],
+                       capture_output=True, text=True, env=env, timeout=300)
+    assert p.returncode == 0, p.stderr[-3000:]
+    report = json.loads(p.stdout)
+    assert report["ok"] and report["backend"] == "gloo" and all(report["collectives"].values())
+    assert report["train"]["steps"] == 2 and report["train"]["world"] == 2
+    assert os.path.isfile(report["train"]["export"])
+
+
 # -- GAN-INT-CLS and StackGAN v1 through torchrun --------------------------------------------------------
 BASELINE_ARGS = ["--batch-size", "8", "--gf-dim", "4", "--df-dim", "4", "--z-dim", "8", "--snapshot-every", "1000",
                  "--keep", "1", "--no-progress", "--device", "cpu"]

@@ -10,7 +10,8 @@ import pytest
 import torch
 
 from t2icli.models import parameter_count
-from t2icli.models.attngan import Generator, GeneratorConfig, build_discriminators
+from t2icli.models.attngan import (Generator, GeneratorConfig, StageDiscriminator, build_discriminators,
+                                   tiled_condition_conv3x3)
 from t2icli.models.config import ModelConfigError
 from t2icli.models.export import load_generator, read_generator, save_generator
 from t2icli.models.damsm import DAMSMConfig, build_damsm
@@ -189,6 +190,46 @@ def test_stage_discriminators_of_toybirds_sizes():
     for D, s in zip(Ds, cfg.sizes):
         code = D(torch.randn(2, 3, s, s))
         assert code.shape == (2, 16, 4, 4) and D.logits(code).shape == D.logits(code, torch.randn(2, 6)).shape == (2,)
+
+
+def _reference_cond_logit(D, code, e_bar):
+    """D_GET_LOGITS of taoxugit/AttnGAN code/model.py:536-562 (Block3x3_leakRelu :495) written out: the sentence tiled over the 4x4 code,
+    concatenated after it, Block3x3_leakRelu (3x3 conv, BN, LeakyReLU), then the 4x4 conv to one logit."""
+    conv, bn, act = D.joint
+    tiled = e_bar[:, :, None, None].expand(-1, -1, code.shape[2], code.shape[3])
+    h = act(bn(torch.nn.functional.conv2d(torch.cat([code, tiled], 1), conv.weight, padding=1)))
+    return torch.nn.functional.conv2d(h, D.cond.weight, D.cond.bias, stride=4).view(-1)
+
+
+@pytest.mark.parametrize("df_dim, cond_dim", [(2, 6), (4, 3)])
+def test_discriminator_heads_equal_the_tiled_concatenation(df_dim, cond_dim):
+    """StageDiscriminator.logits never tiles the sentence: the joint 3x3 conv is split into the code's share and
+    the condition's (tiled_condition_conv3x3: per-tap products summed over the taps inside the 4x4 map), a list of
+    conditions shares the code's share, and the 4x4 heads run as linear layers. Values and gradients (code, every
+    weight) equal the reference's concatenation in float64, with BN in training mode (each condition's batch its
+    own statistics, as one call per condition), and the unconditional head equals the 4x4 conv."""
+    torch.manual_seed(0)
+    D = StageDiscriminator(64, df_dim, cond_dim).double().train()
+    with torch.no_grad():  # random BN affine and head bias, so that every term counts
+        for p in D.parameters():
+            p.normal_()
+    code = torch.randn(5, 8 * df_dim, 4, 4, dtype=torch.float64, requires_grad=True)
+    conds = [torch.randn(5, cond_dim, dtype=torch.float64, requires_grad=True) for _ in range(2)]
+    params = [code, *conds, D.joint[0].weight, D.joint[1].weight, D.cond.weight, D.cond.bias, D.uncond.weight]
+    ref = [_reference_cond_logit(D, code, e) for e in conds] + [
+        torch.nn.functional.conv2d(code, D.uncond.weight, D.uncond.bias, stride=4).view(-1)]
+    ours = D.logits(code, conds) + [D.logits(code)]
+    assert D.logits(code, conds[1]).shape == (5,) and torch.allclose(D.logits(code, conds[1]), ours[1])
+    weights = torch.randn(3, 5, dtype=torch.float64)  # a loss that weighs every logit differently
+    g_ref = torch.autograd.grad(sum((w * l).sum() for w, l in zip(weights, ref)), params)
+    g_ours = torch.autograd.grad(sum((w * l).sum() for w, l in zip(weights, ours)), params)
+    for a, b in zip(ref + list(g_ref), ours + list(g_ours)):
+        assert torch.allclose(a, b, rtol=1e-10, atol=1e-10)
+    # the tiled share alone, on a map that is not square: a plain convolution of the tiled condition
+    w = torch.randn(4, 3, 3, 3, dtype=torch.float64)
+    cond = torch.randn(2, 3, dtype=torch.float64)
+    tiled = torch.nn.functional.conv2d(cond[:, :, None, None].expand(-1, -1, 3, 5), w, padding=1)
+    assert torch.allclose(tiled_condition_conv3x3(cond, w, (3, 5)), tiled, rtol=1e-12, atol=1e-12)
 
 
 # -- the deliberate difference: the attention mask ----------------------------------------------------

@@ -130,12 +130,15 @@ def test_dry_run_on_data_counts_what_training_builds(tiny, tmp_path, kind, flags
 # -- the StackGAN-v2 losses on hand-made logits -------------------------------------------------------------------
 class _StubD(torch.nn.Module):
     """A 'discriminator' whose image code is the input itself, x [B, 2]: logits(code) = code[:, 0] (unconditional),
-    logits(code, c) = code[:, 1] + c[:, 0] (conditional), so every logit is chosen by hand."""
+    logits(code, c) = code[:, 1] + c[:, 0] (conditional), so every logit is chosen by hand; a list of conditions
+    gives a list of logits, as StageDiscriminator.logits."""
 
     def forward(self, x):
         return x
 
     def logits(self, code, cond=None):
+        if isinstance(cond, (list, tuple)):
+            return [self.logits(code, c) for c in cond]
         return code[:, 0] if cond is None else code[:, 1] + cond[:, 0]
 
 

@@ -30,6 +30,7 @@ from t2icli.models.config import ConfigDict, ModelConfigError
 __all__ = [
     "GeneratorConfig", "stage_sizes", "check_stages", "CondAugment", "UpBlock", "ResBlock", "InitStage",
     "NextStage", "Generator", "StageDiscriminator", "build_discriminators", "init_weights", "word_mask",
+    "tiled_condition_conv3x3",
 ]
 
 MIN_FIRST_SIZE = 16
@@ -331,15 +332,48 @@ class StageDiscriminator(nn.Module):
 
     def logits(self, code, e_bar=None):
         """Unconditional logit [B] (e_bar None) or conditional logit [B] of code with the condition e_bar
-        [B, cond_dim] (sentence feature or CA mean). Raises ValueError for e_bar None without an unconditional head."""
+        [B, cond_dim] (sentence feature or CA mean). e_bar may be a list of conditions: one logit [B] each, the
+        image's share of the joint convolution computed once (D's real pairs and wrong pairs share their code).
+        Raises ValueError for e_bar None without an unconditional head."""
         if e_bar is None:
             if self.uncond is None:
                 raise ValueError("this discriminator has no unconditional head (uncond=False)")
-            return self.uncond(code).view(-1)
+            return _map_logit(self.uncond, code)
         if self.cond is None:
             raise ValueError("this discriminator has no conditional head (cond=False)")
-        tiled = e_bar[:, :, None, None].expand(-1, -1, code.shape[2], code.shape[3]).to(code.dtype)
-        return self.cond(self.joint(torch.cat([code, tiled], dim=1))).view(-1)
+        conv, bn, act = self.joint
+        w_code, w_cond = conv.weight.split([code.shape[1], conv.weight.shape[1] - code.shape[1]], dim=1)
+        image_part = F.conv2d(code, w_code, padding=1)  # [B, 8df, 4, 4]
+
+        def logit(e):  # [B, cond_dim] -> [B]; BN sees each condition's batch alone, as a call per condition did
+            return _map_logit(self.cond, act(bn(image_part + tiled_condition_conv3x3(e, w_cond, code.shape[2:]))))
+
+        return [logit(e) for e in e_bar] if isinstance(e_bar, (list, tuple)) else logit(e_bar)
+
+
+def _map_logit(conv, x):
+    """A head conv (k x k kernel, stride k, one output channel) on x [B, C, H, W] -> logits [B * (H/k) * (W/k)].
+    On D's k x k code it is one dot product per sample: a linear layer computes it (the same sums; oneDNN's
+    convolution cost ~5x as much for this shape, and D's heads run 7 times per stage and step)."""
+    if tuple(x.shape[2:]) == tuple(conv.kernel_size):
+        return F.linear(x.flatten(1), conv.weight.flatten(1), conv.bias).view(-1)  # [B]
+    return conv(x).view(-1)
+
+
+def tiled_condition_conv3x3(cond, weight, size):
+    """The condition's share of a 3x3 convolution (padding 1, no bias) of [image code ; cond tiled over H x W]:
+    conv3x3(cat([x, tile(cond)]), [W_x | W_c]) = conv3x3(x, W_x) + this, without tiling cond or convolving it.
+
+    A tiled vector is constant over space, so output position p gets sum over the taps k that fall inside the
+    H x W map of W_c[:, :, k] @ cond: one [O, K] x [K] product per tap (9), then a 0/1 sum over taps per position
+    (unfold of a map of ones marks which taps fall inside: the padding's zeros are the others). On D's 4x4 code the
+    joint convolution of [8df code ; 256 sentence] was the largest convolution of the toybirds-pretrained step.
+    cond [B, K]; weight [O, K, 3, 3]; size (H, W) -> [B, O, H, W].
+    """
+    H, W = size
+    per_tap = torch.einsum("bk,okt->bot", cond.to(weight.dtype), weight.flatten(2))  # [B, O, 9]
+    inside = F.unfold(per_tap.new_ones(1, 1, H, W), 3, padding=1)[0]  # [9, H*W]  1 where tap k of p is inside
+    return (per_tap @ inside.to(per_tap.dtype)).view(cond.shape[0], weight.shape[0], H, W)
 
 
 def _block3x3_leaky(cin, cout):
