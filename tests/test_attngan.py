@@ -150,13 +150,25 @@ def test_one_training_step(tiny, kind, tmp_path):
     stats = [json.loads(line) for line in (out / "stats.jsonl").read_text().splitlines()]
     assert stats[-1]["final"] and stats[-1]["gen_rprecision"]["n"] == 20
     cfg = json.loads((out / "config.json").read_text())
-    assert cfg["kind"] == kind and ("color_consistency" in cfg) == (kind == "stackgan2")
+    assert cfg["kind"] == kind and cfg["color_consistency"] == (kind == "stackgan2")  # AttnGAN has none
+    assert (stats[-1]["last"]["cc"] > 0) == (kind == "stackgan2")
     # The export alone rebuilds G + text encoder; it reproduces the run's generator.
     G, text_encoder, gcfg, vocab, style = load_generator(str(out))
     assert gcfg["stages"] == 2 and gcfg["sizes"] == [16, 32] and gcfg["kind"] == kind and len(vocab) > 10
     assert G.config.attention == (kind == "attngan")
     blob = torch.load(out / "generator.pt", weights_only=True)
     assert set(blob["generator"]) == set(G.state_dict())
+
+
+def test_attngan_color_consistency_is_a_tree_option(tiny, tmp_path):
+    """--color-consistency on AttnGAN: StackGAN++'s term joins G's loss (stats' "cc"), and the flag is recorded."""
+    from t2icli.training import train
+
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "cc", stages=2, steps=1,
+          color_consistency=True, **dict(TINY, final_rprecision=0))
+    stats = [json.loads(line) for line in (tmp_path / "cc" / "stats.jsonl").read_text().splitlines()]
+    assert stats[-1]["last"]["cc"] > 0
+    assert json.loads((tmp_path / "cc" / "config.json").read_text())["color_consistency"]
 
 
 @pytest.mark.long

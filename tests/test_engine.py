@@ -159,3 +159,15 @@ def test_resume_logs_changed_settings(tiny, tmp_path):
     log = open(os.path.join(out, "log.txt")).read()
     assert "resumed with other settings than config.json: steps: 1 -> 2" in log
     assert json.loads(open(os.path.join(out, "config.json")).read())["steps"] == 1  # the run's original config stays
+
+
+def test_describe_changes_names_fields_an_older_config_lacks():
+    """A run resumed from a config.json written before a field existed: the field is reported when it is set to
+    other than its default (the old run could not have had it), not when it keeps the default."""
+    from t2icli.training.config import AttnGANTrainConfig
+
+    cfg = AttnGANTrainConfig(steps=2, color_consistency=True)
+    old = cfg.to_dict()
+    old["steps"] = 1
+    del old["color_consistency"], old["cc_detach"]
+    assert cfg.describe_changes(old) == ["steps: 1 -> 2", "color_consistency: not in config.json -> True"]

@@ -117,6 +117,61 @@ def test_part_edits_move_a_colour_to_another_part_and_leave_plural_parts_alone()
         assert {"cap", "crown", "head", "headed"}.isdisjoint(edited)  # never a synonym of the old part
 
 
+def test_natural_edits_create_only_ngrams_the_corpus_has():
+    """With a corpus, "at night" is never edited into "at sky" (a phrase no caption has: the Ds of a toybirds run
+    rejected such captions from their text alone) while "on the grass" -> "on the sand" is; an n-gram that was
+    already missing before the edit (a cut caption) does not block it. Without a corpus every edit stays possible."""
+    vocab = ["<end>", "a", "bird", "on", "the", "at", "against", "sky", "grass", "sand", "night", "red", "blue"]
+    corpus_text = ["a red bird at night", "a blue bird at night", "a red bird on the grass",
+                   "a blue bird on the sand", "a red bird against the sky"]
+    corpus = [[vocab.index(w) for w in c.split()] for c in corpus_text]
+    captions = [["a", "red", "bird", "at", "night"], ["a", "blue", "bird", "on", "the", "grass"],
+                ["a", "red", "at", "night"]]  # the last one cut: "red at" is in no caption
+    tokens = torch.tensor([[vocab.index(w) for w in c] + [0] * (7 - len(c)) for c in captions])
+    lengths = torch.tensor([len(c) for c in captions])
+    u = torch.rand(3, 256, 3, generator=torch.Generator().manual_seed(0))
+
+    def edits(editor):
+        out, valid = editor.edit(tokens, lengths, u)
+        assert valid.all()
+        return [{" ".join(vocab[int(x)] for x in out[b, j, : len(captions[b])]) for j in range(256)} for b in range(3)]
+
+    natural = edits(CaptionEditor(vocab, corpus))
+    assert natural[0] == {"a blue bird at night"}  # no scene edit: "at sky" / "at grass" / "at sand" are unseen
+    assert natural[1] == {"a red bird on the grass", "a blue bird on the sand"}  # not "on the sky"
+    assert natural[2] == {"a blue at night"}  # "blue at" is unseen, but so was "red at"
+    raw = edits(CaptionEditor(vocab))
+    assert {"a red bird at sky", "a red bird at sand", "a red bird at grass"} < raw[0]
+    assert "a blue bird on the sky" in raw[1]
+
+
+def test_natural_edits_reach_both_trainers_editors(tiny_gan_setup, tmp_path, monkeypatch):
+    """--natural-edits gives `t2i train damsm`'s and `t2i train attngan`'s editors the training captions as their
+    corpus, and is recorded in config.json."""
+    from t2icli.data import negatives
+    from t2icli.training import train
+
+    made, real = [], negatives.editor_for
+
+    def spy(vocab, flag, data, corpus=None):
+        made.append(real(vocab, flag, data, corpus))
+        return made[-1]
+
+    monkeypatch.setattr(negatives, "editor_for", spy)
+    data = str(tmp_path / "d")
+    _write(data, lambda a: [f"a {('red', 'blue')[a]} bird with {('black', 'white')[a]} wings"])
+    train("damsm", data=data, out=str(tmp_path / "a"), steps=1, hard_negatives=1, natural_edits=True, **TINY_DAMSM)
+    assert made[-1].ngrams  # the training captions' n-grams
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["natural_edits"]
+    train("damsm", data=data, out=str(tmp_path / "b"), steps=1, hard_negatives=1, **TINY_DAMSM)
+    assert made[-1].ngrams is None  # off by default
+    tiny = tiny_gan_setup(tmp_path / "setup", n_train=16, n_test=8)
+    train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "g", stages=2, gf_dim=4, df_dim=4,
+          z_dim=8, cond_dim=8, batch_size=4, n_prompts=1, snapshot_rprecision=0, final_rprecision=0, progress=False,
+          steps=1, edited_wrong=0.5, natural_edits=True)
+    assert made[-1].ngrams
+
+
 def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():
     g = torch.Generator().manual_seed(0)
     M, D, N, T = 5, 12, 9, 6

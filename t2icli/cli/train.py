@@ -63,6 +63,9 @@ def train():
 @option(_C, "hard_negatives", "K", "Also score each image against K copies of its caption with one colour, size, "
         "beak-length, scene or body-part word changed (not in AttnGAN; default 0): other birds' captions mostly differ "
         "in the class colours, these differ in one fact, so the encoders must read every word a caption states.")
+@option(_C, "natural_edits", None, "Keep only hard negatives whose new word makes bigrams and trigrams that the "
+        "training captions have (not in AttnGAN; default off): \"at night\" is never edited into \"at sky\", a "
+        "caption no image has, which the encoders learn to reject from its text alone.")
 @option(_C, "word_shuffle", "K", "Permute each training caption's words locally, none by more than K places (the "
         "word-order noise of Lample et al. 2018; not in AttnGAN; default 0 = off; K may be fractional: with 1, two "
         "neighbours swap one time in 8, with 0.5 one time in 18), so that people's phrasings (\"wings blue\", \"some blue on the wings\") read as the data set's. "

@@ -42,6 +42,16 @@ def _tree_options(cls):
                                            "statistics re-estimated on N training captions with fresh noise, in "
                                            "training batches (BigGAN's standing statistics). Default 0: the trained "
                                            "G's running statistics, as AttnGAN (whose weight average keeps them)."),
+        option(cls, "color_consistency", None, "StackGAN++'s colour-consistency regulariser between consecutive "
+                                               "stages' images (pixel mean x1, covariance x5; StackGAN-v2 "
+                                               "trainer.py). AttnGAN has none: its last stage may repaint what the "
+                                               "earlier ones drew."),
+        option(cls, "cc_lambda1", "W", "Colour consistency: weight of the pixel-mean term (StackGAN-v2's "
+                                       "TRAIN.COEFF.COLOR_LOSS: 0 in its birds config, 50 in its *_color.yml)."),
+        option(cls, "cc_lambda2", "W", "Colour consistency: weight of the covariance term (StackGAN-v2: 5 x "
+                                       "COLOR_LOSS, so 250 with its *_color.yml)."),
+        option(cls, "cc_detach", None, "Colour consistency against the smaller stage's detached statistics, as "
+                                       "StackGAN-v2's trainer.py (else both stages move toward each other)."),
     ]
     return lambda fn: apply_options(fn, opts)
 
@@ -105,6 +115,10 @@ def _train(ctx, kind, params, none_reason):
         "own caption, one colour, size, beak-length, scene or body-part word changed, instead of another sample's "
         "caption (AttnGAN's only wrong pair; not in AttnGAN; default 0): D then rejects a bird whose caption is wrong "
         "in one fact, so G is asked for that fact by D too, not only by the DAMSM term.")
+@option(AttnGANTrainConfig, "natural_edits", None, "Both kinds of edited captions (--hard-negatives, --edited-wrong) "
+        "keep only edits whose new word makes bigrams and trigrams that the training captions have (not in AttnGAN; "
+        "default off): without it D learns to reject \"at sky\" or \"on the night\" from the text alone and never "
+        "checks the background in the image.")
 @click.pass_context
 def attngan(ctx, **params):
     """Train an AttnGAN: attentional multi-stage generator + one discriminator per stage.
@@ -131,10 +145,6 @@ def attngan(ctx, **params):
 
 @click.command()
 @_tree_options(StackGAN2TrainConfig)
-@option(StackGAN2TrainConfig, "color_consistency", None, "StackGAN++ colour-consistency regulariser between "
-                                                         "consecutive stages (pixel mean x1, covariance x5).")
-@option(StackGAN2TrainConfig, "cc_detach", None, "Colour consistency against the smaller stage's detached statistics, "
-        "as StackGAN-v2's trainer.py (else both stages move toward each other).")
 @option(StackGAN2TrainConfig, "d_condition", None, "What the Ds' conditional heads see: the sentence feature (as "
         "AttnGAN), or the conditioning-augmentation mean mu, detached in D's step, as StackGAN-v2.")
 @option(StackGAN2TrainConfig, "wrong", None, "D's mismatched pairs: real images with another sample's caption (as "

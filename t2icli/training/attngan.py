@@ -207,15 +207,16 @@ class TreeTrainer(GANTrainer):
     def __init__(self, cfg, env, resume=None):
         super().__init__(cfg, env, resume)
         self.use_damsm = cfg.kind == "attngan" and cfg.damsm_weight > 0
-        self.use_cc = cfg.kind == "stackgan2" and cfg.color_consistency and cfg.stages > 1
+        self.use_cc = cfg.color_consistency and cfg.stages > 1
         self.conditional = not getattr(cfg, "unconditional", False)
         self.editor = None  # edited captions: the DAMSM term's hard negatives and/or D's edited wrong pairs
         flag = (f"--hard-negatives {cfg.hard_negatives}" if self.use_damsm and getattr(cfg, "hard_negatives", 0)
                 else f"--edited-wrong {cfg.edited_wrong}" if getattr(cfg, "edited_wrong", 0) else None)
         if flag is not None:
-            from t2icli.data.negatives import editor_for
+            from t2icli.data.negatives import captions_of, editor_for
 
-            self.editor = editor_for(self.vocab, flag, cfg.data)
+            self.editor = editor_for(self.vocab, flag, cfg.data,
+                                     captions_of(self.train_ds) if getattr(cfg, "natural_edits", False) else None)
 
     def stage_sizes(self, image_size):
         from t2icli.models.attngan import check_stages, stage_sizes
@@ -301,7 +302,7 @@ class TreeTrainer(GANTrainer):
                           r1_gamma=self.r1_gamma(), check=self.loop.check_finite,
                           e_bar=None if self.embeddings is None else self.condition(batch), wrong_images=wrong,
                           d_condition=getattr(cfg, "d_condition", "sentence"),
-                          uncond_loss=getattr(cfg, "uncond_loss", None), cc_detach=getattr(cfg, "cc_detach", False),
+                          uncond_loss=getattr(cfg, "uncond_loss", None), cc_detach=cfg.cc_detach,
                           conditional=self.conditional, hard=hard, d_edits=d_edits)
         if self.G_ema is not None:
             self.G_ema.update(self.G)

@@ -196,9 +196,14 @@ class TrainConfig:
                               "even")
 
     def describe_changes(self, old):
-        """'name: a -> b' for every field that differs from the dict `old` (e.g. a resumed run's config.json)."""
+        """'name: a -> b' for every field that differs from the dict `old` (e.g. a resumed run's config.json), and
+        'name: not in config.json -> b' for a field `old` lacks (added to t2i since) that is set to other than its
+        default."""
         now = self.to_dict()
-        return [f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in now if k in old and old.get(k) != now[k]]
+        default = {f.name: f.default for f in dataclasses.fields(self) if f.default is not dataclasses.MISSING}
+        return ([f"{k}: {old.get(k)!r} -> {now[k]!r}" for k in now if k in old and old.get(k) != now[k]]
+                + [f"{k}: not in config.json -> {now[k]!r}" for k in now
+                   if k not in old and k in default and now[k] != default[k]])
 
 
 @dataclasses.dataclass
@@ -233,6 +238,9 @@ class DAMSMTrainConfig(TrainConfig):
     # Not in AttnGAN: K edited copies of each caption (one colour, size, beak-length, scene or body-part word changed,
     # data/negatives.py) as extra negatives of its image, so the loss asks for every fact a caption states.
     hard_negatives: int = Int(0, min=0)
+    # Not in AttnGAN: keep only edits whose new word makes bigrams and trigrams the training captions have (data/
+    # negatives.py), so an edited caption cannot be told from a real one by its text alone
+    natural_edits: bool = Bool(False)
     # Not in AttnGAN: the training captions' words permuted locally (no word moves more than K places; 0 = off), so
     # the text encoder reads a colour beside its part in either order ("blue wings", "wings blue").
     word_shuffle: float = Float(0.0, min=0)
@@ -295,6 +303,12 @@ class _TreeConfig(GANTrainConfig):
     r1_every: int = Int(1, min=1)
     lr_decay_steps: int = Int(None, min=1)  # the last N steps: lr_g and lr_d fall linearly to 0 (None: constant)
     standing_stats: int = Int(0, min=0)  # sample (snapshots, export) with BN statistics of N training captions
+    # StackGAN++'s colour consistency between consecutive stages' images (pixel mean and covariance; not in
+    # AttnGAN, whose stages share only their hidden features, so the default is off there and on in StackGAN++)
+    color_consistency: bool = Bool(False)
+    cc_lambda1: float = Float(1.0, min=0)  # mean term: StackGAN-v2 trainer.py:631-657 COLOR_LOSS (50 in *_color.yml)
+    cc_lambda2: float = Float(5.0, min=0)  # covariance term: 5 x COLOR_LOSS there
+    cc_detach: bool = Bool(False)  # StackGAN-v2: the smaller stage's statistics are a fixed target
 
 
 @dataclasses.dataclass
@@ -310,6 +324,7 @@ class AttnGANTrainConfig(_TreeConfig):
     # Not in AttnGAN: this share of D's wrong pairs is (real image, its own caption with one word edited) instead
     # of (real image, another sample's caption); rows whose caption has nothing to edit keep the other caption.
     edited_wrong: float = Float(0.0, min=0, max=1)
+    natural_edits: bool = Bool(False)  # as `t2i train damsm --natural-edits`, for both kinds of edits
 
 
 @dataclasses.dataclass
@@ -318,10 +333,9 @@ class StackGAN2TrainConfig(_TreeConfig):
 
     KINDS = ("stackgan2",)
 
+    # on in t2i's StackGAN++ since its first version (weights 1 / 5); StackGAN-v2's own default is off
+    # (miscc/config.py:49 COLOR_LOSS 0), its *_color.yml configs 50
     color_consistency: bool = Bool(True)
-    cc_lambda1: float = Float(1.0, min=0)
-    cc_lambda2: float = Float(5.0, min=0)
-    cc_detach: bool = Bool(False)  # StackGAN-v2: the smaller stage's statistics are a fixed target
     d_condition: str = Str("sentence", choices=("sentence", "mu"))  # what the Ds' conditional heads see
     wrong: str = Str("captions", choices=("captions", "images"))  # D's mismatched pairs
     uncond_loss: float = Float(None, min=0)  # None: AttnGAN's D loss; W: StackGAN-v2's with UNCOND_LOSS W
@@ -436,6 +450,8 @@ PRESETS = {
                     # steps 12000 and standing_stats 3200: against 9000 steps sampled with the trained G's statistics,
                     # data-FID 202.8 -> 149.4, attribute accuracy 0.823 -> 0.841 (README)
                     stages=3, gf_dim=16, df_dim=32, steps=12000, r1_gamma=0.0, r1_every=1, damsm_augment=True,
+                    # natural_edits (not set): background 0.24 -> 0.39 but beak 0.50 -> 0.25, attribute accuracy
+                    # 0.841 -> 0.814, data-FID 149.4 -> 174.1 in one whole run of the script (README)
                     class_mask=False, snapshot_every=1000, hard_negatives=2, edited_wrong=0.5, seed=1,
                     augment="flip", standing_stats=3200)},
     "stackgan2": {"toybirds-cpu": dict(_TOY_TREE)},

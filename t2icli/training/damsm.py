@@ -237,9 +237,10 @@ class DAMSMTrainer(Trainer):
         self.vocab = list(self.train_ds.vocab)
         self.last_eval = None
         if cfg.hard_negatives:
-            from t2icli.data.negatives import editor_for
+            from t2icli.data.negatives import captions_of, editor_for
 
-            self.editor = editor_for(self.vocab, f"--hard-negatives {cfg.hard_negatives}", cfg.data)
+            self.editor = editor_for(self.vocab, f"--hard-negatives {cfg.hard_negatives}", cfg.data,
+                                     captions_of(self.train_ds) if cfg.natural_edits else None)
 
     def info(self):
         return {"model": self.model_config.to_dict(), "dataset": {
