@@ -43,8 +43,9 @@ def _tree_options(cls):
                                            "training batches (BigGAN's standing statistics). Default 0: the trained "
                                            "G's running statistics, as AttnGAN (whose weight average keeps them)."),
         option(cls, "color_consistency", None, "StackGAN++'s colour-consistency regulariser between consecutive "
-                                               "stages' images (pixel mean x1, covariance x5; StackGAN-v2 "
-                                               "trainer.py). AttnGAN has none: its last stage may repaint what the "
+                                               "stages' images (pixel mean and covariance, weighted by "
+                                               "--cc-lambda1 / --cc-lambda2; StackGAN-v2 trainer.py:631-657). "
+                                               "AttnGAN has none: its last stage may repaint what the "
                                                "earlier ones drew."),
         option(cls, "cc_lambda1", "W", "Colour consistency: weight of the pixel-mean term (StackGAN-v2's "
                                        "TRAIN.COEFF.COLOR_LOSS: 0 in its birds config, 50 in its *_color.yml)."),
