@@ -170,6 +170,10 @@ def test_natural_edits_reach_both_trainers_editors(tiny_gan_setup, tmp_path, mon
           z_dim=8, cond_dim=8, batch_size=4, n_prompts=1, snapshot_rprecision=0, final_rprecision=0, progress=False,
           steps=1, edited_wrong=0.5, natural_edits=True)
     assert made[-1].ngrams
+    with pytest.raises(ConfigError, match="--natural-edits filters"):  # nothing to filter
+        train("damsm", data=data, out=str(tmp_path / "c"), steps=1, natural_edits=True, **TINY_DAMSM)
+    with pytest.raises(ConfigError, match="--natural-edits filters edited captions: it needs"):
+        train("attngan", data=tiny["data"], damsm=tiny["damsm"], out=tmp_path / "h", steps=1, natural_edits=True)
 
 
 def test_paired_word_scores_are_the_diagonal_of_the_all_pairs_scores():

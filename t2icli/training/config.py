@@ -250,6 +250,8 @@ class DAMSMTrainConfig(TrainConfig):
         for name in ("inception_weights", "backbone_batch_stats"):
             if self.image_encoder == "small" and getattr(self, name):
                 raise ConfigError(f"{flag_of(name)} is only used with --image-encoder inception_v3")
+        if self.natural_edits and not self.hard_negatives:
+            raise ConfigError("--natural-edits filters the edited captions of --hard-negatives K; give K >= 1")
         if self.small_grid & (self.small_grid - 1):
             raise ConfigError(f"--small-grid {self.small_grid}: must be a power of two (the small encoder halves the "
                               f"image until it reaches the grid)")
@@ -325,6 +327,12 @@ class AttnGANTrainConfig(_TreeConfig):
     # of (real image, another sample's caption); rows whose caption has nothing to edit keep the other caption.
     edited_wrong: float = Float(0.0, min=0, max=1)
     natural_edits: bool = Bool(False)  # as `t2i train damsm --natural-edits`, for both kinds of edits
+
+    def check(self, dry_run=False):
+        super().check(dry_run)
+        if self.natural_edits and not (self.hard_negatives or self.edited_wrong):
+            raise ConfigError("--natural-edits filters edited captions: it needs --hard-negatives K or --edited-wrong "
+                              "SHARE")
 
 
 @dataclasses.dataclass
