@@ -111,7 +111,8 @@ class CaptionEditor:
         valid = np.zeros((B, k), dtype=bool)
         for b in range(B):
             n = int(lengths[b])
-            sites = [(t, c) for t in range(n) if self._site(tok[b], t, n) for c in [self._candidates(tok[b], t, n)]
+            padded = None if self.ngrams is None else [self._START, *(int(x) for x in tok[b, :n]), self._END]
+            sites = [(t, c) for t in range(n) if self._site(tok[b], t, n) for c in [self._candidates(tok[b], t, padded)]
                      if c]  # (position, [[new token ids of another value]])
             if not sites:
                 continue
@@ -122,24 +123,25 @@ class CaptionEditor:
                 valid[b, j] = True
         return torch.from_numpy(out), torch.from_numpy(valid)
 
-    def _replace(self, row, t, new):
-        """row (int64 [T]) with token t replaced by `new` and an article before it made to agree."""
-        row = row.copy()
-        row[t] = new
-        if t > 0 and int(row[t - 1]) in self.article.values() and len(self.article) == 2:
-            row[t - 1] = self.article["an" if self.vowel[new] else "a"]
-        return row
+    def _replace(self, seq, t, new):
+        """A copy of seq (a caption's token ids: int64 [T], or a list) with token t replaced by `new` and an article
+        before it made to agree."""
+        seq = seq.copy()
+        seq[t] = new
+        if t > 0 and int(seq[t - 1]) in self.article.values() and len(self.article) == 2:
+            seq[t - 1] = self.article["an" if self.vowel[new] else "a"]
+        return seq
 
-    def _candidates(self, row, t, length):
+    def _candidates(self, row, t, padded=None):
         """The replacements of site t: per other value of its kind (in order), the synonyms whose edit creates no
-        n-gram missing from the corpus that the caption had not already lacked; values left without one are dropped."""
+        n-gram missing from the corpus that the caption had not already lacked; values left without one are dropped.
+        padded: the caption's token ids between the sentinels (token t at t + 1); None without a corpus."""
         kind, v = self.value_of[int(row[t])]
         values = [self.choices[kind][w] for w in range(len(self.choices[kind])) if w != v]
         if self.ngrams is None:
             return values
-        padded = [self._START, *(int(x) for x in row[:length]), self._END]  # token t at t + 1
         lo = max(t - 2, 0)  # the tokens a trigram through the article (token t - 1) or token t can reach
-        window = padded[lo : min(t + 3, length + 1) + 1]
+        window = padded[lo : t + 4]
         p = t + 1 - lo  # token t's index in window
         values = [[x for x in syn if self._natural(window, p, x)] for syn in values]
         return [syn for syn in values if syn]
@@ -147,10 +149,7 @@ class CaptionEditor:
     def _natural(self, a, p, new):
         """Whether replacing a[p] by `new` (and an article at a[p - 1] made to agree) creates only bigrams and
         trigrams that are in the corpus or whose unedited counterpart was missing from it as well."""
-        b = list(a)
-        b[p] = new
-        if b[p - 1] in self.article.values() and len(self.article) == 2:
-            b[p - 1] = self.article["an" if self.vowel[new] else "a"]
+        b = self._replace(a, p, new)
         first = p - 1 if b[p - 1] != a[p - 1] else p
         for n in (2, 3):
             for s in range(max(first - n + 1, 0), min(p, len(b) - n) + 1):
