@@ -145,6 +145,32 @@ def test_natural_edits_create_only_ngrams_the_corpus_has():
     assert "a blue bird on the sky" in raw[1]
 
 
+def test_swaps_exchange_two_colours_of_different_values_and_keep_the_articles_right():
+    """--swap-negatives: the copy has the caption's words (a bag of words cannot tell them apart) with two colours of
+    different values exchanged; every such pair is drawn; captions without two different colours give invalid
+    copies; with a corpus a swap that creates an unseen n-gram is not drawn."""
+    captions = ["an orange bird with blue wings and a red beak", "a red bird with red wings",
+                "a tiny yellow bird with black wings", "a large bird with gray wings"]
+    tokens, lengths = _encode(captions)
+    u = torch.rand(4, 256, generator=torch.Generator().manual_seed(0))
+    out, valid = CaptionEditor(VOCAB).swap(tokens, lengths, u)
+    assert out.shape == (4, 256, 16) and valid.tolist() == [[True] * 256, [False] * 256, [True] * 256, [False] * 256]
+    assert torch.equal(out[1], tokens[1].expand(256, 16)) and torch.equal(out[3], tokens[3].expand(256, 16))
+    drawn = [{" ".join(VOCAB[t] for t in out[b, j, : lengths[b]].tolist()) for j in range(256)} for b in (0, 2)]
+    assert drawn[0] == {"a blue bird with orange wings and a red beak", "a red bird with blue wings and an orange beak",
+                        "an orange bird with red wings and a blue beak"}  # the 3 pairs, articles agreeing
+    assert drawn[1] == {"a tiny black bird with yellow wings"}
+    vocab = ["<end>", "a", "bird", "with", "wings", "red", "blue", "and", "beak"]
+    corpus = [[vocab.index(w) for w in c.split()] for c in ("a red bird with blue wings and red beak",
+                                                            "a blue bird with red wings and red beak")]
+    tok = torch.tensor([[vocab.index(w) for w in "a red bird with blue wings and red beak".split()]])
+    out, valid = CaptionEditor(vocab, corpus).swap(tok, torch.tensor([9]), torch.rand(1, 64))
+    assert valid.all() and {" ".join(vocab[t] for t in row.tolist()) for row in out[0]} == {
+        "a blue bird with red wings and red beak"}  # not "... red wings and blue beak": no caption has "and blue"
+    raw, _ = CaptionEditor(vocab).swap(tok, torch.tensor([9]), torch.rand(1, 64, generator=torch.Generator().manual_seed(1)))
+    assert "a red bird with red wings and blue beak" in {" ".join(vocab[t] for t in row.tolist()) for row in raw[0]}
+
+
 def test_natural_edits_reach_both_trainers_editors(tiny_gan_setup, tmp_path, monkeypatch):
     """--natural-edits gives `t2i train damsm`'s and `t2i train attngan`'s editors the training captions as their
     corpus, and is recorded in config.json."""
@@ -260,6 +286,39 @@ def test_damsm_hard_negatives_reach_the_loss_resume_exactly_and_need_attribute_w
     _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
     with pytest.raises(ConfigError, match="--hard-negatives 1: the vocabulary of --data"):
         train("damsm", data=bare, out=str(tmp_path / "c"), steps=1, hard_negatives=1, **TINY_DAMSM)
+
+
+def test_damsm_swap_negatives_join_the_hard_columns_and_resume_exactly(tmp_path, monkeypatch):
+    """--swap-negatives K adds K columns after the --hard-negatives ones (alone: K columns), recorded in config.json;
+    a resumed run draws them alike; --natural-edits accepts them as its edits; a vocabulary without colours is refused."""
+    from t2icli.training import train
+    from t2icli.training.run import find_latest_checkpoint, load_checkpoint
+
+    data = str(tmp_path / "d")  # each class's caption is the other's swapped: natural swaps exist
+    _write(data, lambda a: [f"a {('red', 'blue')[a]} bird with {('blue', 'red')[a]} wings"])
+    seen, real = [], losses.damsm_loss
+
+    def spy(word, sent, class_ids=None, gamma3=10.0, hard=None):
+        seen.append(None if hard is None else (tuple(t.shape for t in hard), bool(hard[2].all())))
+        return real(word, sent, class_ids, gamma3, hard=hard)
+
+    monkeypatch.setattr(losses, "damsm_loss", spy)
+    train("damsm", data=data, out=str(tmp_path / "a"), steps=2, hard_negatives=2, swap_negatives=1, **TINY_DAMSM)
+    assert [s for s in seen if s] == [(((8, 3), (8, 3), (8, 3)), True)] * 2  # every caption has two colours
+    assert json.loads((tmp_path / "a" / "config.json").read_text())["swap_negatives"] == 1
+    seen.clear()
+    train("damsm", data=data, out=str(tmp_path / "s"), steps=3, swap_negatives=2, natural_edits=True, **TINY_DAMSM)
+    assert [s for s in seen if s] == [(((8, 2), (8, 2), (8, 2)), True)] * 3
+    train("damsm", data=data, out=str(tmp_path / "b"), steps=1, swap_negatives=2, natural_edits=True, **TINY_DAMSM)
+    train("damsm", data=data, out=str(tmp_path / "b"), steps=3, swap_negatives=2, natural_edits=True, resume="latest",
+          **TINY_DAMSM)
+    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "s")))["model"]
+    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    bare = str(tmp_path / "bare")
+    _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
+    with pytest.raises(ConfigError, match="--swap-negatives 1: the vocabulary of --data"):
+        train("damsm", data=bare, out=str(tmp_path / "c"), steps=1, swap_negatives=1, **TINY_DAMSM)
 
 
 def test_attngan_hard_negatives_reach_the_damsm_term(tiny_gan_setup, tmp_path, monkeypatch):

@@ -63,6 +63,9 @@ def train():
 @option(_C, "hard_negatives", "K", "Also score each image against K copies of its caption with one colour, size, "
         "beak-length, scene or body-part word changed (not in AttnGAN; default 0): other birds' captions mostly differ "
         "in the class colours, these differ in one fact, so the encoders must read every word a caption states.")
+@option(_C, "swap_negatives", "K", "Also score each image against K copies of its caption with two colour words "
+        "exchanged (\"a red bird with blue wings\" -> \"a blue bird with red wings\"; not in AttnGAN; default 0): the "
+        "same words, so only an encoder that binds each colour to its part tells them from the caption.")
 @option(_C, "natural_edits", None, "Keep only hard negatives whose new word makes bigrams and trigrams that the "
         "training captions have (not in AttnGAN; default off): \"at night\" is never edited into \"at sky\", a "
         "caption no image has, which the encoders learn to reject from its text alone.")

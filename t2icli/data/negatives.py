@@ -123,6 +123,54 @@ class CaptionEditor:
                 valid[b, j] = True
         return torch.from_numpy(out), torch.from_numpy(valid)
 
+    def swap(self, tokens, lengths, u):
+        """k copies of every caption with two of its colour words exchanged ("a red bird with blue wings" -> "a blue
+        bird with red wings"): the same words, so a bag of words scores the copy as the caption, and false for an
+        encoder that binds each colour to its part (NegCLIP's swapped-attribute negatives, Yuksekgonul et al. 2023).
+
+        tokens: int64 [B, T] (0-padded); lengths: [B]; u: uniform draws in [0, 1) [B, k] (from the step's generator):
+        which pair of colour words of different values, drawn uniformly (with a corpus, among the pairs whose
+        exchange creates no unseen n-gram). Returns (tokens [B, k, T], valid bool [B, k]): a caption with fewer than
+        two colours of different values gives invalid copies (its tokens unchanged).
+        """
+        tok = np.asarray(tokens).copy()
+        B, T = tok.shape
+        u = np.asarray(u, dtype=np.float64)
+        if u.ndim != 2 or u.shape[0] != B:
+            raise ValueError(f"u must be [B={B}, k], got {tuple(u.shape)}")
+        k = u.shape[1]
+        lengths = np.asarray(lengths).astype(np.int64)
+        out = np.repeat(tok[:, None, :], k, axis=1)  # [B, k, T]
+        valid = np.zeros((B, k), dtype=bool)
+        for b in range(B):
+            n = int(lengths[b])
+            colours = [t for t in range(n) if self.value_of.get(int(tok[b, t]), ("",))[0] == "colour"]
+            pairs = []  # (swapped caption [T]) for each pair of colour words of different values
+            for i, ti in enumerate(colours):
+                for tj in colours[i + 1:]:
+                    if self.value_of[int(tok[b, ti])] == self.value_of[int(tok[b, tj])]:
+                        continue
+                    new = self._replace(self._replace(tok[b], ti, int(tok[b, tj])), tj, int(tok[b, ti]))
+                    if self.ngrams is None or self._natural_caption(tok[b, :n], new[:n]):
+                        pairs.append(new)
+            for j in range(k):
+                if pairs:
+                    out[b, j] = pairs[int(u[b, j] * len(pairs))]
+                    valid[b, j] = True
+        return torch.from_numpy(out), torch.from_numpy(valid)
+
+    def _natural_caption(self, old, new):
+        """Whether caption `new` (token ids, the same length as `old`) has only bigrams and trigrams that are in the
+        corpus or whose counterpart in `old` was missing from it as well."""
+        a = [self._START, *(int(x) for x in old), self._END]
+        b = [self._START, *(int(x) for x in new), self._END]
+        for n in (2, 3):
+            for s in range(len(b) - n + 1):
+                gram = tuple(b[s : s + n])
+                if gram != tuple(a[s : s + n]) and gram not in self.ngrams and tuple(a[s : s + n]) in self.ngrams:
+                    return False
+        return True
+
     def _replace(self, seq, t, new):
         """A copy of seq (a caption's token ids: int64 [T], or a list) with token t replaced by `new` and an article
         before it made to agree."""

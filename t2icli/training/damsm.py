@@ -236,10 +236,12 @@ class DAMSMTrainer(Trainer):
                                        word_limit=words)
         self.vocab = list(self.train_ds.vocab)
         self.last_eval = None
-        if cfg.hard_negatives:
+        if cfg.hard_negatives or cfg.swap_negatives:
             from t2icli.data.negatives import captions_of, editor_for
 
-            self.editor = editor_for(self.vocab, f"--hard-negatives {cfg.hard_negatives}", cfg.data,
+            flag = f"--hard-negatives {cfg.hard_negatives}" if cfg.hard_negatives else \
+                f"--swap-negatives {cfg.swap_negatives}"
+            self.editor = editor_for(self.vocab, flag, cfg.data,
                                      captions_of(self.train_ds) if cfg.natural_edits else None)
 
     def info(self):
@@ -301,6 +303,11 @@ class DAMSMTrainer(Trainer):
             u = distributed.local_rows(torch.rand(len(lengths) * self.env.world, self.cfg.hard_negatives, 3,
                                                   generator=gen))  # [b, K, 3] drawn for the global batch
             hard = self.editor.edit(tokens.cpu(), lengths, u)  # [b, K, T], [b, K]
+        if self.cfg.swap_negatives:  # drawn after the edits' draws: runs without swaps draw as before
+            u = distributed.local_rows(torch.rand(len(lengths) * self.env.world, self.cfg.swap_negatives,
+                                                  generator=gen))  # [b, K']
+            swapped = self.editor.swap(tokens.cpu(), lengths, u)  # [b, K', T], [b, K']
+            hard = swapped if hard is None else tuple(torch.cat(pair, 1) for pair in zip(hard, swapped))
         out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths,
                          class_ids if self.cfg.class_mask else None, self.model_config, self.amp,
                          hard=hard)  # the global batch's loss
