@@ -448,8 +448,9 @@ PRESETS = {
                            "negatives, word dropout 0.1, captions' words locally permuted (K 0.5)",
             "steps": 4000, "eval_every": 5, "class_mask": False, "hard_negatives": 2, "dropout": 0.1,
             "word_shuffle": 0.5}},
-    # 3300 steps: the steps the swapped-colour DAMSM saves (above); on its DAMSM, seeds 0 / 1 / 2 scored attribute
-    # accuracy 0.640 / ... at 2500 steps and 0.665 / 0.661 / ... at 3300 (README: Results of the demo)
+    # 3300 steps: the time the swapped-colour DAMSM saves (above); on it, seeds 0 / 1 / 2 scored attribute accuracy
+    # 0.640 / 0.634 / 0.552 at 2500 steps and 0.665 / 0.661 / 0.623 at 3300; on the 2800-step DAMSM before, 0.582 /
+    # 0.609 / 0.544 at 2500 (README: Results of the demo)
     "attngan": {"toybirds-cpu": dict(_TOY_TREE, damsm_augment=True, class_mask=False, steps=3300,
                                      description="2 stages (32/64 px) on toybirds 64 px, 3300 steps of 16 (about 9 "
                                                  "minutes on 2 CPU cores)"),
