@@ -319,6 +319,11 @@ def test_damsm_swap_negatives_join_the_hard_columns_and_resume_exactly(tmp_path,
     _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
     with pytest.raises(ConfigError, match="--swap-negatives 1: the vocabulary of --data"):
         train("damsm", data=bare, out=str(tmp_path / "c"), steps=1, swap_negatives=1, **TINY_DAMSM)
+    sizes = str(tmp_path / "sizes")  # editable (sizes), but no colour pair to exchange
+    _write(sizes, lambda a: [f"a {('small', 'large')[a]} bird"])
+    with pytest.raises(ConfigError, match="--swap-negatives 2: the vocabulary of --data .* no two colour words"):
+        train("damsm", data=sizes, out=str(tmp_path / "e"), steps=1, hard_negatives=1, swap_negatives=2, **TINY_DAMSM)
+    assert not (tmp_path / "e").exists() or not any((tmp_path / "e").rglob("*.pt"))
 
 
 def test_attngan_hard_negatives_reach_the_damsm_term(tiny_gan_setup, tmp_path, monkeypatch):

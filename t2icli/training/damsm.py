@@ -243,6 +243,9 @@ class DAMSMTrainer(Trainer):
                 f"--swap-negatives {cfg.swap_negatives}"
             self.editor = editor_for(self.vocab, flag, cfg.data,
                                      captions_of(self.train_ds) if cfg.natural_edits else None)
+            if cfg.swap_negatives and "colour" not in self.editor.choices:
+                raise ConfigError(f"--swap-negatives {cfg.swap_negatives}: the vocabulary of --data {cfg.data} has no "
+                                  f"two colour words to exchange")
 
     def info(self):
         return {"model": self.model_config.to_dict(), "dataset": {
