@@ -260,9 +260,21 @@ def _write(out, captions_of):
 TINY_DAMSM = dict(batch_size=8, small_width=8, progress=False, n_attention=0, rprecision_runs=1)
 
 
-def test_damsm_hard_negatives_reach_the_loss_resume_exactly_and_need_attribute_words(tmp_path, monkeypatch):
+def _resumes_exactly(tmp_path, data, whole, **fields):
+    """A DAMSM run of 3 steps resumed after 1 ends with the weights of the uninterrupted run `whole` (a folder)."""
     from t2icli.training import train
     from t2icli.training.run import find_latest_checkpoint, load_checkpoint
+
+    out = str(tmp_path / "resumed")
+    train("damsm", data=data, out=out, steps=1, **fields, **TINY_DAMSM)
+    train("damsm", data=data, out=out, steps=3, resume="latest", **fields, **TINY_DAMSM)
+    a = load_checkpoint(find_latest_checkpoint(str(whole)))["model"]
+    b = load_checkpoint(find_latest_checkpoint(out))["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_damsm_hard_negatives_reach_the_loss_resume_exactly_and_need_attribute_words(tmp_path, monkeypatch):
+    from t2icli.training import train
 
     data = str(tmp_path / "d")
     _write(data, lambda a: [f"a {('red', 'blue')[a]} bird with {('black', 'white')[a]} wings"])
@@ -277,11 +289,7 @@ def test_damsm_hard_negatives_reach_the_loss_resume_exactly_and_need_attribute_w
     assert [s for s in seen if s] == [((8, 2), (8, 2), (8, 2))] * 3  # the 3 training steps
     assert None in seen  # the test-split evaluations score without them
     assert json.loads((tmp_path / "a" / "config.json").read_text())["hard_negatives"] == 2
-    train("damsm", data=data, out=str(tmp_path / "b"), steps=1, hard_negatives=2, **TINY_DAMSM)
-    train("damsm", data=data, out=str(tmp_path / "b"), steps=3, hard_negatives=2, resume="latest", **TINY_DAMSM)
-    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "a")))["model"]
-    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _resumes_exactly(tmp_path, data, tmp_path / "a", hard_negatives=2)
     bare = str(tmp_path / "bare")
     _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
     with pytest.raises(ConfigError, match="--hard-negatives 1: the vocabulary of --data"):
@@ -292,7 +300,6 @@ def test_damsm_swap_negatives_join_the_hard_columns_and_resume_exactly(tmp_path,
     """--swap-negatives K adds K columns after the --hard-negatives ones (alone: K columns), recorded in config.json;
     a resumed run draws them alike; --natural-edits accepts them as its edits; a vocabulary without colours is refused."""
     from t2icli.training import train
-    from t2icli.training.run import find_latest_checkpoint, load_checkpoint
 
     data = str(tmp_path / "d")  # each class's caption is the other's swapped: natural swaps exist
     _write(data, lambda a: [f"a {('red', 'blue')[a]} bird with {('blue', 'red')[a]} wings"])
@@ -309,12 +316,7 @@ def test_damsm_swap_negatives_join_the_hard_columns_and_resume_exactly(tmp_path,
     seen.clear()
     train("damsm", data=data, out=str(tmp_path / "s"), steps=3, swap_negatives=2, natural_edits=True, **TINY_DAMSM)
     assert [s for s in seen if s] == [(((8, 2), (8, 2), (8, 2)), True)] * 3
-    train("damsm", data=data, out=str(tmp_path / "b"), steps=1, swap_negatives=2, natural_edits=True, **TINY_DAMSM)
-    train("damsm", data=data, out=str(tmp_path / "b"), steps=3, swap_negatives=2, natural_edits=True, resume="latest",
-          **TINY_DAMSM)
-    a = load_checkpoint(find_latest_checkpoint(str(tmp_path / "s")))["model"]
-    b = load_checkpoint(find_latest_checkpoint(str(tmp_path / "b")))["model"]
-    assert all(torch.equal(a[k], b[k]) for k in a)
+    _resumes_exactly(tmp_path, data, tmp_path / "s", swap_negatives=2, natural_edits=True)
     bare = str(tmp_path / "bare")
     _write(bare, lambda a: [f"a bird of kind {'xy'[a]}"])
     with pytest.raises(ConfigError, match="--swap-negatives 1: the vocabulary of --data"):
