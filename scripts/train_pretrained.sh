@@ -15,8 +15,9 @@
 # (~4100 s), the DAMSM 863 s at 225 img/s where it runs at 168, eval 20 s with the shipped networks (~4 min more where
 # it trains its evaluation networks): estimated about 83 minutes at 182 GFLOP/s, 90 at 168, but measured end to end
 # (2026-12-05, with --natural-edits in both presets, ~4% dearer DAMSM) 6720 s = 112 minutes on a 167.7 GFLOP/s box:
-# DAMSM 952 s at 204 img/s, AttnGAN 5735 s at 34.9 img/s (README: the last 3000 steps meet the data-FID target). The caption edits of the presets (--hard-negatives 2 on both,
-# --edited-wrong 0.5 on the GAN) cost the DAMSM about a third of its speed and the GAN little.
+# DAMSM 952 s at 204 img/s, AttnGAN 5735 s at 34.9 img/s (README: the last 3000 steps meet the data-FID target).
+# The caption edits of the presets (--hard-negatives 2 on both, --edited-wrong 0.5 on the GAN) cost the DAMSM about a
+# third of its speed and the GAN little.
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
 #   bash scripts/train_pretrained.sh --no-install   train and evaluate only
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"

@@ -100,28 +100,20 @@ class CaptionEditor:
         corpus, among the words and values whose edit creates no unseen n-gram). Returns (tokens [B, k, T],
         valid bool [B, k]): a caption with nothing to edit gives invalid copies (its tokens unchanged).
         """
-        tok = np.asarray(tokens).copy()
-        B, T = tok.shape
-        u = np.asarray(u, dtype=np.float64)
-        k = u.shape[1]
-        if u.shape != (B, k, 3):
-            raise ValueError(f"u must be [B={B}, k, 3], got {tuple(u.shape)}")
-        lengths = np.asarray(lengths).astype(np.int64)
-        out = np.repeat(tok[:, None, :], k, axis=1)  # [B, k, T]
-        valid = np.zeros((B, k), dtype=bool)
-        for b in range(B):
-            n = int(lengths[b])
-            padded = None if self.ngrams is None else [self._START, *(int(x) for x in tok[b, :n]), self._END]
-            sites = [(t, c) for t in range(n) if self._site(tok[b], t, n) for c in [self._candidates(tok[b], t, padded)]
+        def chooser(row, n):
+            padded = None if self.ngrams is None else [self._START, *(int(x) for x in row[:n]), self._END]
+            sites = [(t, c) for t in range(n) if self._site(row, t, n) for c in [self._candidates(row, t, padded)]
                      if c]  # (position, [[new token ids of another value]])
             if not sites:
-                continue
-            for j in range(k):
-                t, values = sites[int(u[b, j, 0] * len(sites))]
-                synonyms = values[int(u[b, j, 1] * len(values))]
-                out[b, j] = self._replace(tok[b], t, synonyms[int(u[b, j, 2] * len(synonyms))])
-                valid[b, j] = True
-        return torch.from_numpy(out), torch.from_numpy(valid)
+                return None
+
+            def choose(d):  # d: one copy's draws [3]
+                t, values = sites[int(d[0] * len(sites))]
+                synonyms = values[int(d[1] * len(values))]
+                return self._replace(row, t, synonyms[int(d[2] * len(synonyms))])
+            return choose
+
+        return self._copies(tokens, lengths, u, (3,), chooser)
 
     def swap(self, tokens, lengths, u):
         """k copies of every caption with two of its colour words exchanged ("a red bird with blue wings" -> "a blue
@@ -133,41 +125,50 @@ class CaptionEditor:
         exchange creates no unseen n-gram). Returns (tokens [B, k, T], valid bool [B, k]): a caption with fewer than
         two colours of different values gives invalid copies (its tokens unchanged).
         """
+        def chooser(row, n):
+            colours = [t for t in range(n) if self.value_of.get(int(row[t]), ("",))[0] == "colour"]
+            pairs = []  # the swapped caption [T] of each pair of colour words of different values
+            for i, ti in enumerate(colours):
+                for tj in colours[i + 1:]:
+                    if self.value_of[int(row[ti])] == self.value_of[int(row[tj])]:
+                        continue
+                    new = self._replace(self._replace(row, ti, int(row[tj])), tj, int(row[ti]))
+                    if self.ngrams is None or self._keeps_ngrams(
+                            [self._START, *row[:n].tolist(), self._END], [self._START, *new[:n].tolist(), self._END]):
+                        pairs.append(new)
+            return (lambda d: pairs[int(d * len(pairs))]) if pairs else None
+
+        return self._copies(tokens, lengths, u, (), chooser)
+
+    @staticmethod
+    def _copies(tokens, lengths, u, tail, chooser):
+        """k changed copies of every caption: chooser(row [T], length) gives None where the caption has nothing to
+        change, else a function of one copy's draws u[b, j] (shape `tail`) that returns the changed row. u: [B, k,
+        *tail]. Returns (tokens [B, k, T], valid bool [B, k]); a caption with nothing to change keeps its tokens."""
         tok = np.asarray(tokens).copy()
         B, T = tok.shape
         u = np.asarray(u, dtype=np.float64)
-        if u.ndim != 2 or u.shape[0] != B:
-            raise ValueError(f"u must be [B={B}, k], got {tuple(u.shape)}")
+        if u.ndim != 2 + len(tail) or u.shape[0] != B or u.shape[2:] != tail:
+            raise ValueError(f"u must be [B={B}, k{''.join(f', {d}' for d in tail)}], got {tuple(u.shape)}")
         k = u.shape[1]
         lengths = np.asarray(lengths).astype(np.int64)
         out = np.repeat(tok[:, None, :], k, axis=1)  # [B, k, T]
         valid = np.zeros((B, k), dtype=bool)
         for b in range(B):
-            n = int(lengths[b])
-            colours = [t for t in range(n) if self.value_of.get(int(tok[b, t]), ("",))[0] == "colour"]
-            pairs = []  # (swapped caption [T]) for each pair of colour words of different values
-            for i, ti in enumerate(colours):
-                for tj in colours[i + 1:]:
-                    if self.value_of[int(tok[b, ti])] == self.value_of[int(tok[b, tj])]:
-                        continue
-                    new = self._replace(self._replace(tok[b], ti, int(tok[b, tj])), tj, int(tok[b, ti]))
-                    if self.ngrams is None or self._natural_caption(tok[b, :n], new[:n]):
-                        pairs.append(new)
+            choose = chooser(tok[b], int(lengths[b]))
+            if choose is None:
+                continue
             for j in range(k):
-                if pairs:
-                    out[b, j] = pairs[int(u[b, j] * len(pairs))]
-                    valid[b, j] = True
+                out[b, j] = choose(u[b, j])
+                valid[b, j] = True
         return torch.from_numpy(out), torch.from_numpy(valid)
 
-    def _natural_caption(self, old, new):
-        """Whether caption `new` (token ids, the same length as `old`) has only bigrams and trigrams that are in the
-        corpus or whose counterpart in `old` was missing from it as well."""
-        a = [self._START, *(int(x) for x in old), self._END]
-        b = [self._START, *(int(x) for x in new), self._END]
+    def _keeps_ngrams(self, a, b):
+        """Whether sequence b (a with some tokens replaced; the same length) has only bigrams and trigrams that are
+        in the corpus or whose counterpart in a was missing from it as well (an unchanged n-gram always passes)."""
         for n in (2, 3):
             for s in range(len(b) - n + 1):
-                gram = tuple(b[s : s + n])
-                if gram != tuple(a[s : s + n]) and gram not in self.ngrams and tuple(a[s : s + n]) in self.ngrams:
+                if tuple(b[s : s + n]) not in self.ngrams and tuple(a[s : s + n]) in self.ngrams:
                     return False
         return True
 
@@ -191,21 +192,8 @@ class CaptionEditor:
         lo = max(t - 2, 0)  # the tokens a trigram through the article (token t - 1) or token t can reach
         window = padded[lo : t + 4]
         p = t + 1 - lo  # token t's index in window
-        values = [[x for x in syn if self._natural(window, p, x)] for syn in values]
+        values = [[x for x in syn if self._keeps_ngrams(window, self._replace(window, p, x))] for syn in values]
         return [syn for syn in values if syn]
-
-    def _natural(self, a, p, new):
-        """Whether replacing a[p] by `new` (and an article at a[p - 1] made to agree) creates only bigrams and
-        trigrams that are in the corpus or whose unedited counterpart was missing from it as well."""
-        b = self._replace(a, p, new)
-        first = p - 1 if b[p - 1] != a[p - 1] else p
-        for n in (2, 3):
-            for s in range(max(first - n + 1, 0), min(p, len(b) - n) + 1):
-                gram = tuple(b[s : s + n])
-                if gram not in self.ngrams and tuple(a[s : s + n]) in self.ngrams:
-                    return False
-        return True
-
 
     def _site(self, row, t, length):
         """Whether token t of a caption can be edited: an attribute word, not a size inside 'X sized'."""
