@@ -450,8 +450,8 @@ PRESETS = {
             "word_shuffle": 0.5}},
     # 3300 steps: the time the swapped-colour DAMSM saves (above); on it, seeds 0 / 1 / 2 scored attribute accuracy
     # 0.640 / 0.634 / 0.552 at 2500 steps and 0.665 / 0.661 / 0.623 at 3300; on the 2800-step DAMSM before, 0.582 /
-    # 0.609 / 0.544 at 2500. stages 3 (16/32/64 px, two attention stages, as the paper's 64/128/256): at these widths
-    # the 16 px stage costs 2-5% of the step; seeds 0 / 1 / 2 0.684 / 0.683 / 0.656, data-FID 481 / 506 / 567
+    # 0.609 / 0.544 at 2500. stages 3 (16/32/64 px, two attention stages, as the paper's 64/128/256): 1.1x the
+    # step at these widths (scripts/profile_gan.py); seeds 0 / 1 / 2 0.684 / 0.683 / 0.656, data-FID 481 / 506 / 567
     # (2 stages: 0.665 / 0.661 / 0.623, 529 / 503 / 593; README: Results of the demo)
     "attngan": {"toybirds-cpu": dict(_TOY_TREE, stages=3, damsm_augment=True, class_mask=False, steps=3300,
                                      description="3 stages (16/32/64 px) on toybirds 64 px, 3300 steps of 16 (about "
