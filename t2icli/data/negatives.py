@@ -127,14 +127,14 @@ class CaptionEditor:
         """
         def chooser(row, n):
             colours = [t for t in range(n) if self.value_of.get(int(row[t]), ("",))[0] == "colour"]
+            old = None if self.ngrams is None else [self._START, *row[:n].tolist(), self._END]
             pairs = []  # the swapped caption [T] of each pair of colour words of different values
             for i, ti in enumerate(colours):
                 for tj in colours[i + 1:]:
                     if self.value_of[int(row[ti])] == self.value_of[int(row[tj])]:
                         continue
                     new = self._replace(self._replace(row, ti, int(row[tj])), tj, int(row[ti]))
-                    if self.ngrams is None or self._keeps_ngrams(
-                            [self._START, *row[:n].tolist(), self._END], [self._START, *new[:n].tolist(), self._END]):
+                    if old is None or self._keeps_ngrams(old, [self._START, *new[:n].tolist(), self._END]):
                         pairs.append(new)
             return (lambda d: pairs[int(d * len(pairs))]) if pairs else None
 
