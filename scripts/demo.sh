@@ -11,6 +11,7 @@
 #   bash scripts/demo.sh --quick    toy scale, under 3 minutes
 # Outputs go under demo/ (override with T2I_DEMO_DIR).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+use_tcmalloc
 
 quick=0
 [ "${1:-}" = "--quick" ] && quick=1

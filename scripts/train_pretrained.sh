@@ -21,6 +21,7 @@
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
 #   bash scripts/train_pretrained.sh --no-install   train and evaluate only
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"
+use_tcmalloc
 
 install=1
 [ "${1:-}" = "--no-install" ] && install=0

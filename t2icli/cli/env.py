@@ -7,7 +7,8 @@ import click
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object instead of a table.")
 def env(as_json):
     """Print versions (python, torch, CUDA, t2icli), devices, whether the CPU computes bf16 natively (then
-    `--precision bf16` trains in bf16 on it), which kernel backend is active, and the
+    `--precision bf16` trains in bf16 on it), the malloc in use (with tcmalloc, LD_PRELOAD, CPU training runs
+    1.1-1.2x faster: the line says how when the system has it), which kernel backend is active, and the
     self-check of the compiled kernels against the reference on every device (float32, forward and backward;
     a kernel that fails it is replaced by the reference in the process that found it: see T2I_OPS_SELFCHECK).
 
@@ -32,9 +33,13 @@ def env(as_json):
         "devices": ["cpu"] + [f"cuda:{i} ({torch.cuda.get_device_name(i)})" for i in range(torch.cuda.device_count())],
         "cpu_threads": torch.get_num_threads(),
     }
-    from t2icli.training.distributed import cpu_bf16
+    from t2icli.training.distributed import allocator, cpu_bf16, tcmalloc_library
 
     info["cpu_bf16"] = cpu_bf16()  # --precision bf16 runs on this CPU (native AVX512-BF16 / AMX) or is ignored
+    info["allocator"] = allocator()
+    lib = tcmalloc_library() if info["allocator"] == "system" else None
+    if lib:
+        info["allocator_hint"] = f"LD_PRELOAD={lib} t2i ... trains 1.1-1.2x faster on CPU (to the same bits)"
     try:
         from t2icli.ops import _selfcheck, backend_info, selfcheck
 
