@@ -5,7 +5,12 @@
 # (demo.sh, train_pretrained.sh) call it, so test.sh's browser and package tools keep the system's malloc.
 # T2I_TCMALLOC=0 keeps the system's malloc; an LD_PRELOAD that already names tcmalloc is kept as it is.
 use_tcmalloc() {
-  [ "${T2I_TCMALLOC:-1}" = 0 ] && return 0
+  case "${T2I_TCMALLOC:-1}" in
+    0) return 0 ;;
+    1) ;;
+    *) echo "t2i: T2I_TCMALLOC must be 0 (the system's malloc) or 1 (tcmalloc where found), got '$T2I_TCMALLOC'" >&2
+       return 2 ;;
+  esac
   [ "$(uname -s)" = Linux ] || return 0
   case ":${LD_PRELOAD:-}:" in *tcmalloc*) return 0 ;; esac
   local lib

@@ -17,7 +17,9 @@
 # (2026-12-05, with --natural-edits in both presets, ~4% dearer DAMSM) 6720 s = 112 minutes on a 167.7 GFLOP/s box:
 # DAMSM 952 s at 204 img/s, AttnGAN 5735 s at 34.9 img/s (README: the last 3000 steps meet the data-FID target).
 # The caption edits of the presets (--hard-negatives 2 on both, --edited-wrong 0.5 on the GAN) cost the DAMSM about a
-# third of its speed and the GAN little.
+# third of its speed and the GAN little. The script now allocates with tcmalloc where the system has it (use_tcmalloc,
+# scripts/_tcmalloc.sh; the same bits): this preset's AttnGAN step 1.04x (0.97-1.09), the demo's DAMSM step 1.11x,
+# so about 107 minutes on that box (estimated from those ratios, not measured end to end).
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)
 #   bash scripts/train_pretrained.sh --no-install   train and evaluate only
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"

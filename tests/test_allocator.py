@@ -15,12 +15,19 @@ needs_tcmalloc = pytest.mark.skipif(LIB is None or not sys.platform.startswith("
                                     reason="no tcmalloc on this system (scripts/test.sh installs it where it can)")
 
 
-def use_tcmalloc(**env):
-    """LD_PRELOAD after scripts/_tcmalloc.sh's use_tcmalloc, and its message, in a shell with `env` set."""
+def use_tcmalloc(check=True, **env):
+    """LD_PRELOAD after scripts/_tcmalloc.sh's use_tcmalloc, and its message, in a shell with `env` set (check=False:
+    the CompletedProcess)."""
     env = dict({k: v for k, v in os.environ.items() if k not in ("LD_PRELOAD", "T2I_TCMALLOC")}, **env)
     out = subprocess.run(["bash", "-c", 'source scripts/_tcmalloc.sh && use_tcmalloc && printf %s "${LD_PRELOAD:-}"'],
-                         cwd=ROOT, env=env, capture_output=True, text=True, check=True)
-    return out.stdout, out.stderr
+                         cwd=ROOT, env=env, capture_output=True, text=True, check=check)
+    return (out.stdout, out.stderr) if check else out
+
+
+def test_use_tcmalloc_rejects_a_bad_switch():
+    out = use_tcmalloc(check=False, T2I_TCMALLOC="yes")
+    assert out.returncode == 2 and out.stdout == ""
+    assert "T2I_TCMALLOC must be 0" in out.stderr and "'yes'" in out.stderr
 
 
 def test_this_process_allocator_is_named():
