@@ -47,4 +47,8 @@ def test_fid_is_zero_for_the_reference_equals_its_floor_for_real_images_and_grow
     assert real_train["value"] == pytest.approx(real_train["floor"]) == pytest.approx(same["floor"])
     noise = data_fid(np.random.default_rng(0).integers(0, 256, real.shape, dtype=np.uint8), data, steps=STEPS)
     assert noise["value"] > 1.5 * same["floor"], (same["floor"], noise["value"])
+    t = noise["terms"]  # the value's two terms, and the spreads: the reference's is the real images' own
+    assert t["mean"] + t["covariance"] == noise["value"] and t["mean"] > 0 and t["covariance"] > 0
+    assert t["spread_real"] == pytest.approx(same["terms"]["spread_real"])
+    assert same["terms"]["spread_real"] == pytest.approx(same["terms"]["spread_generated"])
     assert noise["floor"] == pytest.approx(same["floor"])  # the floor depends on the images drawn (n, seed) only

@@ -56,11 +56,16 @@ def _summary(r):
                 f"{real}\n  per attribute: {per}{mix}{by}{oov}")
     if m == "fid" and r.get("stats_only"):
         return f"FID reference statistics ({r['backbone']}, {r['n']} real {r['split']} images): {r['path']}"
+    terms = ""
+    if m == "fid" and "terms" in r:
+        t = r["terms"]
+        terms = (f"\n  = mean term {_round(t['mean'])} + covariance term {_round(t['covariance'])}; spread (trace of "
+                 f"the covariance) {_round(t['spread_generated'])} generated, {_round(t['spread_real'])} real")
     if m == "fid" and r.get("backbone") == "data":
         return (f"FID (data features, n={r['n']} vs {r['n_real']} real {r['split']}): {_round(r['value'])}; floor "
-                f"(real train vs real {r['split']}, n={r['n']}) {_round(r['floor'])}")
+                f"(real train vs real {r['split']}, n={r['n']}) {_round(r['floor'])}{terms}")
     if m == "fid":
-        return f"FID ({r['backbone']}, n={r['n']} vs {r['n_real']} real, {r['resize']}): {_round(r['value'])}"
+        return f"FID ({r['backbone']}, n={r['n']} vs {r['n_real']} real, {r['resize']}): {_round(r['value'])}{terms}"
     if m == "is":
         return (f"Inception Score ({r['backbone']}, n={r['n']}, {r['splits']} shuffled splits): "
                 f"{_round(r['mean'])} ± {_round(r['std'])}")

@@ -114,7 +114,7 @@ def data_fid(images, data, split="test", seed=0, device="cpu", log=None, steps=N
     """FID of generated uint8 images [n, S, S, 3] against the real `split` of prepared dataset `data` in its own
     feature space, with the floor of n real train images. Returns the JSON-able dict (the protocol included)."""
     from t2icli.data import PreparedDataset
-    from t2icli.metrics.fid import feature_stats, frechet_distance
+    from t2icli.metrics.fid import feature_stats, fid_terms, frechet_distance
 
     n = len(images)
     if n < 2:
@@ -126,7 +126,8 @@ def data_fid(images, data, split="test", seed=0, device="cpu", log=None, steps=N
     mu_g, sigma_g = feature_stats(data_features(model, images, size, device=device))
     idx = np.sort(np.random.default_rng([int(seed), 0xF1D]).choice(len(train), size=n, replace=n > len(train)))
     mu_t, sigma_t = feature_stats(data_features(model, train.images_uint8[idx], size, device=device))
-    return {"metric": "fid", "backbone": "data", "value": float(frechet_distance(mu_g, sigma_g, mu_r, sigma_r)),
+    terms = fid_terms(mu_g, sigma_g, mu_r, sigma_r)
+    return {"metric": "fid", "backbone": "data", "value": terms["mean"] + terms["covariance"], "terms": terms,
             "floor": float(frechet_distance(mu_t, sigma_t, mu_r, sigma_r)), "n": n, "n_real": len(real),
             "split": split, "seed": int(seed), "feature_dim": int(mu_g.shape[0]), "protocol": PROTOCOL,
             "network": dict({k: info[k] for k in ("targets", "recipe", "real_test_accuracy", "weights_sha256", "path",

@@ -26,8 +26,8 @@ import numpy as np
 from t2icli.fileio import atomic_write_bytes
 from t2icli.metrics.common import MetricError, RESIZE, check_file, file_sha256, inception_input, sha256_of, uint8_batches
 
-__all__ = ["BACKBONES", "INPUTS", "dmgan_inception", "frechet_distance", "build_backbone", "extract_features", "feature_stats",
-           "reference_stats", "fid_of_images", "stats_cache_path"]
+__all__ = ["BACKBONES", "INPUTS", "dmgan_inception", "frechet_distance", "frechet_terms", "fid_terms", "build_backbone",
+           "extract_features", "feature_stats", "reference_stats", "fid_of_images", "stats_cache_path"]
 
 BACKBONES = ("fid-inception", "torchvision", "dmgan")
 #: What each backbone's network sees (recorded in every FID result).
@@ -54,7 +54,16 @@ def dmgan_inception(num_classes=1000, aux_logits=True):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """Fréchet distance of two Gaussians: mu [D], sigma [D, D] -> float.
+    """Fréchet distance of two Gaussians: mu [D], sigma [D, D] -> float (the sum of frechet_terms)."""
+    t = frechet_terms(mu1, sigma1, mu2, sigma2)
+    return t["mean"] + t["covariance"]
+
+
+def frechet_terms(mu1, sigma1, mu2, sigma2):
+    """The Fréchet distance's two terms: {"mean": |mu1 - mu2|^2, "covariance": Tr(Sigma_1 + Sigma_2 -
+    2 (Sigma_1 Sigma_2)^(1/2)), "spread_1": Tr Sigma_1, "spread_2": Tr Sigma_2} (floats). A large mean term says
+    the images sit elsewhere in the feature space; a large covariance term with spread_1 well under spread_2, that
+    they vary less than the reference (blurred or alike images).
 
     Tr (Sigma_1 Sigma_2)^(1/2) is computed as sum_k sqrt(lambda_k) over the eigenvalues of the symmetric PSD
     matrix Sigma_1^(1/2) Sigma_2 Sigma_1^(1/2) (same eigenvalues as Sigma_1 Sigma_2): the same value
@@ -73,7 +82,8 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
     m = root1 @ sigma2 @ root1
     lam = np.linalg.eigvalsh((m + m.T) / 2)
     tr_covmean = float(np.sqrt(np.clip(lam, 0, None)).sum())
-    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2.0 * tr_covmean)
+    tr1, tr2 = float(np.trace(sigma1)), float(np.trace(sigma2))
+    return {"mean": float(diff @ diff), "covariance": tr1 + tr2 - 2.0 * tr_covmean, "spread_1": tr1, "spread_2": tr2}
 
 
 def build_backbone(backbone, weights, device="cpu"):
@@ -176,14 +186,22 @@ def fid_of_images(images, data, split="test", backbone="fid-inception", weights=
                   progress=None, log=None):
     """FID of uint8 images [n, H, W, 3] against the real `split` of `data`.
 
-    Returns {"metric": "fid", "value", "n", "n_real", "backbone", "weights", "weights_sha256", "resize",
-    "reference_stats": cache path}.
+    Returns {"metric": "fid", "value", "terms" (fid_terms), "n", "n_real", "backbone", "weights", "weights_sha256",
+    "resize", "reference_stats": cache path}.
     """
     model, info = build_backbone(backbone, weights, device)
     mu_r, sigma_r, ref = reference_stats(data, split, model, info, batch_size, device, progress, log)
     if log:
         log(f"FID: features of {len(images)} generated images")
     mu_g, sigma_g = feature_stats(extract_features(model, images, batch_size, device, progress))
-    value = frechet_distance(mu_g, sigma_g, mu_r, sigma_r)
-    return dict({"metric": "fid", "value": value, "n": int(len(images)), "n_real": ref["n"],
-                 "reference_stats": ref["path"]}, **info)
+    terms = fid_terms(mu_g, sigma_g, mu_r, sigma_r)
+    return dict({"metric": "fid", "value": terms["mean"] + terms["covariance"], "terms": terms, "n": int(len(images)),
+                 "n_real": ref["n"], "reference_stats": ref["path"]}, **info)
+
+
+def fid_terms(mu_g, sigma_g, mu_r, sigma_r):
+    """frechet_terms of generated (g) against real (r) statistics, named for the JSON: {"mean", "covariance",
+    "spread_generated", "spread_real"} (the traces of the two covariances)."""
+    t = frechet_terms(mu_g, sigma_g, mu_r, sigma_r)
+    return {"mean": t["mean"], "covariance": t["covariance"], "spread_generated": t["spread_1"],
+            "spread_real": t["spread_2"]}
