@@ -1,7 +1,7 @@
 # Sourced by _env.sh. use_tcmalloc: the t2i processes a script starts from then on (its exported LD_PRELOAD) allocate
 # with tcmalloc (gperftools) when the system has it. A CPU training step allocates and frees hundreds of tensors;
-# with glibc's malloc the toybirds-cpu AttnGAN and DAMSM steps run 1.1-1.2x slower (README: *Faster on CPU:
-# tcmalloc*). An allocator changes no arithmetic: a run trains the same bits with either. Only the training scripts
+# with glibc's malloc the toybirds-cpu AttnGAN and DAMSM steps run 1.1-1.2x slower (README: *Training at
+# scale*). An allocator changes no arithmetic: a run trains the same bits with either. Only the training scripts
 # (demo.sh, train_pretrained.sh) call it, so test.sh's browser and package tools keep the system's malloc.
 # T2I_TCMALLOC=0 keeps the system's malloc; an LD_PRELOAD that already names tcmalloc is kept as it is.
 use_tcmalloc() {
