@@ -54,4 +54,4 @@ if ! here_installed || [ "${T2I_REINSTALL:-0}" = 1 ]; then
   echo "t2i: installing the package (pip install --no-build-isolation --use-pep517 -e .; builds the C++ extension)" >&2
   pipq --no-build-isolation --use-pep517 -e .
 fi
-source scripts/_tcmalloc.sh  # use_tcmalloc, for the training scripts (this file cd-ed to the repository root)
+source scripts/_tcmalloc.sh  # use_tcmalloc (training scripts), tcmalloc_library (test.sh); cwd: the repository root

@@ -4,6 +4,11 @@
 # scale*). An allocator changes no arithmetic: a run trains the same bits with either. Only the training scripts
 # (demo.sh, train_pretrained.sh) call it, so test.sh's browser and package tools keep the system's malloc.
 # T2I_TCMALLOC=0 keeps the system's malloc; an LD_PRELOAD that already names tcmalloc is kept as it is.
+# tcmalloc_library: prints the path of the system's tcmalloc (ldconfig's cache), or nothing.
+tcmalloc_library() {
+  { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } |
+    awk '$1 ~ /^libtcmalloc(_minimal)?\.so\.4$/ {print $NF; exit}'
+}
 use_tcmalloc() {
   case "${T2I_TCMALLOC:-1}" in
     0) return 0 ;;
@@ -14,8 +19,7 @@ use_tcmalloc() {
   [ "$(uname -s)" = Linux ] || return 0
   case ":${LD_PRELOAD:-}:" in *tcmalloc*) return 0 ;; esac
   local lib
-  lib=$({ ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } |
-    awk '$1 ~ /^libtcmalloc(_minimal)?\.so\.4$/ {print $NF; exit}')
+  lib=$(tcmalloc_library)
   # a library the loader cannot preload (another architecture's) says so on stderr: then it is not used
   if [ -n "$lib" ] && [ -z "$(LD_PRELOAD="$lib" /bin/sh -c : 2>&1)" ]; then
     export LD_PRELOAD="$lib${LD_PRELOAD:+:$LD_PRELOAD}"

@@ -30,7 +30,7 @@ if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then
 fi
 # tcmalloc: demo.sh (which a test runs) and train_pretrained.sh allocate with it where the system has it
 # (scripts/_tcmalloc.sh); tests/test_allocator.py checks that path and skips without it.
-if ! { ldconfig -p 2>/dev/null || /sbin/ldconfig -p 2>/dev/null || true; } | grep -q 'libtcmalloc_minimal\.so\.4 '; then
+if [ -z "$(tcmalloc_library)" ]; then
   if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
     echo "t2i: installing libtcmalloc-minimal4 for the tcmalloc tests (apt-get)" >&2
     { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \

@@ -70,17 +70,17 @@ def test_frechet_distance_closed_forms():
         frechet_distance(np.zeros(2), np.eye(2), np.zeros(3), np.eye(3))
 
 
-def test_frechet_terms_split_the_distance():
+def test_fid_terms_split_the_distance():
     """The mean term is |mu1 - mu2|^2, the covariance term the rest; the spreads are the covariances' traces."""
-    from t2icli.metrics.fid import frechet_distance, frechet_terms
+    from t2icli.metrics.fid import fid_terms, frechet_distance
 
     rng = np.random.default_rng(1)
     m1, m2 = rng.normal(size=4), rng.normal(size=4)
     s1, s2 = rng.uniform(0.5, 2, 4), rng.uniform(0.5, 2, 4)
-    t = frechet_terms(m1, np.diag(s1**2), m2, np.diag(s2**2))
+    t = fid_terms(m1, np.diag(s1**2), m2, np.diag(s2**2))
     assert t["mean"] == pytest.approx(((m1 - m2) ** 2).sum())
     assert t["covariance"] == pytest.approx(((s1 - s2) ** 2).sum(), rel=1e-6)
-    assert t["spread_1"] == pytest.approx((s1**2).sum()) and t["spread_2"] == pytest.approx((s2**2).sum())
+    assert t["spread_generated"] == pytest.approx((s1**2).sum()) and t["spread_real"] == pytest.approx((s2**2).sum())
     assert t["mean"] + t["covariance"] == frechet_distance(m1, np.diag(s1**2), m2, np.diag(s2**2))
 
 

@@ -26,7 +26,7 @@ import numpy as np
 from t2icli.fileio import atomic_write_bytes
 from t2icli.metrics.common import MetricError, RESIZE, check_file, file_sha256, inception_input, sha256_of, uint8_batches
 
-__all__ = ["BACKBONES", "INPUTS", "dmgan_inception", "frechet_distance", "frechet_terms", "fid_terms", "build_backbone",
+__all__ = ["BACKBONES", "INPUTS", "dmgan_inception", "frechet_distance", "fid_terms", "build_backbone",
            "extract_features", "feature_stats", "reference_stats", "fid_of_images", "stats_cache_path"]
 
 BACKBONES = ("fid-inception", "torchvision", "dmgan")
@@ -54,24 +54,24 @@ def dmgan_inception(num_classes=1000, aux_logits=True):
 
 
 def frechet_distance(mu1, sigma1, mu2, sigma2, eps=1e-6):
-    """Fréchet distance of two Gaussians: mu [D], sigma [D, D] -> float (the sum of frechet_terms)."""
-    t = frechet_terms(mu1, sigma1, mu2, sigma2)
+    """Fréchet distance of two Gaussians: mu [D], sigma [D, D] -> float (the sum of fid_terms' two terms)."""
+    t = fid_terms(mu1, sigma1, mu2, sigma2)
     return t["mean"] + t["covariance"]
 
 
-def frechet_terms(mu1, sigma1, mu2, sigma2):
-    """The Fréchet distance's two terms: {"mean": |mu1 - mu2|^2, "covariance": Tr(Sigma_1 + Sigma_2 -
-    2 (Sigma_1 Sigma_2)^(1/2)), "spread_1": Tr Sigma_1, "spread_2": Tr Sigma_2} (floats). A large mean term says
-    the images sit elsewhere in the feature space; a large covariance term with spread_1 well under spread_2, that
-    they vary less than the reference (blurred or alike images).
+def fid_terms(mu_g, sigma_g, mu_r, sigma_r):
+    """The Fréchet distance's two terms, for the JSON: {"mean": |mu_g - mu_r|^2, "covariance": Tr(Sigma_g + Sigma_r -
+    2 (Sigma_g Sigma_r)^(1/2)), "spread_generated": Tr Sigma_g, "spread_real": Tr Sigma_r} (floats). A large mean
+    term says the images sit elsewhere in the feature space; a large covariance term with spread_generated well
+    under spread_real, that they vary less than the reference (blurred or alike images).
 
     Tr (Sigma_1 Sigma_2)^(1/2) is computed as sum_k sqrt(lambda_k) over the eigenvalues of the symmetric PSD
     matrix Sigma_1^(1/2) Sigma_2 Sigma_1^(1/2) (same eigenvalues as Sigma_1 Sigma_2): the same value
     scipy.linalg.sqrtm gives pytorch-fid, but exact for the near-singular covariances of few images (no complex
     parts, tiny negative eigenvalues of round-off clipped to 0) and ~10x faster at D = 2048.
     """
-    mu1, mu2 = np.atleast_1d(np.asarray(mu1, np.float64)), np.atleast_1d(np.asarray(mu2, np.float64))
-    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma1, np.float64)), np.atleast_2d(np.asarray(sigma2, np.float64))
+    mu1, mu2 = np.atleast_1d(np.asarray(mu_g, np.float64)), np.atleast_1d(np.asarray(mu_r, np.float64))
+    sigma1, sigma2 = np.atleast_2d(np.asarray(sigma_g, np.float64)), np.atleast_2d(np.asarray(sigma_r, np.float64))
     if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
         raise MetricError(f"feature statistics differ in shape: {mu1.shape}/{sigma1.shape} vs {mu2.shape}/{sigma2.shape}")
     if not (np.isfinite(sigma1).all() and np.isfinite(sigma2).all() and np.isfinite(mu1).all() and np.isfinite(mu2).all()):
@@ -83,7 +83,8 @@ def frechet_terms(mu1, sigma1, mu2, sigma2):
     lam = np.linalg.eigvalsh((m + m.T) / 2)
     tr_covmean = float(np.sqrt(np.clip(lam, 0, None)).sum())
     tr1, tr2 = float(np.trace(sigma1)), float(np.trace(sigma2))
-    return {"mean": float(diff @ diff), "covariance": tr1 + tr2 - 2.0 * tr_covmean, "spread_1": tr1, "spread_2": tr2}
+    return {"mean": float(diff @ diff), "covariance": tr1 + tr2 - 2.0 * tr_covmean, "spread_generated": tr1,
+            "spread_real": tr2}
 
 
 def build_backbone(backbone, weights, device="cpu"):
@@ -197,11 +198,3 @@ def fid_of_images(images, data, split="test", backbone="fid-inception", weights=
     terms = fid_terms(mu_g, sigma_g, mu_r, sigma_r)
     return dict({"metric": "fid", "value": terms["mean"] + terms["covariance"], "terms": terms, "n": int(len(images)),
                  "n_real": ref["n"], "reference_stats": ref["path"]}, **info)
-
-
-def fid_terms(mu_g, sigma_g, mu_r, sigma_r):
-    """frechet_terms of generated (g) against real (r) statistics, named for the JSON: {"mean", "covariance",
-    "spread_generated", "spread_real"} (the traces of the two covariances)."""
-    t = frechet_terms(mu_g, sigma_g, mu_r, sigma_r)
-    return {"mean": t["mean"], "covariance": t["covariance"], "spread_generated": t["spread_1"],
-            "spread_real": t["spread_2"]}
