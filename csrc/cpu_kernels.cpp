@@ -2,7 +2,9 @@
 //
 // Both are blocked so that only small per-thread tiles exist besides inputs and outputs:
 // the GEMMs go to BLAS through at::mm_out / at::addmm_ on tile views, the softmaxes and
-// cosines are fused loops, and backward recomputes the forward tiles instead of storing them.
+// cosines are fused loops, and backward recomputes the forward tiles instead of storing them
+// (except the DAMSM score's CPU training path, damsm_word_scores_save: its softmaxes, [M, 2, L, N],
+// are kept for the backward, which then skips the score GEMM and the exponentials).
 // Work is split into one static chunk per thread (at::parallel_for), so results do not depend
 // on scheduling; BLAS calls inside a chunk run single-threaded.
 #include <ATen/Parallel.h>
@@ -42,9 +44,19 @@ struct FlushDenormals {};
 #endif
 
 // exp(x) for x <= 0 (softmax after max subtraction); float: a branch-free polynomial that
-// the compiler vectorises (relative error ~2e-7), 0 below -87; double: std::exp.
+// the compiler vectorises (relative error ~2e-7), 0 below -87 (and for -inf); NaN stays NaN;
+// double: std::exp. The clamp and the zeroing are integer bit-selects on one mask: written as
+// float selects (std::max, ?:), GCC turns them into branches and leaves every loop that calls
+// this scalar ("control flow in loop"), 8x slower with AVX2.
 inline float exp_nonpos(float x) {
-  const float xc = std::max(x, -87.0f);
+  const int32_t below = -static_cast<int32_t>(x < -87.0f);  // all ones where x < -87
+  const float lo = -87.0f;
+  int32_t xb, lb;
+  std::memcpy(&xb, &x, sizeof(xb));
+  std::memcpy(&lb, &lo, sizeof(lb));
+  xb = (xb & ~below) | (lb & below);  // max(x, -87)
+  float xc;
+  std::memcpy(&xc, &xb, sizeof(xc));
   const float t = xc * 1.4426950408889634f;           // x / ln 2
   const float k = (t + 12582912.0f) - 12582912.0f;    // round to nearest integer
   const float r = (t - k) * 0.6931471805599453f;      // in [-ln2/2, ln2/2]
@@ -59,7 +71,13 @@ inline float exp_nonpos(float x) {
   int32_t bits = (static_cast<int32_t>(k) + 127) << 23;  // 2^k
   float scale;
   std::memcpy(&scale, &bits, sizeof(scale));
-  return x < -87.0f ? 0.0f : p * scale;
+  const float y = p * scale;
+  int32_t yb;
+  std::memcpy(&yb, &y, sizeof(yb));
+  yb &= ~below;  // 0 below -87
+  float out;
+  std::memcpy(&out, &yb, sizeof(out));
+  return out;
 }
 inline double exp_nonpos(double x) { return std::exp(x); }
 
@@ -263,13 +281,10 @@ T2I_INLINE void softmaxes_body(scalar_t* sp, scalar_t* pp, scalar_t* ap, const i
         prow[n] = v;
         m = std::max(m, v);
       }
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) arow[n] = exp_nonpos(g1 * (prow[n] - m));
       scalar_t tot = 0;
-#pragma omp simd reduction(+ : tot)
-      for (int64_t n = 0; n < N; ++n) {
-        const scalar_t v = exp_nonpos(g1 * (prow[n] - m));
-        arow[n] = v;
-        tot += v;
-      }
+      for (int64_t n = 0; n < N; ++n) tot += arow[n];  // in order: the sum these kernels have always formed
       const scalar_t r = scalar_t(1) / tot;
 #pragma omp simd
       for (int64_t n = 0; n < N; ++n) arow[n] *= r;
@@ -420,15 +435,19 @@ void check_damsm_inputs(const at::Tensor& img, const at::Tensor& words) {
   TORCH_CHECK(img.scalar_type() == words.scalar_type(), "t2i::damsm_word_scores: img and words dtypes differ");
 }
 
-at::Tensor damsm_forward_cpu(const at::Tensor& img_, const at::Tensor& words_, const at::Tensor& lengths, double gamma1, double gamma2) {
+// The M x M scores; with `save` also the softmaxes of every image's tile, saved [M, 2, L, N] (image i: P, then A),
+// which the backward then reads instead of recomputing them (damsm_word_scores_save: the CPU training path).
+std::tuple<at::Tensor, at::Tensor> damsm_forward(const at::Tensor& img_, const at::Tensor& words_, const at::Tensor& lengths, double gamma1,
+                                                 double gamma2, bool save) {
   at::NoGradGuard no_grad;
   check_damsm_inputs(img_, words_);
   const at::Tensor img = img_.detach().contiguous(), words = words_.detach().contiguous();
   const int64_t M = img.size(0), D = img.size(1), N = img.size(2);
   at::Tensor score = at::empty({M, M}, img.options());  // [M(images), M(captions)]
-  if (M == 0) return score;
+  if (M == 0) return {score, at::empty({0, 2, 0, N}, img.options())};
   TORCH_CHECK(N > 0, "t2i::damsm_word_scores: no regions");
   const Packed pk = pack_words(words, lengths);
+  at::Tensor saved = save ? at::empty({M, 2, pk.L, N}, img.options()) : at::Tensor();  // [M, 2, L, N]
   const int64_t chunks = num_chunks(M, 4.0 * M * pk.L * N * D);
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "t2i_damsm_forward_cpu", [&] {
     const std::vector<scalar_t> wn = word_norms<scalar_t>(pk);
@@ -436,21 +455,36 @@ at::Tensor damsm_forward_cpu(const at::Tensor& img_, const at::Tensor& words_, c
     at::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
       at::NoGradGuard guard;
       FlushDenormals ftz;
-      at::Tensor s = at::empty({pk.L, N}, img.options());   // [L, N] S, then P, then A (in place)
+      at::Tensor s = save ? at::Tensor() : at::empty({pk.L, N}, img.options());  // [L, N] S, then P, then A (in place)
       at::Tensor ct = at::empty({pk.L, D}, img.options());  // [L, D] contexts
       std::vector<scalar_t> r(pk.L), colbuf(2 * N);
       for (int64_t k = k0; k < k1; ++k)
         for (int64_t i = bound(k, M, chunks); i < bound(k + 1, M, chunks); ++i) {
-          damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), s, s, s, ct, r.data(), colbuf);
+          if (save) {
+            at::Tensor p = saved[i][0], a = saved[i][1];  // [L, N] each: S then P in p, A in a
+            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), p, p, a, ct, r.data(), colbuf);
+          } else {
+            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), s, s, s, ct, r.data(), colbuf);
+          }
           for (int64_t j = 0; j < M; ++j) out[i * M + j] = segment_lse<scalar_t>(r.data(), pk.off[j], pk.off[j + 1], static_cast<scalar_t>(gamma2));
         }
     });
   });
-  return score;
+  return {score, saved};
 }
 
-std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, const at::Tensor& img_, const at::Tensor& words_,
-                                                      const at::Tensor& lengths, double gamma1, double gamma2) {
+at::Tensor damsm_forward_cpu(const at::Tensor& img, const at::Tensor& words, const at::Tensor& lengths, double gamma1, double gamma2) {
+  return std::get<0>(damsm_forward(img, words, lengths, gamma1, gamma2, false));
+}
+
+std::tuple<at::Tensor, at::Tensor> damsm_forward_save_cpu(const at::Tensor& img, const at::Tensor& words, const at::Tensor& lengths, double gamma1,
+                                                          double gamma2) {
+  return damsm_forward(img, words, lengths, gamma1, gamma2, true);
+}
+
+// grad [M, M] -> (grad_img, grad_words). saved: the forward's [M, 2, L, N] softmaxes, or undefined (recompute them).
+std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const at::Tensor& img_, const at::Tensor& words_, const at::Tensor& lengths,
+                                                  const at::Tensor& saved_, double gamma1, double gamma2) {
   at::NoGradGuard no_grad;
   check_damsm_inputs(img_, words_);
   const at::Tensor img = img_.detach().contiguous(), words = words_.detach().contiguous();
@@ -461,6 +495,11 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
   at::Tensor grad_words = at::zeros_like(words);  // [M, D, T]; padding words get 0
   if (M == 0) return {grad_img, grad_words};
   const Packed pk = pack_words(words, lengths);
+  const bool use_saved = saved_.defined();
+  const at::Tensor saved = use_saved ? saved_.detach().contiguous() : at::Tensor();
+  TORCH_CHECK(!use_saved || (saved.dim() == 4 && saved.size(0) == M && saved.size(1) == 2 && saved.size(2) == pk.L && saved.size(3) == N &&
+                             saved.scalar_type() == img.scalar_type()),
+              "t2i::damsm_word_scores_backward_saved: saved must be the forward's [M, 2, L, N] of img's dtype (L = sum(lengths) = ", pk.L, ")");
   const int64_t chunks = num_chunks(M, 4.0 * M * pk.L * N * D);
   at::Tensor gwt_part = at::zeros({chunks, pk.L, D}, img.options());  // d WT, one accumulator per chunk
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "t2i_damsm_backward_cpu", [&] {
@@ -472,7 +511,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
       at::NoGradGuard guard;
       FlushDenormals ftz;
       const int64_t L = pk.L;
-      at::Tensor p = at::empty({L, N}, img.options());       // [L, N] P
+      at::Tensor p = use_saved ? at::Tensor() : at::empty({L, N}, img.options());  // [L, N] P (recomputed)
       at::Tensor ad = at::empty({2 * L, N}, img.options());  // [2L, N] rows [0, L): alpha; rows [L, 2L): dA, then dP, then dS
       at::Tensor a = ad.narrow(0, 0, L), da = ad.narrow(0, L, L);
       at::Tensor ct = at::empty({L, D}, img.options());      // [L, D] contexts
@@ -485,12 +524,20 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
         scalar_t* gwp = gwt.data_ptr<scalar_t>();
         for (int64_t i = bound(k, M, chunks); i < bound(k + 1, M, chunks); ++i) {
           const at::Tensor x = img[i];  // [D, N]
-          damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, da, p, a, ct, r.data(), colbuf);  // da holds S here
+          at::Tensor pi = p;
+          if (use_saved) {  // the forward's P and A; then the tile's last two steps: contexts and cosines
+            pi = saved[i][0];
+            a.copy_(saved[i][1]);  // beside dS for the one-GEMM dx below
+            at::mm_out(ct, a, x.t());  // [L, D]
+            cosines(ct.data_ptr<scalar_t>(), wp, wn.data(), L, D, r.data());
+          } else {
+            damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, da, p, a, ct, r.data(), colbuf);  // da holds S here
+          }
           // Cosine + log-sum-exp backward -> d contexts (dct) and the direct part of d words (gwt).
           cosine_backward(ct.data_ptr<scalar_t>(), wp, wn.data(), r.data(), pk.off.data(), M, D, gp + i * M, g2, dct.data_ptr<scalar_t>(), gwp);
           at::Tensor gx = grad_img[i];  // [D, N]
           at::mm_out(da, dct, x);       // dA [L, N] = dCT x
-          softmax_backward(a.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, pk.L, N, g1, colbuf.data());
+          softmax_backward(a.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, pk.L, N, g1, colbuf.data());
           at::mm_out(gx, cw.t(), ad);   // dx = dCT^T A + W dS in one GEMM: [D, 2L] x [2L, N]
           gwt.addmm_(da, x.t());     // dWT += dS x^T  [L, D]
         }
@@ -506,6 +553,16 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad_, c
   return {grad_img, grad_words};
 }
 
+std::tuple<at::Tensor, at::Tensor> damsm_backward_cpu(const at::Tensor& grad, const at::Tensor& img, const at::Tensor& words, const at::Tensor& lengths,
+                                                      double gamma1, double gamma2) {
+  return damsm_backward(grad, img, words, lengths, at::Tensor(), gamma1, gamma2);
+}
+
+std::tuple<at::Tensor, at::Tensor> damsm_backward_saved_cpu(const at::Tensor& grad, const at::Tensor& img, const at::Tensor& words, const at::Tensor& lengths,
+                                                            const at::Tensor& saved, double gamma1, double gamma2) {
+  return damsm_backward(grad, img, words, lengths, saved, gamma1, gamma2);
+}
+
 }  // namespace
 
 TORCH_LIBRARY_IMPL(t2i, CPU, m) {
@@ -513,6 +570,8 @@ TORCH_LIBRARY_IMPL(t2i, CPU, m) {
   m.impl("word_region_attention_backward", &wra_backward_cpu);
   m.impl("damsm_word_scores", &damsm_forward_cpu);
   m.impl("damsm_word_scores_backward", &damsm_backward_cpu);
+  m.impl("damsm_word_scores_save", &damsm_forward_save_cpu);
+  m.impl("damsm_word_scores_backward_saved", &damsm_backward_saved_cpu);
 }
 
 }  // namespace t2i

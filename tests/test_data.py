@@ -317,6 +317,50 @@ def test_loader_batches(tmp_path):
     assert torch.equal(resumed[0]["images"][1], batches[1]["images"][1])
 
 
+def _one_image(ds, index):
+    """Sample `index`'s images made one image at a time, as AttnGAN's get_imgs does (taoxugit/AttnGAN
+    code/datasets.py:59-88: Scale to int(C * 76 / 64), RandomCrop(C), RandomHorizontalFlip, then one downsample
+    per smaller stage) with the dataset's own random draws: [float [3, r, r] per resolution]."""
+    rng = ds._rng(index)
+    k = int(rng.integers(ds.n_captions(index)))
+    ds.cut_caption_of(index, k, rng)  # the caption's draws come first
+    img = torch.from_numpy(np.array(ds.stored_uint8[index])).permute(2, 0, 1).unsqueeze(0).float()  # [1, 3, P, P]
+    if ds.train and ds.augment == "scale-crop":
+        big, c = ds.load, ds.crop
+        if big != img.shape[-1]:
+            img = torch.nn.functional.interpolate(img, size=(big, big), mode="bilinear", align_corners=False,
+                                                  antialias=True)
+        y, x = (int(v) for v in rng.integers(0, big - c + 1, size=2))
+        img = img[:, :, y : y + c, x : x + c]
+        if rng.random() < 0.5:
+            img = img.flip(3)
+    elif ds.train and ds.augment == "flip" and rng.random() < 0.5:
+        img = img.flip(3)
+    out = []
+    for r in ds.resolutions:
+        im = img if r == img.shape[-1] else torch.nn.functional.interpolate(
+            img, size=(r, r), mode="bilinear", align_corners=False, antialias=True)
+        out.append((im[0] / 127.5 - 1.0).clamp(-1.0, 1.0))
+    return out
+
+
+@pytest.mark.parametrize("augment,resolutions,train", [("scale-crop", (8, 16, 32), True), ("scale-crop", (64,), True),
+                                                       ("flip", (8, 32), True), ("none", (16,), True),
+                                                       ("scale-crop", (16, 32), False)])
+def test_loader_batches_equal_images_made_one_at_a_time(tmp_path, augment, resolutions, train):
+    """The loader resizes, crops and flips a whole batch at once (PreparedDataset.__getitems__): every image is
+    bit for bit the one a per-image pipeline makes from the same draws, and ds[i] agrees with the batch."""
+    write_tiny(tmp_path / "ds", n_train=20)
+    ds = PreparedDataset(tmp_path / "ds", "train", resolutions=resolutions, train=train, seed=5, augment=augment)
+    ds.set_epoch(3)
+    batch = next(iter(make_loader(ds, 16, seed=5, epoch=3)))
+    for row, i in enumerate(batch["indices"].tolist()):
+        want = _one_image(ds, i)
+        assert all(torch.equal(b[row], w) for b, w in zip(batch["images"], want)), (augment, i)
+        assert all(torch.equal(a, w) for a, w in zip(ds[i]["images"], want))
+        assert torch.equal(batch["tokens"][row], ds[i]["tokens"]) and batch["captions"][row] == ds[i]["caption"]
+
+
 def test_tokenize_matches_nltk_regexp_tokenizer():
     RegexpTokenizer = pytest.importorskip("nltk.tokenize", reason="nltk (test extra; scripts/test.sh installs it)").RegexpTokenizer
 

@@ -294,12 +294,50 @@ def test_gradcheck_float64(device):
 
 
 @needs_ext
+@pytest.mark.parametrize("M,D,T,N,lengths", [(5, 12, 7, 9, [7, 1, 3, 7, 2]), (48, 32, 18, 64, None), (1, 4, 3, 2, [1])])
+def test_damsm_saved_softmaxes_path_is_the_plain_one_bit_for_bit(M, D, T, N, lengths):
+    """On the CPU with gradients, damsm_word_scores runs damsm_word_scores_save (the forward keeps each image's
+    softmaxes [M, 2, L, N], the backward reads them instead of recomputing): the same scores and gradients, to the
+    bit, as the plain op and its recomputing backward."""
+    img, words, L = _damsm_inputs(M, D, T, N, lengths)
+    x1, w1 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
+    x2, w2 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
+    score, saved = torch.ops.t2i.damsm_word_scores_save(x1, w1, L, G1, G2)
+    assert saved.shape == (M, 2, int(L.sum()), N) and not saved.requires_grad
+    plain = torch.ops.t2i.damsm_word_scores(x2, w2, L, G1, G2)
+    assert torch.equal(score, plain)
+    for a, b in zip(_grads(score, (x1, w1)), _grads(plain, (x2, w2))):
+        assert torch.equal(a, b)
+    x3, w3 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
+    assert torch.equal(ops.damsm_word_scores(x3, w3, L, G1, G2), plain)  # the wrapper takes this path
+    with pytest.raises(RuntimeError, match=r"saved must be the forward's \[M, 2, L, N\]"):
+        torch.ops.t2i.damsm_word_scores_backward_saved(torch.ones(M, M), img, words, L, saved[:, :1], G1, G2)
+
+
+@needs_ext
+def test_a_library_older_than_the_sources_is_named_not_half_used():
+    """A prebuilt t2icli._C from before an op was added registers only some of the ops: the backend says which are
+    missing and how to rebuild, instead of failing on the first call of a missing one."""
+    code = textwrap.dedent("""
+        from t2icli.ops import _ext
+        _ext.OPS = _ext.OPS + ("an_op_of_a_newer_csrc",)
+        path, reason = _ext._load()
+        print(path, "|", reason)
+    """)
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("None |") and "older than csrc/" in out and "t2i::an_op_of_a_newer_csrc" in out
+    assert "pip install -e ." in out
+
+
+@needs_ext
 @pytest.mark.parametrize("device", DEVICES)
 def test_opcheck(device):
     ops.backend_info()  # loads the library and registers fake kernels / autograd
     img, words, L = _damsm_inputs(4, 8, 5, 6, device=device)
     img.requires_grad_(True), words.requires_grad_(True)
     torch.library.opcheck(torch.ops.t2i.damsm_word_scores.default, (img, words, L, G1, G2))
+    if device == "cpu":
+        torch.library.opcheck(torch.ops.t2i.damsm_word_scores_save.default, (img, words, L, G1, G2))
     h, e, mask = _attn_inputs(2, 8, 5, 9, device=device)
     h.requires_grad_(True), e.requires_grad_(True)
     for return_attn in (False, True):

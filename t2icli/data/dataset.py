@@ -136,36 +136,58 @@ class PreparedDataset(torch.utils.data.Dataset):
         epoch = self.epoch if self.train else 0
         return np.random.default_rng([self.seed, epoch, int(index), 0x7721])
 
-    def __getitem__(self, index):
+    def _draws(self, index):
+        """The random choices of sample `index`, drawn in a fixed order from its own stream: (caption k, tokens
+        int64 [word_limit], length, crop corner (y, x) or None, flip)."""
         rng = self._rng(index)
         k = int(rng.integers(self.n_captions(index)))
         tokens, length = self.cut_caption_of(index, k, rng)
-        img = torch.from_numpy(np.array(self.stored_uint8[index])).permute(2, 0, 1)  # [3, P, P] uint8
-        img = img.unsqueeze(0).float()  # [1, 3, P, P]
+        corner, flip = None, False
+        if self.train and self.augment == "scale-crop":
+            corner = tuple(int(v) for v in rng.integers(0, self.load - self.crop + 1, size=2))
+            flip = bool(rng.random() < 0.5)
+        elif self.train and self.augment == "flip":
+            flip = bool(rng.random() < 0.5)
+        return k, tokens, length, corner, flip
+
+    def _augment(self, stored, draws):
+        """stored: uint8 [B, P, P, 3] -> one float tensor [B, 3, r, r] in [-1, 1] per resolution. Every op works
+        on each image alone (a batch computes what B single images would, to the bit: tests/test_data.py)."""
+        img = torch.from_numpy(stored).permute(0, 3, 1, 2).contiguous().float()  # [B, 3, P, P] (contiguous: the
+        # resize runs 2x faster than on the channels-last view, to the same bits)
         if self.train and self.augment == "scale-crop":
             big, c = self.load, self.crop  # Scale(int(C * 76 / 64)), RandomCrop(C)
             if big != self.stored_size:
                 img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
-            y, x = (int(v) for v in rng.integers(0, big - c + 1, size=2))
-            img = img[:, :, y : y + c, x : x + c]  # [1, 3, C, C]
-            if rng.random() < 0.5:
-                img = img.flip(3)
-        elif self.train and self.augment == "flip" and rng.random() < 0.5:
-            img = img.flip(3)  # the whole image, scaled below to each resolution as the test images are
+            crops = []
+            for b, (_, _, _, (y, x), flip) in enumerate(draws):
+                crop = img[b, :, y : y + c, x : x + c]  # [3, C, C]
+                crops.append(crop.flip(2) if flip else crop)
+            img = torch.stack(crops)  # [B, 3, C, C]
+        elif self.train and self.augment == "flip":
+            flips = [b for b, d in enumerate(draws) if d[4]]
+            if flips:
+                img[flips] = img[flips].flip(3)  # whole images, scaled below to each resolution as the test images
         images = []
         for r in self.resolutions:
             im = img if r == img.shape[-1] else F.interpolate(
                 img, size=(r, r), mode="bilinear", align_corners=False, antialias=True
             )
-            images.append((im[0] / 127.5 - 1.0).clamp_(-1.0, 1.0))  # [3, r, r]
-        return {
-            "images": images,
-            "tokens": torch.from_numpy(tokens),
-            "length": int(length),
-            "class_id": int(self.class_ids[index]),
-            "index": int(index),
-            "caption": k,
-        }
+            images.append((im / 127.5 - 1.0).clamp_(-1.0, 1.0))  # [B, 3, r, r]
+        return images
+
+    def __getitem__(self, index):
+        return self.__getitems__([index])[0]
+
+    def __getitems__(self, indices):
+        """The samples of a batch (DataLoader calls this instead of __getitem__ per index): the same samples,
+        with each image op run once on the batch, not once per image (about 3x faster on toybirds' batches)."""
+        indices = [int(i) for i in indices]
+        draws = [self._draws(i) for i in indices]
+        images = self._augment(self.stored_uint8[np.asarray(indices)], draws)  # a copy [B, P, P, 3]
+        return [{"images": [im[b] for im in images], "tokens": torch.from_numpy(tokens), "length": int(length),
+                 "class_id": int(self.class_ids[i]), "index": i, "caption": k}
+                for b, (i, (k, tokens, length, _, _)) in enumerate(zip(indices, draws))]
 
 
 class ResizedImages:

@@ -102,6 +102,15 @@ def word_region_attention(h, e, mask, return_attn: bool = False):
     return (c, beta) if return_attn else c
 
 
+def _keeps_softmaxes(img, words):
+    """True where damsm_word_scores runs its CPU training path: the forward keeps its softmaxes ([M, 2, L, N],
+    2 M L N floats) for the backward, which then skips recomputing them (the score GEMM, a sixth of its GEMM flops,
+    and the exponentials), to the same bits. Eager mode only: the kept tensor's size is data-dependent (L =
+    sum(lengths))."""
+    return (img.device.type == "cpu" and torch.is_grad_enabled() and (img.requires_grad or words.requires_grad)
+            and not torch.compiler.is_compiling())
+
+
 def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
     """DAMSM word-level score for all M x M (image, caption) pairs.
 
@@ -118,7 +127,9 @@ def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
         raise ValueError(f"lengths must be [M={img.shape[0]}], got {tuple(lengths.shape)}")
     (img32, words32), dtype, ctx = _boundary(("img", "words"), img, words)
     with ctx:
-        if _use_ext("damsm_word_scores", img32):
+        if _use_ext("damsm_word_scores", img32) and _keeps_softmaxes(img32, words32):
+            score = torch.ops.t2i.damsm_word_scores_save(img32, words32, lengths, float(gamma1), float(gamma2))[0]
+        elif _use_ext("damsm_word_scores", img32):
             score = torch.ops.t2i.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
         else:
             score = reference.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))

@@ -21,14 +21,32 @@ _loaded_path = [None]  # file of the library that registered the ops
 CSRC = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))), "csrc")
 
 
+# Every operator csrc/t2i_ops.cpp defines: a library that registers some but not all is older than the sources.
+OPS = ("word_region_attention", "word_region_attention_backward", "damsm_word_scores", "damsm_word_scores_backward",
+       "damsm_word_scores_save", "damsm_word_scores_backward_saved")
+
+
+def _missing_ops():
+    """The names in OPS that no loaded library has registered with the dispatcher."""
+    missing = []
+    for name in OPS:
+        try:
+            getattr(torch.ops.t2i, name).default  # noqa: B018
+        except (AttributeError, RuntimeError):
+            missing.append(name)
+    return missing
+
+
 def _ops_loaded():
-    """True when the t2i operators are registered with the dispatcher."""
-    try:
-        torch.ops.t2i.damsm_word_scores.default  # noqa: B018
-        torch.ops.t2i.word_region_attention.default  # noqa: B018
-        return True
-    except (AttributeError, RuntimeError):
-        return False
+    """True when every t2i operator is registered with the dispatcher."""
+    return not _missing_ops()
+
+
+def _stale(what, missing):
+    """The reason a library that registered only some of the ops cannot be used (the namespace is taken: no JIT
+    build can register the rest in this process)."""
+    return (f"{what} is older than csrc/ (it lacks t2i::{', t2i::'.join(missing)}): rebuild it with "
+            "`pip install -e .` (or `python setup.py build_ext --inplace`)")
 
 
 def _device_kernels():
@@ -83,15 +101,21 @@ def _jit_build():
 
 def _load():
     """Loads the extension (prebuilt, else JIT); returns (path, None) or (None, reason)."""
-    if _ops_loaded():
+    missing = _missing_ops()
+    if not missing:
         return _loaded_path[0], None
+    if len(missing) < len(OPS):
+        return None, _stale(f"the loaded t2i library ({_loaded_path[0] or 'unknown file'})", missing)
     reasons = []
     try:
         from t2icli import _C  # built by setup.py; registers the ops on import
 
-        if _ops_loaded():
+        missing = _missing_ops()
+        if not missing:
             _loaded_path[0] = _C.__file__
             return _C.__file__, None
+        if len(missing) < len(OPS):
+            return None, _stale(f"the prebuilt t2icli._C ({_C.__file__})", missing)
         reasons.append("t2icli._C imported but registered no t2i ops")
     except ImportError as exc:
         reasons.append(f"no prebuilt t2icli._C ({exc})")

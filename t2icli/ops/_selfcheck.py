@@ -242,13 +242,18 @@ def _check_damsm(device, dtype):
         cot = _cpu_randn((M, M), g).to(device)  # cotangent of the scores
         x = [img.detach().requires_grad_(True), words.detach().requires_grad_(True)]
         r = [img.detach().double().requires_grad_(True), words.detach().double().requires_grad_(True)]
-        score = torch.ops.t2i.damsm_word_scores(x[0], x[1], lengths, _G1, _G2)
         score_ref = reference.damsm_word_scores(r[0], r[1], lengths, _G1, _G2)
-        gx = _grads(score, x, cot.to(dtype))
         gr = _grads(score_ref, r, cot)
-        tag = " (strided)" if strided else ""
-        pairs += [(f"forward score{tag}", score, score_ref), (f"backward grad_img{tag}", gx[0], gr[0]),
-                  (f"backward grad_words{tag}", gx[1], gr[1])]
+        # The CPU training path (forward keeps its softmaxes, backward reads them) is checked beside the plain one.
+        for path in ("", " (saved softmaxes)") if device.type == "cpu" else ("",):
+            if path:
+                score = torch.ops.t2i.damsm_word_scores_save(x[0], x[1], lengths, _G1, _G2)[0]
+            else:
+                score = torch.ops.t2i.damsm_word_scores(x[0], x[1], lengths, _G1, _G2)
+            gx = _grads(score, x, cot.to(dtype))
+            tag = (" (strided)" if strided else "") + path
+            pairs += [(f"forward score{tag}", score, score_ref), (f"backward grad_img{tag}", gx[0], gr[0]),
+                      (f"backward grad_words{tag}", gx[1], gr[1])]
     return pairs
 
 
