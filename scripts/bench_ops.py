@@ -5,7 +5,9 @@
     python scripts/bench_ops.py --cases damsm_M48 --repeat 3
 
 For each case and variant (loop = the original per-caption algorithm, DAMSM only; reference =
-vectorised eager PyTorch; ext = the compiled kernel): median ms of forward (no grad) and of
+vectorised eager PyTorch; ext = the compiled kernel as t2icli.ops runs it, which for the DAMSM score on the
+CPU with gradients keeps its softmaxes for the backward where they fit in ops.SAVE_MAX_BYTES; ext_saved = the
+CPU op that keeps them whatever their size): median ms of forward (no grad) and of
 forward+backward, peak memory of one forward+backward above the inputs (CUDA: allocator peak;
 CPU: peak RSS growth measured in a fresh subprocess), achieved GFLOP/s on the useful flops,
 efficiency = GFLOP/s / the sgemm GFLOP/s of a 2048^3 matmul measured in the same run, and the
@@ -54,14 +56,26 @@ def make_inputs(case, device, seed=0):
     return dict(h=h.to(device), e=e.to(device), mask=mask.to(device), lengths=lengths, cot=cot.to(device))
 
 
-def variants(kind):
+def _ext_damsm(x, y, lengths):
+    """The compiled DAMSM score as t2icli.ops runs it: the op that keeps its softmaxes for the backward
+    (damsm_word_scores_save) where ops.keeps_softmaxes says so (CPU, gradients, at most ops.SAVE_MAX_BYTES kept),
+    otherwise the plain one."""
+    if ops.keeps_softmaxes(x, y, lengths):
+        return torch.ops.t2i.damsm_word_scores_save(x, y, lengths, G1, G2)[0]
+    return torch.ops.t2i.damsm_word_scores(x, y, lengths, G1, G2)
+
+
+def variants(kind, device="cpu"):
     """name -> fn(inputs dict, x, y) -> output tensor; x, y are the differentiable inputs."""
     if kind == "damsm":
-        return {
+        out = {
             "loop": lambda a, x, y: ref.damsm_word_scores_loop(x, y, a["lengths"], G1, G2),
             "reference": lambda a, x, y: ref.damsm_word_scores(x, y, a["lengths"], G1, G2),
-            "ext": lambda a, x, y: torch.ops.t2i.damsm_word_scores(x, y, a["lengths"], G1, G2),
+            "ext": lambda a, x, y: _ext_damsm(x, y, a["lengths"]),
         }
+        if device == "cpu":  # the CPU op that keeps its softmaxes whatever their size, for comparison
+            out["ext_saved"] = lambda a, x, y: torch.ops.t2i.damsm_word_scores_save(x, y, a["lengths"], G1, G2)[0]
+        return out
     return {
         "reference": lambda a, x, y: ref.word_region_attention(x, y, a["mask"]),
         "ext": lambda a, x, y: torch.ops.t2i.word_region_attention(x, y, a["mask"], False)[0],
@@ -114,7 +128,7 @@ def peak_mb(case_name, variant, device):
     case = CASES[case_name]
     if device == "cuda":
         a = make_inputs(case, device)
-        fn = variants(case["kind"])[variant]
+        fn = variants(case["kind"], device)[variant]
         torch.cuda.synchronize()
         base = torch.cuda.memory_allocated()
         torch.cuda.reset_peak_memory_stats()
@@ -143,7 +157,7 @@ def _mem_probe(case_name, variant):
     case = CASES[case_name]
     a = make_inputs(case, "cpu")
     ops.backend_info()
-    fn = variants(case["kind"])[variant]
+    fn = variants(case["kind"])[variant]  # the probe runs on the CPU
     x, y = (t.detach().requires_grad_(True) for t in diff_inputs(case["kind"], a))
     fn(a, x, y).backward(a["cot"])  # warm-up: libraries, thread pools, gradient buffers (counted as inputs)
     with open("/proc/self/clear_refs", "w") as f:  # reset the RSS high-water mark (VmHWM)
@@ -212,7 +226,7 @@ def main():
         a = make_inputs(case, device)
         gf_fwd, gf_all = useful_gflop(case, a)
         rows = {}
-        for vname, fn in variants(case["kind"]).items():
+        for vname, fn in variants(case["kind"], device).items():
             rep = min(args.repeat, 3) if vname == "loop" else args.repeat
             print(f"{name}: {vname} ...", file=sys.stderr)
             fwd = median_ms(fn, a, case["kind"], False, device, rep)

@@ -5,9 +5,8 @@
 # model's, when this checkout has it), evaluate R-precision, attribute accuracy and data-FID, print a results table.
 # Every stage is step-based: the results do not depend on the machine's speed, only the time does.
 #   bash scripts/demo.sh            default scale (8000 train / 1000 test birds, 64 px): DAMSM 2000 steps, AttnGAN
-#                                   3 stages, 3300 steps (presets toybirds-cpu); 16.4 minutes on 2 quiet cores of an
-#                                   AMD EPYC without AVX-512 whose 2048^3 sgemm runs at 160-178 GFLOP/s, with tcmalloc
-#                                   (18.5 with glibc's malloc: README), plus the first install
+#                                   3 stages, 3100 steps (presets toybirds-cpu); the time on 2 cores: README, Results
+#                                   of the demo
 #   bash scripts/demo.sh --quick    toy scale, under 3 minutes
 # Outputs go under demo/ (override with T2I_DEMO_DIR).
 source "$(dirname "${BASH_SOURCE[0]}")/_env.sh"

@@ -309,9 +309,24 @@ def test_damsm_saved_softmaxes_path_is_the_plain_one_bit_for_bit(M, D, T, N, len
     for a, b in zip(_grads(score, (x1, w1)), _grads(plain, (x2, w2))):
         assert torch.equal(a, b)
     x3, w3 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
-    assert torch.equal(ops.damsm_word_scores(x3, w3, L, G1, G2), plain)  # the wrapper takes this path
+    assert ops.keeps_softmaxes(x3, w3, L)  # the wrapper takes this path
+    assert torch.equal(ops.damsm_word_scores(x3, w3, L, G1, G2), plain)
     with pytest.raises(RuntimeError, match=r"saved must be the forward's \[M, 2, L, N\]"):
         torch.ops.t2i.damsm_word_scores_backward_saved(torch.ones(M, M), img, words, L, saved[:, :1], G1, G2)
+
+
+def test_softmaxes_are_kept_only_for_a_cpu_backward_within_the_memory_cap(monkeypatch):
+    """keeps_softmaxes: gradients on the CPU, in eager mode, and 2 M L N floats within ops.SAVE_MAX_BYTES."""
+    img, words, L = _damsm_inputs(6, 8, 5, 7, [5, 1, 3, 5, 2, 4])  # 2 * 6 * 20 * 7 floats = 6720 bytes
+    assert not ops.keeps_softmaxes(img, words, L)  # no gradient wanted
+    img.requires_grad_(True)
+    assert ops.keeps_softmaxes(img, words, L)
+    with torch.no_grad():
+        assert not ops.keeps_softmaxes(img, words, L)
+    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 6720)
+    assert ops.keeps_softmaxes(img, words, L)
+    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 6719)
+    assert not ops.keeps_softmaxes(img, words, L)
 
 
 @needs_ext

@@ -181,7 +181,8 @@ class PreparedDataset(torch.utils.data.Dataset):
 
     def __getitems__(self, indices):
         """The samples of a batch (DataLoader calls this instead of __getitem__ per index): the same samples,
-        with each image op run once on the batch, not once per image (about 3x faster on toybirds' batches)."""
+        with each image op run once on the batch, not once per image (2.2x faster for DAMSM's 48 toybirds images,
+        2.5x for the GAN's 16 at three sizes)."""
         indices = [int(i) for i in indices]
         draws = [self._draws(i) for i in indices]
         images = self._augment(self.stored_uint8[np.asarray(indices)], draws)  # a copy [B, P, P, 3]

@@ -25,7 +25,8 @@ import torch
 
 from t2icli.ops import _ext, _selfcheck, reference
 
-__all__ = ["word_region_attention", "damsm_word_scores", "damsm_word_scores_paired", "backend_info", "selfcheck"]
+__all__ = ["word_region_attention", "damsm_word_scores", "damsm_word_scores_paired", "keeps_softmaxes", "SAVE_MAX_BYTES",
+           "backend_info", "selfcheck"]
 
 _KERNEL_DTYPES = (torch.float32, torch.float64)
 
@@ -102,13 +103,21 @@ def word_region_attention(h, e, mask, return_attn: bool = False):
     return (c, beta) if return_attn else c
 
 
-def _keeps_softmaxes(img, words):
-    """True where damsm_word_scores runs its CPU training path: the forward keeps its softmaxes ([M, 2, L, N],
-    2 M L N floats) for the backward, which then skips recomputing them (the score GEMM, a sixth of its GEMM flops,
-    and the exponentials), to the same bits. Eager mode only: the kept tensor's size is data-dependent (L =
-    sum(lengths))."""
-    return (img.device.type == "cpu" and torch.is_grad_enabled() and (img.requires_grad or words.requires_grad)
-            and not torch.compiler.is_compiling())
+SAVE_MAX_BYTES = 32 * 2**20  # the most memory damsm_word_scores keeps for its backward (see keeps_softmaxes)
+
+
+def keeps_softmaxes(img, words, lengths):
+    """True where damsm_word_scores runs its CPU training path: the forward keeps its softmaxes ([M, 2, L, N], L =
+    sum(lengths)) for the backward, which then skips recomputing them (the score GEMM, a sixth of its GEMM flops,
+    and the exponentials), to the same bits. Only while they fit in SAVE_MAX_BYTES: beyond, a fresh buffer of that
+    size costs glibc's malloc more in page faults than the recompute (scripts/bench_ops.py: M=48, N=289, 57 MB
+    of softmaxes, 225 ms against 199 forward and backward), and the memory target of DESIGN.md (a third of the
+    vectorised reference's peak) would not hold; toybirds' DAMSM batch keeps 16 MB. Eager mode only: the kept
+    tensor's size is data-dependent."""
+    if not (img.device.type == "cpu" and torch.is_grad_enabled() and (img.requires_grad or words.requires_grad)
+            and not torch.compiler.is_compiling()):
+        return False
+    return 2 * img.shape[0] * int(lengths.sum()) * img.shape[2] * img.element_size() <= SAVE_MAX_BYTES
 
 
 def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
@@ -127,7 +136,7 @@ def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
         raise ValueError(f"lengths must be [M={img.shape[0]}], got {tuple(lengths.shape)}")
     (img32, words32), dtype, ctx = _boundary(("img", "words"), img, words)
     with ctx:
-        if _use_ext("damsm_word_scores", img32) and _keeps_softmaxes(img32, words32):
+        if _use_ext("damsm_word_scores", img32) and keeps_softmaxes(img32, words32, lengths):
             score = torch.ops.t2i.damsm_word_scores_save(img32, words32, lengths, float(gamma1), float(gamma2))[0]
         elif _use_ext("damsm_word_scores", img32):
             score = torch.ops.t2i.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
