@@ -51,6 +51,8 @@ torch.ops.load_library(sys.argv[1])
 for op in ("word_region_attention", "word_region_attention_backward", "damsm_word_scores", "damsm_word_scores_backward"):
     for key in ("CPU", "CUDA"):
         assert torch._C._dispatch_has_kernel_for_dispatch_key(f"t2i::{op}", key), f"t2i::{op} has no {key} kernel"
-print(f"check_cuda_build: OK, {sys.argv[1]} has CPU and CUDA kernels for all t2i ops (compiled, not run: "
-      f"cuda available = {torch.cuda.is_available()})")
+for op in ("damsm_word_scores_save", "damsm_word_scores_backward_saved"):  # the CPU training path only
+    assert torch._C._dispatch_has_kernel_for_dispatch_key(f"t2i::{op}", "CPU"), f"t2i::{op} has no CPU kernel"
+print(f"check_cuda_build: OK, {sys.argv[1]} has CPU and CUDA kernels for every t2i op (CPU only: the two of the "
+      f"CPU training path) (compiled, not run: cuda available = {torch.cuda.is_available()})")
 EOF

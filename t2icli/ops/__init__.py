@@ -111,7 +111,7 @@ def keeps_softmaxes(img, words, lengths):
     sum(lengths)) for the backward, which then skips recomputing them (the score GEMM, a sixth of its GEMM flops,
     and the exponentials), to the same bits. Only while they fit in SAVE_MAX_BYTES: beyond, a fresh buffer of that
     size costs glibc's malloc more in page faults than the recompute (scripts/bench_ops.py: M=48, N=289, 57 MB
-    of softmaxes, 225 ms against 199 forward and backward), and the memory target of DESIGN.md (a third of the
+    of softmaxes, 216 ms against 199 forward and backward), and the memory target of DESIGN.md (a third of the
     vectorised reference's peak) would not hold; toybirds' DAMSM batch keeps 16 MB. Eager mode only: the kept
     tensor's size is data-dependent."""
     if not (img.device.type == "cpu" and torch.is_grad_enabled() and (img.requires_grad or words.requires_grad)
