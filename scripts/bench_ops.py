@@ -56,22 +56,13 @@ def make_inputs(case, device, seed=0):
     return dict(h=h.to(device), e=e.to(device), mask=mask.to(device), lengths=lengths, cot=cot.to(device))
 
 
-def _ext_damsm(x, y, lengths):
-    """The compiled DAMSM score as t2icli.ops runs it: the op that keeps its softmaxes for the backward
-    (damsm_word_scores_save) where ops.keeps_softmaxes says so (CPU, gradients, at most ops.SAVE_MAX_BYTES kept),
-    otherwise the plain one."""
-    if ops.keeps_softmaxes(x, y, lengths):
-        return torch.ops.t2i.damsm_word_scores_save(x, y, lengths, G1, G2)[0]
-    return torch.ops.t2i.damsm_word_scores(x, y, lengths, G1, G2)
-
-
 def variants(kind, device="cpu"):
     """name -> fn(inputs dict, x, y) -> output tensor; x, y are the differentiable inputs."""
     if kind == "damsm":
         out = {
             "loop": lambda a, x, y: ref.damsm_word_scores_loop(x, y, a["lengths"], G1, G2),
             "reference": lambda a, x, y: ref.damsm_word_scores(x, y, a["lengths"], G1, G2),
-            "ext": lambda a, x, y: _ext_damsm(x, y, a["lengths"]),
+            "ext": lambda a, x, y: ops.damsm_word_scores(x, y, a["lengths"], G1, G2),  # the kernel as t2i runs it
         }
         if device == "cpu":  # the CPU op that keeps its softmaxes whatever their size, for comparison
             out["ext_saved"] = lambda a, x, y: torch.ops.t2i.damsm_word_scores_save(x, y, a["lengths"], G1, G2)[0]

@@ -11,6 +11,7 @@ resumed or distributed run sees exactly the same samples as an uninterrupted sin
 
 import json
 import os
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -19,6 +20,16 @@ import torch.nn.functional as F
 from t2icli.data.format import DataError, load_meta
 from t2icli.data.images import AUGMENTS, load_size
 from t2icli.data.text import Vocab, cut_caption
+
+
+class Draws(NamedTuple):
+    """The random choices of one sample (PreparedDataset._draws)."""
+
+    caption: int  # which of the image's captions
+    tokens: np.ndarray  # int64 [word_limit], 0-padded
+    length: int
+    corner: tuple  # (y, x) of the crop ("scale-crop" training), else None
+    flip: bool
 
 
 class PreparedDataset(torch.utils.data.Dataset):
@@ -137,8 +148,7 @@ class PreparedDataset(torch.utils.data.Dataset):
         return np.random.default_rng([self.seed, epoch, int(index), 0x7721])
 
     def _draws(self, index):
-        """The random choices of sample `index`, drawn in a fixed order from its own stream: (caption k, tokens
-        int64 [word_limit], length, crop corner (y, x) or None, flip)."""
+        """The random choices of sample `index` (Draws), drawn in a fixed order from its own stream."""
         rng = self._rng(index)
         k = int(rng.integers(self.n_captions(index)))
         tokens, length = self.cut_caption_of(index, k, rng)
@@ -148,7 +158,7 @@ class PreparedDataset(torch.utils.data.Dataset):
             flip = bool(rng.random() < 0.5)
         elif self.train and self.augment == "flip":
             flip = bool(rng.random() < 0.5)
-        return k, tokens, length, corner, flip
+        return Draws(k, tokens, int(length), corner, flip)
 
     def _augment(self, stored, draws):
         """stored: uint8 [B, P, P, 3] -> one float tensor [B, 3, r, r] in [-1, 1] per resolution. Every op works
@@ -160,12 +170,13 @@ class PreparedDataset(torch.utils.data.Dataset):
             if big != self.stored_size:
                 img = F.interpolate(img, size=(big, big), mode="bilinear", align_corners=False, antialias=True)
             crops = []
-            for b, (_, _, _, (y, x), flip) in enumerate(draws):
+            for b, d in enumerate(draws):
+                y, x = d.corner
                 crop = img[b, :, y : y + c, x : x + c]  # [3, C, C]
-                crops.append(crop.flip(2) if flip else crop)
+                crops.append(crop.flip(2) if d.flip else crop)
             img = torch.stack(crops)  # [B, 3, C, C]
         elif self.train and self.augment == "flip":
-            flips = [b for b, d in enumerate(draws) if d[4]]
+            flips = [b for b, d in enumerate(draws) if d.flip]
             if flips:
                 img[flips] = img[flips].flip(3)  # whole images, scaled below to each resolution as the test images
         images = []
@@ -186,9 +197,9 @@ class PreparedDataset(torch.utils.data.Dataset):
         indices = [int(i) for i in indices]
         draws = [self._draws(i) for i in indices]
         images = self._augment(self.stored_uint8[np.asarray(indices)], draws)  # a copy [B, P, P, 3]
-        return [{"images": [im[b] for im in images], "tokens": torch.from_numpy(tokens), "length": int(length),
-                 "class_id": int(self.class_ids[i]), "index": i, "caption": k}
-                for b, (i, (k, tokens, length, _, _)) in enumerate(zip(indices, draws))]
+        return [{"images": [im[b] for im in images], "tokens": torch.from_numpy(d.tokens), "length": d.length,
+                 "class_id": int(self.class_ids[i]), "index": i, "caption": d.caption}
+                for b, (i, d) in enumerate(zip(indices, draws))]
 
 
 class ResizedImages:

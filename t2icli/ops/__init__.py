@@ -136,10 +136,11 @@ def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):
         raise ValueError(f"lengths must be [M={img.shape[0]}], got {tuple(lengths.shape)}")
     (img32, words32), dtype, ctx = _boundary(("img", "words"), img, words)
     with ctx:
-        if _use_ext("damsm_word_scores", img32) and keeps_softmaxes(img32, words32, lengths):
-            score = torch.ops.t2i.damsm_word_scores_save(img32, words32, lengths, float(gamma1), float(gamma2))[0]
-        elif _use_ext("damsm_word_scores", img32):
-            score = torch.ops.t2i.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
+        if _use_ext("damsm_word_scores", img32):
+            if keeps_softmaxes(img32, words32, lengths):  # the CPU training path
+                score = torch.ops.t2i.damsm_word_scores_save(img32, words32, lengths, float(gamma1), float(gamma2))[0]
+            else:
+                score = torch.ops.t2i.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
         else:
             score = reference.damsm_word_scores(img32, words32, lengths, float(gamma1), float(gamma2))
     return score.to(dtype)

@@ -37,16 +37,18 @@ def _missing_ops():
     return missing
 
 
-def _ops_loaded():
-    """True when every t2i operator is registered with the dispatcher."""
-    return not _missing_ops()
-
-
-def _stale(what, missing):
-    """The reason a library that registered only some of the ops cannot be used (the namespace is taken: no JIT
-    build can register the rest in this process)."""
-    return (f"{what} is older than csrc/ (it lacks t2i::{', t2i::'.join(missing)}): rebuild it with "
-            "`pip install -e .` (or `python setup.py build_ext --inplace`)")
+def _registered(what, path):
+    """After `what` (a library at `path`) was loaded: (path, None) when every op is registered; (None, reason) when
+    only some are: the library is older than the sources, and the namespace is taken, so no JIT build can register
+    the rest in this process; None when none are."""
+    missing = _missing_ops()
+    if not missing:
+        _loaded_path[0] = path
+        return path, None
+    if len(missing) < len(OPS):
+        return None, (f"{what} is older than csrc/ (it lacks t2i::{', t2i::'.join(missing)}): rebuild it with "
+                      "`pip install -e .` (or `python setup.py build_ext --inplace`)")
+    return None
 
 
 def _device_kernels():
@@ -101,29 +103,24 @@ def _jit_build():
 
 def _load():
     """Loads the extension (prebuilt, else JIT); returns (path, None) or (None, reason)."""
-    missing = _missing_ops()
-    if not missing:
-        return _loaded_path[0], None
-    if len(missing) < len(OPS):
-        return None, _stale(f"the loaded t2i library ({_loaded_path[0] or 'unknown file'})", missing)
+    found = _registered(f"the loaded t2i library ({_loaded_path[0] or 'unknown file'})", _loaded_path[0])
+    if found:
+        return found
     reasons = []
     try:
         from t2icli import _C  # built by setup.py; registers the ops on import
 
-        missing = _missing_ops()
-        if not missing:
-            _loaded_path[0] = _C.__file__
-            return _C.__file__, None
-        if len(missing) < len(OPS):
-            return None, _stale(f"the prebuilt t2icli._C ({_C.__file__})", missing)
+        found = _registered(f"the prebuilt t2icli._C ({_C.__file__})", _C.__file__)
+        if found:
+            return found
         reasons.append("t2icli._C imported but registered no t2i ops")
     except ImportError as exc:
         reasons.append(f"no prebuilt t2icli._C ({exc})")
     try:
         path = _jit_build()
-        if _ops_loaded():
-            _loaded_path[0] = path
-            return path, None
+        found = _registered(f"the JIT-built library ({path})", path)
+        if found:
+            return found
         reasons.append("JIT-built library registered no t2i ops")
     except Exception as exc:  # compiler missing, build error, ...
         last = str(exc).strip().splitlines()[-1] if str(exc).strip() else ""
