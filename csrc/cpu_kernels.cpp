@@ -3,8 +3,8 @@
 // Both are blocked so that only small per-thread tiles exist besides inputs and outputs:
 // the GEMMs go to BLAS through at::mm_out / at::addmm_ on tile views, the softmaxes and
 // cosines are fused loops, and backward recomputes the forward tiles instead of storing them
-// (except the DAMSM score's CPU training path, damsm_word_scores_save: its softmaxes, [M, 2, L, N],
-// are kept for the backward, which then skips the score GEMM and the exponentials).
+// (except the DAMSM score's CPU training path, damsm_word_scores_save: its scores S and softmaxes,
+// [M, 3, L, N], are kept for the backward, which then skips the score GEMM and the exponentials).
 // Work is split into one static chunk per thread (at::parallel_for), so results do not depend
 // on scheduling; BLAS calls inside a chunk run single-threaded.
 #include <ATen/Parallel.h>
@@ -217,9 +217,18 @@ std::tuple<at::Tensor, at::Tensor> wra_backward_cpu(const at::Tensor& grad_c_, c
 // Captions are packed: WT [L, D] holds the L = sum(lengths) real words, caption j in rows
 // [off_j, off_j + len_j). For image i (x = img_i [D, N]) one GEMM gives the scores of all
 // words of all captions, S = WT x [L, N]; then per caption segment the softmax over its words
-// (for each region) gives P, the row softmax over regions of gamma1 * P gives alpha (A), one
-// GEMM gives the contexts CT = A x^T [L, D], and the cosines and per-caption log-sum-exp give
-// the M scores of that image. Only [L, N] and [L, D] tiles per thread are ever held.
+// (for each region) gives P, and the row softmax over regions of gamma1 * P gives alpha (A).
+// The contexts c_w = x alpha_w^T enter the score only through R_w = cos(c_w, word_w), and the
+// per-caption log-sum-exp of gamma2 * R gives the M scores of that image. Two ways to R:
+//   contexts: one more GEMM, CT = A x^T [L, D], and the cosines of its rows with WT's;
+//   Gram:     c_w . word_w = sum_n A_wn S_wn and |c_w|^2 = alpha_w G alpha_w^T = sum_n A_wn H_wn,
+//             with the regions' Gram matrix G = x^T x [N, N] and H = A G [L, N]: products of
+//             N-wide instead of D-wide rows, and a backward that needs besides them only
+//             dx = WT^T dS + 2 x dG and dWT = dS x^T (not d contexts, dA = dCT x, dx's dCT^T A).
+// Counted in multiply-adds, the training step (forward + backward) costs 7 LND by contexts and
+// 3 LND + 3 LN^2 + 3 DN^2 by Gram; Gram is taken where N/D + N/L <= 1 (small region grids: the
+// toybirds encoder's 8 x 8 against D = 256), contexts elsewhere (Inception's 17 x 17 = 289).
+// Only [L, N], [L, D] and [N, N] tiles per thread are ever held.
 
 struct Packed {
   at::Tensor WT;              // [L, D] packed words
@@ -244,15 +253,19 @@ Packed pack_words(const at::Tensor& words, const at::Tensor& lengths) {
   return p;
 }
 
-// softmax_cols_rows: on S [L, N] (rows l in [off_j, off_j+1) per caption j), writes
-// P = softmax over each caption's words for each region into p, and A = softmax over regions
-// of gamma1 * P into a (a may alias p: then P is overwritten). colbuf: 2N scratch values.
+// The cheaper way to R for these sizes (see above).
+bool use_gram(int64_t L, int64_t D, int64_t N) { return N * (L + D) <= L * D; }
+
+// softmaxes: from S [L, N] (rows l in [off_j, off_j+1) per caption j), writes P = softmax over
+// each caption's words for each region into p, and A = softmax over regions of gamma1 * P into a.
+// p may alias s (then S is overwritten), a may alias p (then P is). colbuf: 2N scratch values.
 template <typename scalar_t>
-T2I_INLINE void softmaxes_body(scalar_t* sp, scalar_t* pp, scalar_t* ap, const int64_t* off, int64_t M, int64_t N, scalar_t g1, scalar_t* colbuf) {
+T2I_INLINE void softmaxes_body(const scalar_t* sp, scalar_t* pp, scalar_t* ap, const int64_t* off, int64_t M, int64_t N, scalar_t g1, scalar_t* colbuf) {
   scalar_t* mx = colbuf;
   scalar_t* inv = colbuf + N;
   for (int64_t j = 0; j < M; ++j) {
-    scalar_t* seg = sp + off[j] * N;
+    const scalar_t* seg = sp + off[j] * N;
+    scalar_t* eseg = pp + off[j] * N;
     const int64_t len = off[j + 1] - off[j];
     for (int64_t n = 0; n < N; ++n) mx[n] = seg[n];
     for (int64_t w = 1; w < len; ++w)
@@ -263,21 +276,20 @@ T2I_INLINE void softmaxes_body(scalar_t* sp, scalar_t* pp, scalar_t* ap, const i
 #pragma omp simd
       for (int64_t n = 0; n < N; ++n) {
         const scalar_t v = exp_nonpos(seg[w * N + n] - mx[n]);
-        seg[w * N + n] = v;
+        eseg[w * N + n] = v;
         inv[n] += v;
       }
 #pragma omp simd
     for (int64_t n = 0; n < N; ++n) inv[n] = scalar_t(1) / inv[n];
-    // Per word row: P = E / colsum, then A = softmax_n(gamma1 * P).
+    // Per word row: P = E / colsum (in place), then A = softmax_n(gamma1 * P).
     for (int64_t w = 0; w < len; ++w) {
       const int64_t l = off[j] + w;
-      const scalar_t* erow = sp + l * N;
       scalar_t* prow = pp + l * N;
       scalar_t* arow = ap + l * N;
       scalar_t m = 0;  // P >= 0
 #pragma omp simd reduction(max : m)
       for (int64_t n = 0; n < N; ++n) {
-        const scalar_t v = erow[n] * inv[n];
+        const scalar_t v = prow[n] * inv[n];
         prow[n] = v;
         m = std::max(m, v);
       }
@@ -291,14 +303,14 @@ T2I_INLINE void softmaxes_body(scalar_t* sp, scalar_t* pp, scalar_t* ap, const i
     }
   }
 }
-T2I_CLONES void softmaxes(float* sp, float* pp, float* ap, const int64_t* off, int64_t M, int64_t N, float g1, float* colbuf) {
+T2I_CLONES void softmaxes(const float* sp, float* pp, float* ap, const int64_t* off, int64_t M, int64_t N, float g1, float* colbuf) {
   softmaxes_body<float>(sp, pp, ap, off, M, N, g1, colbuf);
 }
-void softmaxes(double* sp, double* pp, double* ap, const int64_t* off, int64_t M, int64_t N, double g1, double* colbuf) {
+void softmaxes(const double* sp, double* pp, double* ap, const int64_t* off, int64_t M, int64_t N, double g1, double* colbuf) {
   softmaxes_body<double>(sp, pp, ap, off, M, N, g1, colbuf);
 }
 
-// R_w = cos(c_w, word_w) for the L rows of ct and wt [L, D], each norm clamped at eps.
+// Contexts: R_w = cos(c_w, word_w) for the L rows of ct and wt [L, D], each norm clamped at eps.
 template <typename scalar_t>
 T2I_INLINE void cosines_body(const scalar_t* cp, const scalar_t* wp, const scalar_t* wnorm, int64_t L, int64_t D, scalar_t* r) {
   for (int64_t l = 0; l < L; ++l) {
@@ -318,16 +330,63 @@ void cosines(const double* cp, const double* wp, const double* wnorm, int64_t L,
   cosines_body<double>(cp, wp, wnorm, L, D, r);
 }
 
-// The forward tile of one image: S = WT x, then P (in p), A (in a), CT = A x^T (in ct), R (in r).
-// s is the S buffer; in the forward pass s, p and a are one buffer.
+// Gram: R_w = (sum_n A_wn S_wn) / (|c_w| |word_w|), |c_w| = sqrt(sum_n A_wn H_wn) (>= 0 up to rounding: clamped
+// at 0 before the root), written to cn; each norm clamped at eps in the quotient.
 template <typename scalar_t>
-void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wnorm, scalar_t gamma1, at::Tensor& s, at::Tensor& p, at::Tensor& a,
-                      at::Tensor& ct, scalar_t* r, std::vector<scalar_t>& colbuf) {
+T2I_INLINE void cosines_gram_body(const scalar_t* sp, const scalar_t* ap, const scalar_t* hp, const scalar_t* wnorm, int64_t L, int64_t N, scalar_t* r,
+                                  scalar_t* cn) {
+  for (int64_t l = 0; l < L; ++l) {
+    scalar_t dot = 0, cc = 0;
+#pragma omp simd reduction(+ : dot, cc)
+    for (int64_t n = 0; n < N; ++n) {
+      dot += ap[l * N + n] * sp[l * N + n];
+      cc += ap[l * N + n] * hp[l * N + n];
+    }
+    cn[l] = std::sqrt(std::max(cc, scalar_t(0)));
+    r[l] = dot / (clamp_eps(cn[l]) * wnorm[l]);
+  }
+}
+T2I_CLONES void cosines_gram(const float* sp, const float* ap, const float* hp, const float* wnorm, int64_t L, int64_t N, float* r, float* cn) {
+  cosines_gram_body<float>(sp, ap, hp, wnorm, L, N, r, cn);
+}
+void cosines_gram(const double* sp, const double* ap, const double* hp, const double* wnorm, int64_t L, int64_t N, double* r, double* cn) {
+  cosines_gram_body<double>(sp, ap, hp, wnorm, L, N, r, cn);
+}
+
+// Per-image scratch of the forward: S and H [L, N] (S may be a saved slot), G [N, N], contexts [L, D], norms [L].
+template <typename scalar_t>
+struct Tile {
+  at::Tensor s, h, g, ct;
+  std::vector<scalar_t> r, cn, colbuf;
+  Tile(const Packed& pk, int64_t D, int64_t N, bool gram, bool own_s, const at::TensorOptions& o)
+      : r(pk.L), cn(pk.L), colbuf(2 * N) {
+    if (own_s) s = at::empty({pk.L, N}, o);
+    if (gram) {
+      h = at::empty({pk.L, N}, o);
+      g = at::empty({N, N}, o);
+    } else {
+      ct = at::empty({pk.L, D}, o);
+    }
+  }
+};
+
+// The forward tile of one image: S = WT x (in s), P (in p), A (in a; may alias p), then R (in t.r) by Gram (G, H in
+// t.g, t.h; |c| in t.cn) or by contexts (in t.ct).
+template <typename scalar_t>
+void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wnorm, scalar_t gamma1, bool gram, at::Tensor& s, at::Tensor& p,
+                      at::Tensor& a, Tile<scalar_t>& t) {
   const int64_t M = static_cast<int64_t>(pk.off.size()) - 1, N = x.size(1), D = x.size(0);
   at::mm_out(s, pk.WT, x);  // [L, N]  s_wn = word_w . region_n
-  softmaxes(s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), pk.off.data(), M, N, gamma1, colbuf.data());
-  at::mm_out(ct, a, x.t());  // [L, D]  c_w = sum_n alpha_wn x_n
-  cosines(ct.data_ptr<scalar_t>(), pk.WT.data_ptr<scalar_t>(), wnorm, pk.L, D, r);
+  softmaxes(s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), pk.off.data(), M, N, gamma1, t.colbuf.data());
+  at::Tensor &g = t.g, &h = t.h, &ct = t.ct;
+  if (gram) {
+    at::mm_out(g, x.t(), x);  // [N, N]  G = x^T x
+    at::mm_out(h, a, g);      // [L, N]  H = A G
+    cosines_gram(s.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), wnorm, pk.L, N, t.r.data(), t.cn.data());
+  } else {
+    at::mm_out(ct, a, x.t());  // [L, D]  c_w = sum_n alpha_wn x_n
+    cosines(ct.data_ptr<scalar_t>(), pk.WT.data_ptr<scalar_t>(), wnorm, pk.L, D, t.r.data());
+  }
 }
 
 template <typename scalar_t>
@@ -390,7 +449,7 @@ void softmax_backward(const double* ap, const double* pp, double* dp, const int6
   softmax_backward_body<double>(ap, pp, dp, off, M, L, N, g1, tot);
 }
 
-// Backward of score_j = log sum_w exp(gamma2 R_w), R_w = cos(c_w, word_w), for one image:
+// Contexts: backward of score_j = log sum_w exp(gamma2 R_w), R_w = cos(c_w, word_w), for one image:
 // dR_w = g_j * gamma2 * softmax_w(gamma2 R); writes d c_w into dc and adds d word_w into dw.
 template <typename scalar_t>
 T2I_INLINE void cosine_backward_body(const scalar_t* cp, const scalar_t* wp, const scalar_t* wn, const scalar_t* r, const int64_t* off, int64_t M,
@@ -429,14 +488,71 @@ void cosine_backward(const double* cp, const double* wp, const double* wn, const
   cosine_backward_body<double>(cp, wp, wn, r, off, M, D, g, g2, dcp, dwp);
 }
 
+// Gram: the same backward through R_w = dot_w / (|c_w| |word_w|), dot_w = sum_n A_wn S_wn, |c_w|^2 = sum_n A_wn H_wn.
+// With ddot = dR / (|c| |w|) and dcc = -dR R / (2 |c|^2) (0 where a norm is clamped): writes dA = ddot S + 2 dcc H
+// into da, B = dcc A into bp (dG = A^T B), ddot into dd, and adds the word norm's share -dR R / |w|^2 word_w into dw
+// (the dot's share reaches the words through dS).
+template <typename scalar_t>
+T2I_INLINE void cosine_backward_gram_body(const scalar_t* sp, const scalar_t* ap, const scalar_t* hp, const scalar_t* wp, const scalar_t* wn,
+                                          const scalar_t* r, const scalar_t* cn, const int64_t* off, int64_t M, int64_t N, int64_t D, const scalar_t* g,
+                                          scalar_t g2, scalar_t* da, scalar_t* bp, scalar_t* dd, scalar_t* dwp) {
+  const scalar_t eps = scalar_t(1e-8);
+  for (int64_t j = 0; j < M; ++j) {
+    const int64_t l0 = off[j], l1 = off[j + 1];
+    const scalar_t lse = segment_lse<scalar_t>(r, l0, l1, g2);
+    for (int64_t l = l0; l < l1; ++l) {
+      const scalar_t dr = g[j] * g2 * std::exp(g2 * r[l] - lse);
+      const scalar_t craw = cn[l], nc = clamp_eps(craw), nw = wn[l];
+      const scalar_t ddot = dr / (nc * nw);
+      const scalar_t dcc2 = craw > eps ? -dr * r[l] / (nc * nc) : scalar_t(0);  // 2 dcc; a clamped norm passes no gradient
+      const scalar_t kw = nw > eps ? dr * r[l] / (nw * nw) : scalar_t(0);
+      dd[l] = ddot;
+      const scalar_t* srow = sp + l * N;
+      const scalar_t* arow = ap + l * N;
+      const scalar_t* hrow = hp + l * N;
+      scalar_t* darow = da + l * N;
+      scalar_t* brow = bp + l * N;
+#pragma omp simd
+      for (int64_t n = 0; n < N; ++n) {
+        darow[n] = ddot * srow[n] + dcc2 * hrow[n];
+        brow[n] = scalar_t(0.5) * dcc2 * arow[n];
+      }
+      const scalar_t* w = wp + l * D;
+      scalar_t* dw = dwp + l * D;
+#pragma omp simd
+      for (int64_t d = 0; d < D; ++d) dw[d] -= kw * w[d];
+    }
+  }
+}
+T2I_CLONES void cosine_backward_gram(const float* sp, const float* ap, const float* hp, const float* wp, const float* wn, const float* r, const float* cn,
+                                     const int64_t* off, int64_t M, int64_t N, int64_t D, const float* g, float g2, float* da, float* bp, float* dd,
+                                     float* dwp) {
+  cosine_backward_gram_body<float>(sp, ap, hp, wp, wn, r, cn, off, M, N, D, g, g2, da, bp, dd, dwp);
+}
+void cosine_backward_gram(const double* sp, const double* ap, const double* hp, const double* wp, const double* wn, const double* r, const double* cn,
+                          const int64_t* off, int64_t M, int64_t N, int64_t D, const double* g, double g2, double* da, double* bp, double* dd,
+                          double* dwp) {
+  cosine_backward_gram_body<double>(sp, ap, hp, wp, wn, r, cn, off, M, N, D, g, g2, da, bp, dd, dwp);
+}
+
+// dS += ddot_w A_w (the dot's direct share) on [L, N].
+template <typename scalar_t>
+T2I_INLINE void add_rows_scaled_body(scalar_t* ds, const scalar_t* ap, const scalar_t* dd, int64_t L, int64_t N) {
+  for (int64_t l = 0; l < L; ++l)
+#pragma omp simd
+    for (int64_t n = 0; n < N; ++n) ds[l * N + n] += dd[l] * ap[l * N + n];
+}
+T2I_CLONES void add_rows_scaled(float* ds, const float* ap, const float* dd, int64_t L, int64_t N) { add_rows_scaled_body<float>(ds, ap, dd, L, N); }
+void add_rows_scaled(double* ds, const double* ap, const double* dd, int64_t L, int64_t N) { add_rows_scaled_body<double>(ds, ap, dd, L, N); }
+
 void check_damsm_inputs(const at::Tensor& img, const at::Tensor& words) {
   TORCH_CHECK(img.dim() == 3 && words.dim() == 3, "t2i::damsm_word_scores: expected img [M,D,N], words [M,D,T]");
   TORCH_CHECK(img.size(0) == words.size(0) && img.size(1) == words.size(1), "t2i::damsm_word_scores: img and words disagree on M or D");
   TORCH_CHECK(img.scalar_type() == words.scalar_type(), "t2i::damsm_word_scores: img and words dtypes differ");
 }
 
-// The M x M scores; with `save` also the softmaxes of every image's tile, saved [M, 2, L, N] (image i: P, then A),
-// which the backward then reads instead of recomputing them (damsm_word_scores_save: the CPU training path).
+// The M x M scores; with `save` also every image's tile of S and the softmaxes, saved [M, 3, L, N] (image i: S, P,
+// A), which the backward then reads instead of recomputing them (damsm_word_scores_save: the CPU training path).
 std::tuple<at::Tensor, at::Tensor> damsm_forward(const at::Tensor& img_, const at::Tensor& words_, const at::Tensor& lengths, double gamma1,
                                                  double gamma2, bool save) {
   at::NoGradGuard no_grad;
@@ -444,10 +560,11 @@ std::tuple<at::Tensor, at::Tensor> damsm_forward(const at::Tensor& img_, const a
   const at::Tensor img = img_.detach().contiguous(), words = words_.detach().contiguous();
   const int64_t M = img.size(0), D = img.size(1), N = img.size(2);
   at::Tensor score = at::empty({M, M}, img.options());  // [M(images), M(captions)]
-  if (M == 0) return {score, at::empty({0, 2, 0, N}, img.options())};
+  if (M == 0) return {score, at::empty({0, 3, 0, N}, img.options())};
   TORCH_CHECK(N > 0, "t2i::damsm_word_scores: no regions");
   const Packed pk = pack_words(words, lengths);
-  at::Tensor saved = save ? at::empty({M, 2, pk.L, N}, img.options()) : at::Tensor();  // [M, 2, L, N]
+  const bool gram = use_gram(pk.L, D, N);
+  at::Tensor saved = save ? at::empty({M, 3, pk.L, N}, img.options()) : at::Tensor();  // [M, 3, L, N]
   const int64_t chunks = num_chunks(M, 4.0 * M * pk.L * N * D);
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "t2i_damsm_forward_cpu", [&] {
     const std::vector<scalar_t> wn = word_norms<scalar_t>(pk);
@@ -455,18 +572,17 @@ std::tuple<at::Tensor, at::Tensor> damsm_forward(const at::Tensor& img_, const a
     at::parallel_for(0, chunks, 1, [&](int64_t k0, int64_t k1) {
       at::NoGradGuard guard;
       FlushDenormals ftz;
-      at::Tensor s = save ? at::Tensor() : at::empty({pk.L, N}, img.options());  // [L, N] S, then P, then A (in place)
-      at::Tensor ct = at::empty({pk.L, D}, img.options());  // [L, D] contexts
-      std::vector<scalar_t> r(pk.L), colbuf(2 * N);
+      Tile<scalar_t> t(pk, D, N, gram, !save, img.options());
+      at::Tensor p = save || !gram ? t.s : at::empty({pk.L, N}, img.options());  // [L, N] P, then A (in place; Gram keeps S)
       for (int64_t k = k0; k < k1; ++k)
         for (int64_t i = bound(k, M, chunks); i < bound(k + 1, M, chunks); ++i) {
           if (save) {
-            at::Tensor p = saved[i][0], a = saved[i][1];  // [L, N] each: S then P in p, A in a
-            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), p, p, a, ct, r.data(), colbuf);
+            at::Tensor si = saved[i][0], pi = saved[i][1], ai = saved[i][2];  // [L, N] each
+            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), gram, si, pi, ai, t);
           } else {
-            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), s, s, s, ct, r.data(), colbuf);
+            damsm_image_tile<scalar_t>(img[i], pk, wn.data(), static_cast<scalar_t>(gamma1), gram, t.s, p, p, t);  // contexts: all one buffer
           }
-          for (int64_t j = 0; j < M; ++j) out[i * M + j] = segment_lse<scalar_t>(r.data(), pk.off[j], pk.off[j + 1], static_cast<scalar_t>(gamma2));
+          for (int64_t j = 0; j < M; ++j) out[i * M + j] = segment_lse<scalar_t>(t.r.data(), pk.off[j], pk.off[j + 1], static_cast<scalar_t>(gamma2));
         }
     });
   });
@@ -482,7 +598,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_forward_save_cpu(const at::Tensor& img,
   return damsm_forward(img, words, lengths, gamma1, gamma2, true);
 }
 
-// grad [M, M] -> (grad_img, grad_words). saved: the forward's [M, 2, L, N] softmaxes, or undefined (recompute them).
+// grad [M, M] -> (grad_img, grad_words). saved: the forward's [M, 3, L, N] S and softmaxes, or undefined (recompute them).
 std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const at::Tensor& img_, const at::Tensor& words_, const at::Tensor& lengths,
                                                   const at::Tensor& saved_, double gamma1, double gamma2) {
   at::NoGradGuard no_grad;
@@ -495,11 +611,12 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
   at::Tensor grad_words = at::zeros_like(words);  // [M, D, T]; padding words get 0
   if (M == 0) return {grad_img, grad_words};
   const Packed pk = pack_words(words, lengths);
+  const bool gram = use_gram(pk.L, D, N);
   const bool use_saved = saved_.defined();
   const at::Tensor saved = use_saved ? saved_.detach().contiguous() : at::Tensor();
-  TORCH_CHECK(!use_saved || (saved.dim() == 4 && saved.size(0) == M && saved.size(1) == 2 && saved.size(2) == pk.L && saved.size(3) == N &&
+  TORCH_CHECK(!use_saved || (saved.dim() == 4 && saved.size(0) == M && saved.size(1) == 3 && saved.size(2) == pk.L && saved.size(3) == N &&
                              saved.scalar_type() == img.scalar_type()),
-              "t2i::damsm_word_scores_backward_saved: saved must be the forward's [M, 2, L, N] of img's dtype (L = sum(lengths) = ", pk.L, ")");
+              "t2i::damsm_word_scores_backward_saved: saved must be the forward's [M, 3, L, N] of img's dtype (L = sum(lengths) = ", pk.L, ")");
   const int64_t chunks = num_chunks(M, 4.0 * M * pk.L * N * D);
   at::Tensor gwt_part = at::zeros({chunks, pk.L, D}, img.options());  // d WT, one accumulator per chunk
   AT_DISPATCH_FLOATING_TYPES(img.scalar_type(), "t2i_damsm_backward_cpu", [&] {
@@ -511,35 +628,66 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
       at::NoGradGuard guard;
       FlushDenormals ftz;
       const int64_t L = pk.L;
-      at::Tensor p = use_saved ? at::Tensor() : at::empty({L, N}, img.options());  // [L, N] P (recomputed)
-      at::Tensor ad = at::empty({2 * L, N}, img.options());  // [2L, N] rows [0, L): alpha; rows [L, 2L): dA, then dP, then dS
+      const at::TensorOptions o = img.options();
+      Tile<scalar_t> t(pk, D, N, gram, gram && !use_saved, o);  // contexts: S is formed in da
+      at::Tensor p = use_saved ? at::Tensor() : at::empty({L, N}, o);  // [L, N] P (recomputed)
+      at::Tensor ad = at::empty({2 * L, N}, o);  // [2L, N] rows [0, L): alpha; rows [L, 2L): dA, then dP, then dS
       at::Tensor a = ad.narrow(0, 0, L), da = ad.narrow(0, L, L);
-      at::Tensor ct = at::empty({L, D}, img.options());      // [L, D] contexts
-      at::Tensor cw = at::empty({2 * L, D}, img.options());  // [2L, D] rows [0, L): d contexts; rows [L, 2L): WT
-      at::Tensor dct = cw.narrow(0, 0, L);
-      cw.narrow(0, L, L).copy_(pk.WT);
-      std::vector<scalar_t> r(L), colbuf(2 * N);
+      // Gram: B [L, N], dG [N, N], ddot [L]. Contexts: rows [0, L) d contexts, rows [L, 2L) WT (one GEMM for dx).
+      at::Tensor b, dg, cw, dct;
+      std::vector<scalar_t> dd;
+      if (gram) {
+        b = at::empty({L, N}, o);
+        dg = at::empty({N, N}, o);
+        dd.resize(L);
+      } else {
+        cw = at::empty({2 * L, D}, o);
+        dct = cw.narrow(0, 0, L);
+        cw.narrow(0, L, L).copy_(pk.WT);
+      }
       for (int64_t k = k0; k < k1; ++k) {
         at::Tensor gwt = gwt_part[k];  // [L, D]
         scalar_t* gwp = gwt.data_ptr<scalar_t>();
         for (int64_t i = bound(k, M, chunks); i < bound(k + 1, M, chunks); ++i) {
           const at::Tensor x = img[i];  // [D, N]
-          at::Tensor pi = p;
-          if (use_saved) {  // the forward's P and A; then the tile's last two steps: contexts and cosines
-            pi = saved[i][0];
-            a.copy_(saved[i][1]);  // beside dS for the one-GEMM dx below
-            at::mm_out(ct, a, x.t());  // [L, D]
-            cosines(ct.data_ptr<scalar_t>(), wp, wn.data(), L, D, r.data());
+          at::Tensor si = gram ? t.s : da, pi = p, ai = a;
+          if (use_saved) {  // the forward's S, P and A; then the tile's last steps: Gram or contexts, and the cosines
+            si = saved[i][0];
+            pi = saved[i][1];
+            if (gram) {
+              ai = saved[i][2];
+            } else {
+              a.copy_(saved[i][2]);  // beside dS for the one-GEMM dx below
+            }
+            if (gram) {
+              at::mm_out(t.g, x.t(), x);
+              at::mm_out(t.h, ai, t.g);
+              cosines_gram(si.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wn.data(), L, N, t.r.data(), t.cn.data());
+            } else {
+              at::mm_out(t.ct, a, x.t());  // [L, D]
+              cosines(t.ct.data_ptr<scalar_t>(), wp, wn.data(), L, D, t.r.data());
+            }
           } else {
-            damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, da, p, a, ct, r.data(), colbuf);  // da holds S here
+            damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, gram, si, p, a, t);
           }
-          // Cosine + log-sum-exp backward -> d contexts (dct) and the direct part of d words (gwt).
-          cosine_backward(ct.data_ptr<scalar_t>(), wp, wn.data(), r.data(), pk.off.data(), M, D, gp + i * M, g2, dct.data_ptr<scalar_t>(), gwp);
           at::Tensor gx = grad_img[i];  // [D, N]
-          at::mm_out(da, dct, x);       // dA [L, N] = dCT x
-          softmax_backward(a.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, pk.L, N, g1, colbuf.data());
-          at::mm_out(gx, cw.t(), ad);   // dx = dCT^T A + W dS in one GEMM: [D, 2L] x [2L, N]
-          gwt.addmm_(da, x.t());     // dWT += dS x^T  [L, D]
+          if (gram) {
+            // R backward -> dA (in da), B, ddot, the word norms' share of d words; then dS = softmax backward + ddot A.
+            cosine_backward_gram(si.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wp, wn.data(), t.r.data(),
+                                 t.cn.data(), pk.off.data(), M, N, D, gp + i * M, g2, da.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), dd.data(), gwp);
+            softmax_backward(ai.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, L, N, g1, t.colbuf.data());
+            add_rows_scaled(da.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), dd.data(), L, N);
+            at::mm_out(dg, ai.t(), b);      // dG [N, N] = A^T diag(dcc) A (symmetric)
+            at::mm_out(gx, pk.WT.t(), da);  // dx = WT^T dS [D, N] ...
+            gx.addmm_(x, dg, 1, 2);         // ... + 2 x dG
+          } else {
+            // Cosine + log-sum-exp backward -> d contexts (dct) and the direct part of d words (gwt).
+            cosine_backward(t.ct.data_ptr<scalar_t>(), wp, wn.data(), t.r.data(), pk.off.data(), M, D, gp + i * M, g2, dct.data_ptr<scalar_t>(), gwp);
+            at::mm_out(da, dct, x);  // dA [L, N] = dCT x
+            softmax_backward(a.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, L, N, g1, t.colbuf.data());
+            at::mm_out(gx, cw.t(), ad);  // dx = dCT^T A + W dS in one GEMM: [D, 2L] x [2L, N]
+          }
+          gwt.addmm_(da, x.t());  // dWT += dS x^T  [L, D]
         }
       }
     });

@@ -43,7 +43,7 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--data", required=True, help="prepared dataset folder (t2i prep toybirds --out ...)")
     ap.add_argument("--steps", type=int, default=0, help="steps to time (0 = one full epoch)")
-    ap.add_argument("--profile-steps", type=int, default=10, help="extra steps recorded by torch.profiler")
+    ap.add_argument("--profile-steps", type=int, default=10, help="extra steps recorded by torch.profiler (0: timing only)")
     ap.add_argument("--batch-size", type=int, default=48)
     ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = default)")
     ap.add_argument("--seed", type=int, default=0)
@@ -141,7 +141,8 @@ def main():
         "phase_seconds": {k: round(v, 3) for k, v in phases.items()},
         "phase_share": {k: round(v / wall, 3) for k, v in phases.items()},
         "profiler_steps": args.profile_steps,
-        "op_family_share": {k: round(v / total_self, 3) for k, v in sorted(fams.items(), key=lambda kv: -kv[1])},
+        "op_family_share": {k: round(v / total_self, 3) for k, v in sorted(fams.items(), key=lambda kv: -kv[1])}
+        if total_self else None,  # --profile-steps 0: timing only
     }
     print(json.dumps(result, indent=1))
 

@@ -175,6 +175,11 @@ def test_reference_attention_masks_each_sample_with_its_own_row():
         (5, 32, 9, 289, None),           # Inception 17x17 regions
         (1, 8, 4, 6, [3]),               # one pair
         (9, 24, 18, 50, [18] * 9),       # full lengths
+        # The CPU kernel forms R from the regions' Gram matrix where N (L + D) <= L D (csrc/cpu_kernels.cpp use_gram),
+        # from the contexts elsewhere (all the cases above): these take the Gram way.
+        (48, 256, 18, 64, None),         # toybirds' DAMSM batch: 8x8 regions, D = 256
+        (8, 64, 1, 4, [1] * 8),          # T = 1
+        (7, 32, 6, 4, [6, 1, 2, 6, 3, 6, 5]),
     ],
 )
 def test_damsm_kernel_matches_reference(device, M, D, T, N, lengths):
@@ -294,16 +299,17 @@ def test_gradcheck_float64(device):
 
 
 @needs_ext
-@pytest.mark.parametrize("M,D,T,N,lengths", [(5, 12, 7, 9, [7, 1, 3, 7, 2]), (48, 32, 18, 64, None), (1, 4, 3, 2, [1])])
+@pytest.mark.parametrize("M,D,T,N,lengths", [(5, 12, 7, 9, [7, 1, 3, 7, 2]), (48, 32, 18, 64, None), (1, 4, 3, 2, [1]),
+                                             (48, 256, 18, 64, None), (7, 32, 6, 4, [6, 1, 2, 6, 3, 6, 5])])  # the last two: Gram
 def test_damsm_saved_softmaxes_path_is_the_plain_one_bit_for_bit(M, D, T, N, lengths):
     """On the CPU with gradients, damsm_word_scores runs damsm_word_scores_save (the forward keeps each image's
-    softmaxes [M, 2, L, N], the backward reads them instead of recomputing): the same scores and gradients, to the
-    bit, as the plain op and its recomputing backward."""
+    scores and softmaxes [M, 3, L, N], the backward reads them instead of recomputing): the same scores and
+    gradients, to the bit, as the plain op and its recomputing backward."""
     img, words, L = _damsm_inputs(M, D, T, N, lengths)
     x1, w1 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
     x2, w2 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
     score, saved = torch.ops.t2i.damsm_word_scores_save(x1, w1, L, G1, G2)
-    assert saved.shape == (M, 2, int(L.sum()), N) and not saved.requires_grad
+    assert saved.shape == (M, 3, int(L.sum()), N) and not saved.requires_grad
     plain = torch.ops.t2i.damsm_word_scores(x2, w2, L, G1, G2)
     assert torch.equal(score, plain)
     for a, b in zip(_grads(score, (x1, w1)), _grads(plain, (x2, w2))):
@@ -311,21 +317,21 @@ def test_damsm_saved_softmaxes_path_is_the_plain_one_bit_for_bit(M, D, T, N, len
     x3, w3 = img.clone().requires_grad_(True), words.clone().requires_grad_(True)
     assert ops.keeps_softmaxes(x3, w3, L)  # the wrapper takes this path
     assert torch.equal(ops.damsm_word_scores(x3, w3, L, G1, G2), plain)
-    with pytest.raises(RuntimeError, match=r"saved must be the forward's \[M, 2, L, N\]"):
+    with pytest.raises(RuntimeError, match=r"saved must be the forward's \[M, 3, L, N\]"):
         torch.ops.t2i.damsm_word_scores_backward_saved(torch.ones(M, M), img, words, L, saved[:, :1], G1, G2)
 
 
 def test_softmaxes_are_kept_only_for_a_cpu_backward_within_the_memory_cap(monkeypatch):
-    """keeps_softmaxes: gradients on the CPU, in eager mode, and 2 M L N floats within ops.SAVE_MAX_BYTES."""
-    img, words, L = _damsm_inputs(6, 8, 5, 7, [5, 1, 3, 5, 2, 4])  # 2 * 6 * 20 * 7 floats = 6720 bytes
+    """keeps_softmaxes: gradients on the CPU, in eager mode, and 3 M L N floats within ops.SAVE_MAX_BYTES."""
+    img, words, L = _damsm_inputs(6, 8, 5, 7, [5, 1, 3, 5, 2, 4])  # 3 * 6 * 20 * 7 floats = 10080 bytes
     assert not ops.keeps_softmaxes(img, words, L)  # no gradient wanted
     img.requires_grad_(True)
     assert ops.keeps_softmaxes(img, words, L)
     with torch.no_grad():
         assert not ops.keeps_softmaxes(img, words, L)
-    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 6720)
+    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 10080)
     assert ops.keeps_softmaxes(img, words, L)
-    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 6719)
+    monkeypatch.setattr(ops, "SAVE_MAX_BYTES", 10079)
     assert not ops.keeps_softmaxes(img, words, L)
 
 

@@ -107,17 +107,17 @@ SAVE_MAX_BYTES = 32 * 2**20  # the most memory damsm_word_scores keeps for its b
 
 
 def keeps_softmaxes(img, words, lengths):
-    """True where damsm_word_scores runs its CPU training path: the forward keeps its softmaxes ([M, 2, L, N], L =
-    sum(lengths)) for the backward, which then skips recomputing them (the score GEMM, a sixth of its GEMM flops,
-    and the exponentials), to the same bits. Only while they fit in SAVE_MAX_BYTES: beyond, a fresh buffer of that
-    size costs glibc's malloc more in page faults than the recompute (scripts/bench_ops.py: M=48, N=289, 57 MB
-    of softmaxes, 216 ms against 199 forward and backward), and the memory target of DESIGN.md (a third of the
-    vectorised reference's peak) would not hold; toybirds' DAMSM batch keeps 16 MB. Eager mode only: the kept
-    tensor's size is data-dependent."""
+    """True where damsm_word_scores runs its CPU training path: the forward keeps each image's word-region scores S
+    and softmaxes P and A ([M, 3, L, N], L = sum(lengths)) for the backward, which then skips recomputing them (the
+    score GEMM and the exponentials), to the same bits. Only while they fit in SAVE_MAX_BYTES: beyond, a fresh
+    buffer of that size costs glibc's malloc more in page faults than the recompute (scripts/bench_ops.py, M=48,
+    N=289, when P and A were kept: 57 MB, 216 ms against 199 forward and backward), and the memory target of
+    DESIGN.md (a third of the vectorised reference's peak) would not hold; toybirds' DAMSM batch keeps 24 MB. Eager
+    mode only: the kept tensor's size is data-dependent."""
     if not (img.device.type == "cpu" and torch.is_grad_enabled() and (img.requires_grad or words.requires_grad)
             and not torch.compiler.is_compiling()):
         return False
-    return 2 * img.shape[0] * int(lengths.sum()) * img.shape[2] * img.element_size() <= SAVE_MAX_BYTES
+    return 3 * img.shape[0] * int(lengths.sum()) * img.shape[2] * img.element_size() <= SAVE_MAX_BYTES
 
 
 def damsm_word_scores(img, words, lengths, gamma1: float, gamma2: float):

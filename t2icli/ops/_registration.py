@@ -38,7 +38,7 @@ def register():
     def _(img, words, lengths, gamma1, gamma2):
         M, _, N = img.shape
         L = torch.library.get_ctx().new_dynamic_size()  # sum(lengths): a data-dependent size
-        return img.new_empty(M, M), img.new_empty(M, 2, L, N)  # [M, M], [M, 2, L, N]
+        return img.new_empty(M, M), img.new_empty(M, 3, L, N)  # [M, M], [M, 3, L, N]
 
     @torch.library.register_fake("t2i::damsm_word_scores_backward_saved")
     def _(grad, img, words, lengths, saved, gamma1, gamma2):
