@@ -310,47 +310,28 @@ void softmaxes(const double* sp, double* pp, double* ap, const int64_t* off, int
   softmaxes_body<double>(sp, pp, ap, off, M, N, g1, colbuf);
 }
 
-// Contexts: R_w = cos(c_w, word_w) for the L rows of ct and wt [L, D], each norm clamped at eps.
+// R_l = (x_l . y_l) / (|c_l| |word_l|), |c_l| = sqrt(x_l . z_l) written to cn, for L rows of K values: by contexts
+// x = z = CT and y = WT (K = D); by Gram x = A, y = S and z = H (K = N), whose |c|^2 is >= 0 only up to rounding:
+// clamped at 0 before the root. Each norm clamped at eps in the quotient.
 template <typename scalar_t>
-T2I_INLINE void cosines_body(const scalar_t* cp, const scalar_t* wp, const scalar_t* wnorm, int64_t L, int64_t D, scalar_t* r) {
+T2I_INLINE void cosines_body(const scalar_t* xp, const scalar_t* yp, const scalar_t* zp, const scalar_t* wnorm, int64_t L, int64_t K, scalar_t* r,
+                             scalar_t* cn) {
   for (int64_t l = 0; l < L; ++l) {
     scalar_t dot = 0, cc = 0;
 #pragma omp simd reduction(+ : dot, cc)
-    for (int64_t d = 0; d < D; ++d) {
-      dot += cp[l * D + d] * wp[l * D + d];
-      cc += cp[l * D + d] * cp[l * D + d];
-    }
-    r[l] = dot / (clamp_eps(std::sqrt(cc)) * wnorm[l]);
-  }
-}
-T2I_CLONES void cosines(const float* cp, const float* wp, const float* wnorm, int64_t L, int64_t D, float* r) {
-  cosines_body<float>(cp, wp, wnorm, L, D, r);
-}
-void cosines(const double* cp, const double* wp, const double* wnorm, int64_t L, int64_t D, double* r) {
-  cosines_body<double>(cp, wp, wnorm, L, D, r);
-}
-
-// Gram: R_w = (sum_n A_wn S_wn) / (|c_w| |word_w|), |c_w| = sqrt(sum_n A_wn H_wn) (>= 0 up to rounding: clamped
-// at 0 before the root), written to cn; each norm clamped at eps in the quotient.
-template <typename scalar_t>
-T2I_INLINE void cosines_gram_body(const scalar_t* sp, const scalar_t* ap, const scalar_t* hp, const scalar_t* wnorm, int64_t L, int64_t N, scalar_t* r,
-                                  scalar_t* cn) {
-  for (int64_t l = 0; l < L; ++l) {
-    scalar_t dot = 0, cc = 0;
-#pragma omp simd reduction(+ : dot, cc)
-    for (int64_t n = 0; n < N; ++n) {
-      dot += ap[l * N + n] * sp[l * N + n];
-      cc += ap[l * N + n] * hp[l * N + n];
+    for (int64_t k = 0; k < K; ++k) {
+      dot += xp[l * K + k] * yp[l * K + k];
+      cc += xp[l * K + k] * zp[l * K + k];
     }
     cn[l] = std::sqrt(std::max(cc, scalar_t(0)));
     r[l] = dot / (clamp_eps(cn[l]) * wnorm[l]);
   }
 }
-T2I_CLONES void cosines_gram(const float* sp, const float* ap, const float* hp, const float* wnorm, int64_t L, int64_t N, float* r, float* cn) {
-  cosines_gram_body<float>(sp, ap, hp, wnorm, L, N, r, cn);
+T2I_CLONES void cosines(const float* xp, const float* yp, const float* zp, const float* wnorm, int64_t L, int64_t K, float* r, float* cn) {
+  cosines_body<float>(xp, yp, zp, wnorm, L, K, r, cn);
 }
-void cosines_gram(const double* sp, const double* ap, const double* hp, const double* wnorm, int64_t L, int64_t N, double* r, double* cn) {
-  cosines_gram_body<double>(sp, ap, hp, wnorm, L, N, r, cn);
+void cosines(const double* xp, const double* yp, const double* zp, const double* wnorm, int64_t L, int64_t K, double* r, double* cn) {
+  cosines_body<double>(xp, yp, zp, wnorm, L, K, r, cn);
 }
 
 // Per-image scratch of the forward: S and H [L, N] (S may be a saved slot), G [N, N], contexts [L, D], norms [L].
@@ -382,10 +363,10 @@ void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wno
   if (gram) {
     at::mm_out(g, x.t(), x);  // [N, N]  G = x^T x
     at::mm_out(h, a, g);      // [L, N]  H = A G
-    cosines_gram(s.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), wnorm, pk.L, N, t.r.data(), t.cn.data());
+    cosines(a.data_ptr<scalar_t>(), s.data_ptr<scalar_t>(), h.data_ptr<scalar_t>(), wnorm, pk.L, N, t.r.data(), t.cn.data());
   } else {
     at::mm_out(ct, a, x.t());  // [L, D]  c_w = sum_n alpha_wn x_n
-    cosines(ct.data_ptr<scalar_t>(), pk.WT.data_ptr<scalar_t>(), wnorm, pk.L, D, t.r.data());
+    cosines(ct.data_ptr<scalar_t>(), pk.WT.data_ptr<scalar_t>(), ct.data_ptr<scalar_t>(), wnorm, pk.L, D, t.r.data(), t.cn.data());
   }
 }
 
@@ -449,43 +430,51 @@ void softmax_backward(const double* ap, const double* pp, double* dp, const int6
   softmax_backward_body<double>(ap, pp, dp, off, M, L, N, g1, tot);
 }
 
-// Contexts: backward of score_j = log sum_w exp(gamma2 R_w), R_w = cos(c_w, word_w), for one image:
-// dR_w = g_j * gamma2 * softmax_w(gamma2 R); writes d c_w into dc and adds d word_w into dw.
+// The log-sum-exp's backward: dR_w = g_j * gamma2 * softmax over caption j's words of gamma2 R, for each word w of
+// each caption j (g: the M scores' gradients for this image).
 template <typename scalar_t>
-T2I_INLINE void cosine_backward_body(const scalar_t* cp, const scalar_t* wp, const scalar_t* wn, const scalar_t* r, const int64_t* off, int64_t M,
-                                     int64_t D, const scalar_t* g, scalar_t g2, scalar_t* dcp, scalar_t* dwp) {
-  const scalar_t eps = scalar_t(1e-8);
+T2I_INLINE void lse_backward_body(const scalar_t* r, const int64_t* off, int64_t M, const scalar_t* g, scalar_t g2, scalar_t* dr) {
   for (int64_t j = 0; j < M; ++j) {
-    const int64_t l0 = off[j], l1 = off[j + 1];
-    const scalar_t lse = segment_lse<scalar_t>(r, l0, l1, g2);
-    for (int64_t l = l0; l < l1; ++l) {
-      const scalar_t dr = g[j] * g2 * std::exp(g2 * r[l] - lse);
-      const scalar_t* c = cp + l * D;
-      const scalar_t* w = wp + l * D;
-      scalar_t cc = 0;
-#pragma omp simd reduction(+ : cc)
-      for (int64_t d = 0; d < D; ++d) cc += c[d] * c[d];
-      const scalar_t craw = std::sqrt(cc), nc = clamp_eps(craw), nw = wn[l];
-      const scalar_t inv = scalar_t(1) / (nc * nw);
-      const scalar_t kc = craw > eps ? r[l] / (nc * nc) : scalar_t(0);  // a clamped norm passes no gradient
-      const scalar_t kw = nw > eps ? r[l] / (nw * nw) : scalar_t(0);
-      scalar_t* dc = dcp + l * D;
-      scalar_t* dw = dwp + l * D;
+    const scalar_t lse = segment_lse<scalar_t>(r, off[j], off[j + 1], g2);
+    for (int64_t l = off[j]; l < off[j + 1]; ++l) dr[l] = g[j] * g2 * std::exp(g2 * r[l] - lse);
+  }
+}
+T2I_CLONES void lse_backward(const float* r, const int64_t* off, int64_t M, const float* g, float g2, float* dr) {
+  lse_backward_body<float>(r, off, M, g, g2, dr);
+}
+void lse_backward(const double* r, const int64_t* off, int64_t M, const double* g, double g2, double* dr) {
+  lse_backward_body<double>(r, off, M, g, g2, dr);
+}
+
+// Contexts: backward of R_w = cos(c_w, word_w) for the L rows of ct and wt [L, D] (|c_w| in cn): writes d c_w into dc
+// and adds d word_w into dw.
+template <typename scalar_t>
+T2I_INLINE void cosine_backward_body(const scalar_t* cp, const scalar_t* wp, const scalar_t* wn, const scalar_t* r, const scalar_t* cn,
+                                     const scalar_t* drp, int64_t L, int64_t D, scalar_t* dcp, scalar_t* dwp) {
+  const scalar_t eps = scalar_t(1e-8);
+  for (int64_t l = 0; l < L; ++l) {
+    const scalar_t dr = drp[l], craw = cn[l], nc = clamp_eps(craw), nw = wn[l];
+    const scalar_t inv = scalar_t(1) / (nc * nw);
+    const scalar_t kc = craw > eps ? r[l] / (nc * nc) : scalar_t(0);  // a clamped norm passes no gradient
+    const scalar_t kw = nw > eps ? r[l] / (nw * nw) : scalar_t(0);
+    const scalar_t* c = cp + l * D;
+    const scalar_t* w = wp + l * D;
+    scalar_t* dc = dcp + l * D;
+    scalar_t* dw = dwp + l * D;
 #pragma omp simd
-      for (int64_t d = 0; d < D; ++d) {
-        dc[d] = dr * (w[d] * inv - kc * c[d]);
-        dw[d] += dr * (c[d] * inv - kw * w[d]);
-      }
+    for (int64_t d = 0; d < D; ++d) {
+      dc[d] = dr * (w[d] * inv - kc * c[d]);
+      dw[d] += dr * (c[d] * inv - kw * w[d]);
     }
   }
 }
-T2I_CLONES void cosine_backward(const float* cp, const float* wp, const float* wn, const float* r, const int64_t* off, int64_t M, int64_t D,
-                                const float* g, float g2, float* dcp, float* dwp) {
-  cosine_backward_body<float>(cp, wp, wn, r, off, M, D, g, g2, dcp, dwp);
+T2I_CLONES void cosine_backward(const float* cp, const float* wp, const float* wn, const float* r, const float* cn, const float* drp, int64_t L,
+                                int64_t D, float* dcp, float* dwp) {
+  cosine_backward_body<float>(cp, wp, wn, r, cn, drp, L, D, dcp, dwp);
 }
-void cosine_backward(const double* cp, const double* wp, const double* wn, const double* r, const int64_t* off, int64_t M, int64_t D,
-                     const double* g, double g2, double* dcp, double* dwp) {
-  cosine_backward_body<double>(cp, wp, wn, r, off, M, D, g, g2, dcp, dwp);
+void cosine_backward(const double* cp, const double* wp, const double* wn, const double* r, const double* cn, const double* drp, int64_t L,
+                     int64_t D, double* dcp, double* dwp) {
+  cosine_backward_body<double>(cp, wp, wn, r, cn, drp, L, D, dcp, dwp);
 }
 
 // Gram: the same backward through R_w = dot_w / (|c_w| |word_w|), dot_w = sum_n A_wn S_wn, |c_w|^2 = sum_n A_wn H_wn.
@@ -494,45 +483,38 @@ void cosine_backward(const double* cp, const double* wp, const double* wn, const
 // (the dot's share reaches the words through dS).
 template <typename scalar_t>
 T2I_INLINE void cosine_backward_gram_body(const scalar_t* sp, const scalar_t* ap, const scalar_t* hp, const scalar_t* wp, const scalar_t* wn,
-                                          const scalar_t* r, const scalar_t* cn, const int64_t* off, int64_t M, int64_t N, int64_t D, const scalar_t* g,
-                                          scalar_t g2, scalar_t* da, scalar_t* bp, scalar_t* dd, scalar_t* dwp) {
+                                          const scalar_t* r, const scalar_t* cn, const scalar_t* drp, int64_t L, int64_t N, int64_t D, scalar_t* da,
+                                          scalar_t* bp, scalar_t* dd, scalar_t* dwp) {
   const scalar_t eps = scalar_t(1e-8);
-  for (int64_t j = 0; j < M; ++j) {
-    const int64_t l0 = off[j], l1 = off[j + 1];
-    const scalar_t lse = segment_lse<scalar_t>(r, l0, l1, g2);
-    for (int64_t l = l0; l < l1; ++l) {
-      const scalar_t dr = g[j] * g2 * std::exp(g2 * r[l] - lse);
-      const scalar_t craw = cn[l], nc = clamp_eps(craw), nw = wn[l];
-      const scalar_t ddot = dr / (nc * nw);
-      const scalar_t dcc2 = craw > eps ? -dr * r[l] / (nc * nc) : scalar_t(0);  // 2 dcc; a clamped norm passes no gradient
-      const scalar_t kw = nw > eps ? dr * r[l] / (nw * nw) : scalar_t(0);
-      dd[l] = ddot;
-      const scalar_t* srow = sp + l * N;
-      const scalar_t* arow = ap + l * N;
-      const scalar_t* hrow = hp + l * N;
-      scalar_t* darow = da + l * N;
-      scalar_t* brow = bp + l * N;
+  for (int64_t l = 0; l < L; ++l) {
+    const scalar_t dr = drp[l], craw = cn[l], nc = clamp_eps(craw), nw = wn[l];
+    const scalar_t ddot = dr / (nc * nw);
+    const scalar_t dcc2 = craw > eps ? -dr * r[l] / (nc * nc) : scalar_t(0);  // 2 dcc; a clamped norm passes no gradient
+    const scalar_t kw = nw > eps ? dr * r[l] / (nw * nw) : scalar_t(0);
+    dd[l] = ddot;
+    const scalar_t* srow = sp + l * N;
+    const scalar_t* arow = ap + l * N;
+    const scalar_t* hrow = hp + l * N;
+    scalar_t* darow = da + l * N;
+    scalar_t* brow = bp + l * N;
 #pragma omp simd
-      for (int64_t n = 0; n < N; ++n) {
-        darow[n] = ddot * srow[n] + dcc2 * hrow[n];
-        brow[n] = scalar_t(0.5) * dcc2 * arow[n];
-      }
-      const scalar_t* w = wp + l * D;
-      scalar_t* dw = dwp + l * D;
-#pragma omp simd
-      for (int64_t d = 0; d < D; ++d) dw[d] -= kw * w[d];
+    for (int64_t n = 0; n < N; ++n) {
+      darow[n] = ddot * srow[n] + dcc2 * hrow[n];
+      brow[n] = scalar_t(0.5) * dcc2 * arow[n];
     }
+    const scalar_t* w = wp + l * D;
+    scalar_t* dw = dwp + l * D;
+#pragma omp simd
+    for (int64_t d = 0; d < D; ++d) dw[d] -= kw * w[d];
   }
 }
 T2I_CLONES void cosine_backward_gram(const float* sp, const float* ap, const float* hp, const float* wp, const float* wn, const float* r, const float* cn,
-                                     const int64_t* off, int64_t M, int64_t N, int64_t D, const float* g, float g2, float* da, float* bp, float* dd,
-                                     float* dwp) {
-  cosine_backward_gram_body<float>(sp, ap, hp, wp, wn, r, cn, off, M, N, D, g, g2, da, bp, dd, dwp);
+                                     const float* drp, int64_t L, int64_t N, int64_t D, float* da, float* bp, float* dd, float* dwp) {
+  cosine_backward_gram_body<float>(sp, ap, hp, wp, wn, r, cn, drp, L, N, D, da, bp, dd, dwp);
 }
 void cosine_backward_gram(const double* sp, const double* ap, const double* hp, const double* wp, const double* wn, const double* r, const double* cn,
-                          const int64_t* off, int64_t M, int64_t N, int64_t D, const double* g, double g2, double* da, double* bp, double* dd,
-                          double* dwp) {
-  cosine_backward_gram_body<double>(sp, ap, hp, wp, wn, r, cn, off, M, N, D, g, g2, da, bp, dd, dwp);
+                          const double* drp, int64_t L, int64_t N, int64_t D, double* da, double* bp, double* dd, double* dwp) {
+  cosine_backward_gram_body<double>(sp, ap, hp, wp, wn, r, cn, drp, L, N, D, da, bp, dd, dwp);
 }
 
 // dS += ddot_w A_w (the dot's direct share) on [L, N].
@@ -635,7 +617,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
       at::Tensor a = ad.narrow(0, 0, L), da = ad.narrow(0, L, L);
       // Gram: B [L, N], dG [N, N], ddot [L]. Contexts: rows [0, L) d contexts, rows [L, 2L) WT (one GEMM for dx).
       at::Tensor b, dg, cw, dct;
-      std::vector<scalar_t> dd;
+      std::vector<scalar_t> dd, dr(L);  // ddot (Gram), dR
       if (gram) {
         b = at::empty({L, N}, o);
         dg = at::empty({N, N}, o);
@@ -662,19 +644,20 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
             if (gram) {
               at::mm_out(t.g, x.t(), x);
               at::mm_out(t.h, ai, t.g);
-              cosines_gram(si.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wn.data(), L, N, t.r.data(), t.cn.data());
+              cosines(ai.data_ptr<scalar_t>(), si.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wn.data(), L, N, t.r.data(), t.cn.data());
             } else {
               at::mm_out(t.ct, a, x.t());  // [L, D]
-              cosines(t.ct.data_ptr<scalar_t>(), wp, wn.data(), L, D, t.r.data());
+              cosines(t.ct.data_ptr<scalar_t>(), wp, t.ct.data_ptr<scalar_t>(), wn.data(), L, D, t.r.data(), t.cn.data());
             }
           } else {
             damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, gram, si, p, a, t);
           }
           at::Tensor gx = grad_img[i];  // [D, N]
+          lse_backward(t.r.data(), pk.off.data(), M, gp + i * M, g2, dr.data());
           if (gram) {
             // R backward -> dA (in da), B, ddot, the word norms' share of d words; then dS = softmax backward + ddot A.
             cosine_backward_gram(si.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wp, wn.data(), t.r.data(),
-                                 t.cn.data(), pk.off.data(), M, N, D, gp + i * M, g2, da.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), dd.data(), gwp);
+                                 t.cn.data(), dr.data(), L, N, D, da.data_ptr<scalar_t>(), b.data_ptr<scalar_t>(), dd.data(), gwp);
             softmax_backward(ai.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, L, N, g1, t.colbuf.data());
             add_rows_scaled(da.data_ptr<scalar_t>(), ai.data_ptr<scalar_t>(), dd.data(), L, N);
             at::mm_out(dg, ai.t(), b);      // dG [N, N] = A^T diag(dcc) A (symmetric)
@@ -682,7 +665,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
             gx.addmm_(x, dg, 1, 2);         // ... + 2 x dG
           } else {
             // Cosine + log-sum-exp backward -> d contexts (dct) and the direct part of d words (gwt).
-            cosine_backward(t.ct.data_ptr<scalar_t>(), wp, wn.data(), t.r.data(), pk.off.data(), M, D, gp + i * M, g2, dct.data_ptr<scalar_t>(), gwp);
+            cosine_backward(t.ct.data_ptr<scalar_t>(), wp, wn.data(), t.r.data(), t.cn.data(), dr.data(), L, D, dct.data_ptr<scalar_t>(), gwp);
             at::mm_out(da, dct, x);  // dA [L, N] = dCT x
             softmax_backward(a.data_ptr<scalar_t>(), pi.data_ptr<scalar_t>(), da.data_ptr<scalar_t>(), pk.off.data(), M, L, N, g1, t.colbuf.data());
             at::mm_out(gx, cw.t(), ad);  // dx = dCT^T A + W dS in one GEMM: [D, 2L] x [2L, N]
