@@ -442,7 +442,7 @@ PRESETS = {
         "description": "the small image encoder on toybirds 64 px, 2000 steps of 48 at lr 0.004, every other bird and "
                        "the caption with two colours swapped negatives (about 5 minutes on 2 CPU cores)",
         # eval_every 5: the test split's evaluation after epochs 5 and 10 and at the end instead of after each of the
-        # 13 epochs (about 1 s each; the model is the same to the bit: evaluation restores the RNG streams)
+        # 12 epochs (about 1 s each; the model is the same to the bit: evaluation restores the RNG streams)
         "steps": 2000, "lr": 0.004, "class_mask": False, "swap_negatives": 1, "eval_every": 5},
         "toybirds-pretrained": {
             "description": "the shipped model's DAMSM (scripts/train_pretrained.sh): the small image encoder on "
