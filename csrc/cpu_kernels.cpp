@@ -351,14 +351,12 @@ struct Tile {
   }
 };
 
-// The forward tile of one image: S = WT x (in s), P (in p), A (in a; may alias p), then R (in t.r) by Gram (G, H in
-// t.g, t.h; |c| in t.cn) or by contexts (in t.ct).
+// R of one image's tile (in t.r) from its S (in s) and A (in a): by Gram (G, H in t.g, t.h) or by contexts (in t.ct);
+// |c| in t.cn. The contexts way does not read s.
 template <typename scalar_t>
-void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wnorm, scalar_t gamma1, bool gram, at::Tensor& s, at::Tensor& p,
-                      at::Tensor& a, Tile<scalar_t>& t) {
-  const int64_t M = static_cast<int64_t>(pk.off.size()) - 1, N = x.size(1), D = x.size(0);
-  at::mm_out(s, pk.WT, x);  // [L, N]  s_wn = word_w . region_n
-  softmaxes(s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), pk.off.data(), M, N, gamma1, t.colbuf.data());
+void tile_cosines(const at::Tensor& x, const Packed& pk, const scalar_t* wnorm, bool gram, const at::Tensor& s, const at::Tensor& a,
+                  Tile<scalar_t>& t) {
+  const int64_t N = x.size(1), D = x.size(0);
   at::Tensor &g = t.g, &h = t.h, &ct = t.ct;
   if (gram) {
     at::mm_out(g, x.t(), x);  // [N, N]  G = x^T x
@@ -368,6 +366,16 @@ void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wno
     at::mm_out(ct, a, x.t());  // [L, D]  c_w = sum_n alpha_wn x_n
     cosines(ct.data_ptr<scalar_t>(), pk.WT.data_ptr<scalar_t>(), ct.data_ptr<scalar_t>(), wnorm, pk.L, D, t.r.data(), t.cn.data());
   }
+}
+
+// The forward tile of one image: S = WT x (in s), P (in p), A (in a; may alias p), then R (tile_cosines).
+template <typename scalar_t>
+void damsm_image_tile(const at::Tensor& x, const Packed& pk, const scalar_t* wnorm, scalar_t gamma1, bool gram, at::Tensor& s, at::Tensor& p,
+                      at::Tensor& a, Tile<scalar_t>& t) {
+  const int64_t M = static_cast<int64_t>(pk.off.size()) - 1, N = x.size(1);
+  at::mm_out(s, pk.WT, x);  // [L, N]  s_wn = word_w . region_n
+  softmaxes(s.data_ptr<scalar_t>(), p.data_ptr<scalar_t>(), a.data_ptr<scalar_t>(), pk.off.data(), M, N, gamma1, t.colbuf.data());
+  tile_cosines<scalar_t>(x, pk, wnorm, gram, s, a, t);
 }
 
 template <typename scalar_t>
@@ -633,7 +641,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
         for (int64_t i = bound(k, M, chunks); i < bound(k + 1, M, chunks); ++i) {
           const at::Tensor x = img[i];  // [D, N]
           at::Tensor si = gram ? t.s : da, pi = p, ai = a;
-          if (use_saved) {  // the forward's S, P and A; then the tile's last steps: Gram or contexts, and the cosines
+          if (use_saved) {  // the forward's S, P and A; then the tile's last steps (Gram or contexts, the cosines)
             si = saved[i][0];
             pi = saved[i][1];
             if (gram) {
@@ -641,14 +649,7 @@ std::tuple<at::Tensor, at::Tensor> damsm_backward(const at::Tensor& grad_, const
             } else {
               a.copy_(saved[i][2]);  // beside dS for the one-GEMM dx below
             }
-            if (gram) {
-              at::mm_out(t.g, x.t(), x);
-              at::mm_out(t.h, ai, t.g);
-              cosines(ai.data_ptr<scalar_t>(), si.data_ptr<scalar_t>(), t.h.data_ptr<scalar_t>(), wn.data(), L, N, t.r.data(), t.cn.data());
-            } else {
-              at::mm_out(t.ct, a, x.t());  // [L, D]
-              cosines(t.ct.data_ptr<scalar_t>(), wp, t.ct.data_ptr<scalar_t>(), wn.data(), L, D, t.r.data(), t.cn.data());
-            }
+            tile_cosines<scalar_t>(x, pk, wn.data(), gram, si, ai, t);
           } else {
             damsm_image_tile<scalar_t>(x, pk, wn.data(), g1, gram, si, p, a, t);
           }

@@ -18,7 +18,7 @@ TORCH_LIBRARY(t2i, m) {
   m.def("damsm_word_scores(Tensor img, Tensor words, Tensor lengths, float gamma1, float gamma2) -> Tensor");
   // grad [M,M] -> grad_img [M,D,N], grad_words [M,D,T]
   m.def("damsm_word_scores_backward(Tensor grad, Tensor img, Tensor words, Tensor lengths, float gamma1, float gamma2) -> (Tensor, Tensor)");
-  // CPU only (training): -> score [M,M], saved [M,2,L,N] (each image's word softmax P and region softmax A, L = sum(lengths))
+  // CPU only (training): -> score [M,M], saved [M,3,L,N] (each image's word-region scores S, word softmax P and region softmax A, L = sum(lengths))
   m.def("damsm_word_scores_save(Tensor img, Tensor words, Tensor lengths, float gamma1, float gamma2) -> (Tensor, Tensor)");
   // CPU only: the backward from saved instead of recomputing it
   m.def("damsm_word_scores_backward_saved(Tensor grad, Tensor img, Tensor words, Tensor lengths, Tensor saved, float gamma1, float gamma2) -> (Tensor, Tensor)");

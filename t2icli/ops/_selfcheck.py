@@ -17,6 +17,7 @@ checked or recorded and the kernel is used (the next eager call checks it). One 
 (threads wait for the verdict; none uses an unchecked kernel meanwhile) and is renewed in forked children.
 """
 
+import itertools
 import os
 import threading
 import time
@@ -237,7 +238,7 @@ def _check_damsm(device, dtype):
     g = torch.Generator().manual_seed(1)
     lengths = torch.tensor(s["lengths"], device=device)
     pairs = []
-    for N, strided in ((N, strided) for N in s["N"] for strided in (False, True)):
+    for N, strided in itertools.product(s["N"], (False, True)):
         img = _randn((M, D, N), g, dtype, device, strided)  # [M, D, N]
         words = _randn((M, D, T), g, dtype, device, strided)  # [M, D, T]
         cot = _cpu_randn((M, M), g).to(device)  # cotangent of the scores
@@ -245,7 +246,7 @@ def _check_damsm(device, dtype):
         r = [img.detach().double().requires_grad_(True), words.detach().double().requires_grad_(True)]
         score_ref = reference.damsm_word_scores(r[0], r[1], lengths, _G1, _G2)
         gr = _grads(score_ref, r, cot)
-        # The CPU training path (forward keeps its softmaxes, backward reads them) is checked beside the plain one.
+        # The CPU training path (forward keeps S and its softmaxes, backward reads them) is checked beside the plain one.
         for path in ("", " (saved softmaxes)") if device.type == "cpu" else ("",):
             if path:
                 score = torch.ops.t2i.damsm_word_scores_save(x[0], x[1], lengths, _G1, _G2)[0]
