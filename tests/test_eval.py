@@ -602,8 +602,14 @@ def test_probe_damsm_script_bounds(tiny):
     subprocess.run([sys.executable, os.path.join(root, "scripts", "paraphrases.py"), "--data", tiny["data"], "--out",
                     para, "--n", "60"], capture_output=True, text=True, check=True)
     out = subprocess.run([sys.executable, os.path.join(root, "scripts", "probe_damsm.py"), "--damsm", tiny["damsm"],
-                          "--data", tiny["data"], "--captions", para], capture_output=True, text=True, check=True)
+                          "--data", tiny["data"], "--captions", para, "--image-probe"], capture_output=True, text=True,
+                         check=True)
     res = json.loads(out.stdout)
+    probe = res["image_probe"]
+    names = ["body", "wing", "crown", "belly", "beak", "beak_length", "size", "background"]
+    assert probe["n_train"] > 0 and probe["n_test"] > 0
+    for kind in ("global", "local_pooled"):
+        assert list(probe[kind]) == names and all(0 <= v <= 1 for v in probe[kind].values())
     files = res["captions_swapped_pairwise"]
     assert list(files) == [para] and 0 < files[para]["n"] <= 60 and 0 <= files[para]["pairwise"] <= 1
     assert res["n"] > 0 and 0 < res["chance"] <= res["oracle"] <= 1 and 0 <= res["within_class_top1"] <= 1
@@ -616,6 +622,24 @@ def test_probe_damsm_script_bounds(tiny):
     assert set(res["part_pairwise"]) <= {"crown", "belly", "beak", "body"}
     for v in res["part_pairwise"].values():
         assert v["n"] > 0 and 0 <= v["pairwise"] <= 1
+
+
+def test_probe_damsm_linear_probe_reads_what_the_features_hold_and_only_that():
+    """probe_damsm --image-probe's linear probe: features that hold the label linearly (plus noise) are read on new
+    rows nearly always; features independent of it near chance (4 values: 0.25)."""
+    import importlib.util
+
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    spec = importlib.util.spec_from_file_location("probe_damsm", os.path.join(root, "scripts", "probe_damsm.py"))
+    probe = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(probe)
+    g = torch.Generator().manual_seed(0)
+    y = torch.randint(0, 4, (800,), generator=g)
+    codes = torch.randn(4, 16, generator=g)  # one direction per value
+    held = codes[y] + 0.5 * torch.randn(800, 16, generator=g)  # [800, 16]
+    blind = torch.randn(800, 16, generator=g)
+    assert probe.linear_probe(held[:600], y[:600].numpy(), held[600:], y[600:].numpy(), 4) > 0.95
+    assert probe.linear_probe(blind[:600], y[:600].numpy(), blind[600:], y[600:].numpy(), 4) < 0.40
 
 
 def test_probe_damsm_swaps_two_colour_words_in_any_phrasing():
