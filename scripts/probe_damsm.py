@@ -38,7 +38,7 @@ fitted on the train split's real images, scored on --split's) reads each attribu
 feature f_bar and from its local features pooled over the regions (mean and max): `image_probe`, per attribute, the
 share of test images whose value it reads (chance 0.1 for a colour). A fact the features do not hold is one the DAMSM
 term cannot ask the generator for. The shipped DAMSM, pooled local features: body 0.99, wing 1.00, crown 0.80, belly
-0.97, beak 0.49, beak length 0.72, size 1.00, background 0.99 (global: crown 0.44, belly 0.57, beak 0.25); the
+0.97, beak 0.49, beak length 0.72, size 1.00, background 0.98 (global: crown 0.44, belly 0.56, beak 0.25); the
 demo's (swapped negatives, no edits) beak 0.21; the attribute classifier of `t2i eval`, a CNN trained on the labels,
 reads the beak colour of 0.93 of the same images.
 Prints one JSON object on stdout.
