@@ -136,11 +136,13 @@ def main():
 
 def image_features(image_enc, ds, batch_size=500):
     """Real images of split ds -> {"global": f_bar [n, D], "local_pooled": [mean ; max] of f over regions [n, 2D]}."""
-    x = torch.from_numpy(np.asarray(ds.images_uint8)).permute(0, 3, 1, 2)  # [n, 3, S, S] uint8
+    from t2icli.metrics.common import uint8_batches
+
     out = {"global": [], "local_pooled": []}
     with torch.no_grad():
-        for s in range(0, len(x), batch_size):
-            f, f_bar = image_enc(x[s : s + batch_size].float() / 127.5 - 1.0)  # [b, D, H, W], [b, D]
+        for _, batch in uint8_batches(ds.images_uint8, batch_size):  # uint8 [b, S, S, 3]
+            x = torch.from_numpy(batch).permute(0, 3, 1, 2).float() / 127.5 - 1.0  # [b, 3, S, S] in [-1, 1]
+            f, f_bar = image_enc(x)  # [b, D, H, W], [b, D]
             out["global"].append(f_bar)
             out["local_pooled"].append(torch.cat([f.flatten(2).mean(2), f.flatten(2).amax(2)], 1))
     return {k: torch.cat(v) for k, v in out.items()}
@@ -178,7 +180,6 @@ def image_probe(image_enc, data, test_ds, names):
                        f"on the {len(train_ds)} train images, scored on the {len(test_ds)} {test_ds.split} images",
            "n_train": len(train_ds), "n_test": len(test_ds)}
     for kind in ("global", "local_pooled"):
-        torch.manual_seed(0)
         res[kind] = {name: round(linear_probe(train[kind], train_ds.attributes[:, k], test[kind],
                                               test_ds.attributes[:, k], values[k]), 4)
                      for k, name in enumerate(names)}

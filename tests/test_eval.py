@@ -624,15 +624,21 @@ def test_probe_damsm_script_bounds(tiny):
         assert v["n"] > 0 and 0 <= v["pairwise"] <= 1
 
 
-def test_probe_damsm_linear_probe_reads_what_the_features_hold_and_only_that():
-    """probe_damsm --image-probe's linear probe: features that hold the label linearly (plus noise) are read on new
-    rows nearly always; features independent of it near chance (4 values: 0.25)."""
+def _probe_damsm_module():
+    """scripts/probe_damsm.py imported as a module (scripts/ is not a package)."""
     import importlib.util
 
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     spec = importlib.util.spec_from_file_location("probe_damsm", os.path.join(root, "scripts", "probe_damsm.py"))
     probe = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(probe)
+    return probe
+
+
+def test_probe_damsm_linear_probe_reads_what_the_features_hold_and_only_that():
+    """probe_damsm --image-probe's linear probe: features that hold the label linearly (plus noise) are read on new
+    rows nearly always; features independent of it near chance (4 values: 0.25)."""
+    probe = _probe_damsm_module()
     g = torch.Generator().manual_seed(0)
     y = torch.randint(0, 4, (800,), generator=g)
     codes = torch.randn(4, 16, generator=g)  # one direction per value
@@ -645,12 +651,7 @@ def test_probe_damsm_linear_probe_reads_what_the_features_hold_and_only_that():
 def test_probe_damsm_swaps_two_colour_words_in_any_phrasing():
     """probe_damsm --captions: the negative of a line is the line with its two colour words exchanged, every
     occurrence, whole words only, "grey" as "gray"."""
-    import importlib.util
-
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    spec = importlib.util.spec_from_file_location("probe_damsm", os.path.join(root, "scripts", "probe_damsm.py"))
-    probe = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(probe)
+    probe = _probe_damsm_module()
     assert probe.swap_words("Its wings are white but its body is purple.", "purple", "white") == \
         "its wings are purple but its body is white."
     assert probe.swap_words("wings grey, body red, a reddish whitened gray crown", "gray", "red") == \
