@@ -457,6 +457,98 @@ def test_word_shuffle_permutes_the_training_captions_and_resumes_exactly(birds, 
     assert all(torch.equal(sa[k], sb[k]) for k in sa)
 
 
+def test_region_word_predictor_never_reads_the_word_it_names():
+    """RegionWordPredictor (--word-prediction): word t's logits depend on its neighbours and the regions, never on
+    word t itself nor on the padding past a caption's length."""
+    from t2icli.models.damsm import RegionWordPredictor
+
+    torch.manual_seed(0)
+    head = RegionWordPredictor(vocab_size=20, dim=8, context=2)
+    f = torch.randn(3, 8, 4, 4)  # [B, D, H, W]
+    tokens = torch.randint(1, 20, (3, 7))
+    lengths = torch.tensor([7, 5, 3])
+    base = head(f, tokens, lengths)  # [B, T, V]
+    assert base.shape == (3, 7, 20)
+    for t in range(7):
+        other = tokens.clone()
+        other[:, t] = (other[:, t] % 19) + 1  # another word at t
+        out = head(f, other, lengths)
+        assert torch.equal(out[:, t], base[:, t])  # t's own logits do not see it
+        near = [u for u in (t - 2, t - 1, t + 1, t + 2) if 0 <= u < 3]  # inside every caption
+        if near:
+            assert not torch.allclose(out[:, near], base[:, near])  # its neighbours' do
+    padded = tokens.clone()
+    padded[1, 5:] = 1
+    padded[2, 3:] = 2
+    assert torch.equal(head(f, padded, lengths), base)
+    assert not torch.allclose(head(f + torch.randn_like(f), tokens, lengths), base)  # the regions are read
+
+
+def test_word_prediction_loss_learns_a_part_colour_only_from_regions_that_hold_it():
+    """The masked-word task names a part's colour from the region that holds it: captions "p0 c0 p1 c1 p2 c2 p3 c3"
+    (part word, its colour) over four regions, region k holding part k's colour. The head alone, trained on such
+    regions, names the colour words (> 0.9); on regions of another image (the colours independent) it cannot
+    (near chance 0.25). The loss ignores positions past each caption's length."""
+    from t2icli.losses import word_prediction_loss
+    from t2icli.models.damsm import RegionWordPredictor
+
+    def batch(g, n=64):
+        colours = torch.randint(0, 4, (n, 4), generator=g)  # [n, part]
+        f = F.one_hot(colours, 4).float().transpose(1, 2)  # [n, 4 colours = D, 4 regions]
+        f = torch.cat([f, F.one_hot(torch.arange(4), 4).float().T[None].expand(n, 4, 4)], 1)  # + where: [n, 8, 4]
+        tokens = torch.stack([torch.arange(4).expand(n, 4), colours + 4], 2).reshape(n, 8)  # p_k = k, colour c = 4 + c
+        return f, tokens, torch.full((n,), 8)
+
+    def colour_accuracy(shuffle):
+        torch.manual_seed(0)
+        g = torch.Generator().manual_seed(0)
+        head = RegionWordPredictor(vocab_size=8, dim=8, context=1, embedding=16, hidden=32)
+        opt = torch.optim.Adam(head.parameters(), lr=1e-2)
+        for _ in range(300):
+            f, tokens, lengths = batch(g)
+            if shuffle:
+                f = f[torch.randperm(len(f), generator=g)]
+            loss, _ = word_prediction_loss(head(f, tokens, lengths), tokens, lengths)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+        f, tokens, lengths = batch(g, 512)
+        if shuffle:
+            f = f[torch.randperm(len(f), generator=g)]
+        pred = head(f, tokens, lengths).argmax(2)
+        return (pred[:, 1::2] == tokens[:, 1::2]).float().mean().item()
+
+    assert colour_accuracy(shuffle=False) > 0.9
+    assert colour_accuracy(shuffle=True) < 0.4
+    logits = torch.randn(2, 5, 6)
+    tokens, lengths = torch.randint(0, 6, (2, 5)), torch.tensor([5, 2])
+    loss, acc = word_prediction_loss(logits, tokens, lengths)
+    rest = logits.clone()
+    rest[1, 2:] = torch.randn(3, 6)
+    assert torch.equal(word_prediction_loss(rest, tokens, lengths)[0], loss)
+    want = F.cross_entropy(torch.cat([logits[0], logits[1, :2]]), torch.cat([tokens[0], tokens[1, :2]]))
+    assert torch.allclose(loss, want) and 0 <= acc.item() <= 1
+
+
+def test_word_prediction_trains_the_head_logs_it_resumes_exactly_and_stays_out_of_the_export(birds, tmp_path):
+    """--word-prediction W: the head's loss joins the step's loss and the logged means (wp, wp_acc); the head is in
+    the checkpoints (a run stopped and resumed ends with the weights of an uninterrupted one) but not in damsm.pt;
+    W = 0 (the default) trains as before, and the term moves the image encoder."""
+    a, b, plain = str(tmp_path / "a"), str(tmp_path / "b"), str(tmp_path / "plain")
+    train("damsm", data=birds, out=a, steps=3, word_prediction=1.0, **TINY)
+    train("damsm", data=birds, out=b, steps=1, word_prediction=1.0, **TINY)
+    train("damsm", data=birds, out=b, steps=3, word_prediction=1.0, resume="latest", **TINY)
+    train("damsm", data=birds, out=plain, steps=3, **TINY)
+    sa, sb, sp = _export_state(a), _export_state(b), _export_state(plain)
+    assert sa.keys() == sp.keys() and all(torch.equal(sa[k], sb[k]) for k in sa)
+    assert any(not torch.equal(sa[k], sp[k]) for k in sa if k.startswith("i."))
+    assert json.loads(open(os.path.join(a, "config.json")).read())["word_prediction"] == 1.0
+    train_means = [json.loads(line)["train"] for line in open(os.path.join(a, "stats.jsonl"))]
+    assert any(m and m["wp"] > 0 and 0 <= m["wp_acc"] <= 1 for m in train_means)
+    blob = torch.load(os.path.join(a, "damsm.pt"), weights_only=True)
+    assert not any("predictor" in k for k in blob)
+
+
 def test_cli_small_grid_and_dropout_reach_the_exported_encoders(birds, tmp_path):
     """--small-grid N: the small encoder's local features (the regions words attend to) are N x N; --dropout P: the
     text encoder's word dropout. Both are saved in the export, so `train attngan` / `eval` rebuild the same model."""

@@ -73,6 +73,10 @@ def train():
         "word-order noise of Lample et al. 2018; not in AttnGAN; default 0 = off; K may be fractional: with 1, two "
         "neighbours swap one time in 8, with 0.5 one time in 18), so that people's phrasings (\"wings blue\", \"some blue on the wings\") read as the data set's. "
         "The hard negatives are edited from the permuted caption.")
+@option(_C, "word_prediction", "W", "Add W times a masked-word loss (not in AttnGAN; default 0 = off): a small head, "
+        "trained beside the encoders and not exported, names each caption word from its neighbours and the image "
+        "regions they attend to (\"a red bird with blue wings and a green ___\" is answered at the beak), so the image "
+        "encoder's regions keep every part's colour, which the matching loss alone does not ask for.")
 @click.pass_context
 def damsm(ctx, **params):
     """Train the DAMSM text and image encoders (AttnGAN's matching model).

@@ -2,13 +2,15 @@
 
 import dataclasses
 
+import torch
 import torch.nn as nn
+import torch.nn.functional as F
 
 from t2icli.models.config import ConfigDict
 from t2icli.models.image_encoder import InceptionImageEncoder, SmallImageEncoder
 from t2icli.models.text_encoder import TextEncoder
 
-__all__ = ["DAMSMConfig", "DAMSM", "build_damsm", "IMAGE_ENCODERS"]
+__all__ = ["DAMSMConfig", "DAMSM", "build_damsm", "IMAGE_ENCODERS", "RegionWordPredictor"]
 
 IMAGE_ENCODERS = ("small", "inception_v3")
 
@@ -68,3 +70,39 @@ def build_damsm(config):
     if isinstance(config, dict):
         config = DAMSMConfig.from_dict(config)
     return DAMSM(config)
+
+
+class RegionWordPredictor(nn.Module):
+    """Names each caption word from the image's regions and the word's neighbours, never the word itself.
+
+    A training-only head of `t2i train damsm --word-prediction W` (not in AttnGAN, not exported): the masked-word
+    task of vision-language pretraining (VisualBERT, Li et al. 2019) on the DAMSM's own region features. For word t
+    the neighbours' tokens t-c..t+c (t excluded; `context` c) are embedded and concatenated; that vector asks the
+    regions (dot-product attention, its own, not the DAMSM's), and a small MLP reads the answer and the neighbours
+    into vocabulary logits. "a red bird with blue wings and a green ___" is only answered by looking at the
+    beak: the loss asks the image encoder to keep every part's colour in its regions, which the contrastive DAMSM
+    loss does not (other birds' captions differ in the body and wing colours).
+    """
+
+    def __init__(self, vocab_size, dim, context=2, embedding=64, hidden=256):
+        super().__init__()
+        self.vocab_size, self.context = int(vocab_size), int(context)
+        width = 2 * self.context * int(embedding)
+        self.embedding = nn.Embedding(self.vocab_size + 1, int(embedding))  # index vocab_size: outside the caption
+        self.query = nn.Linear(width, int(dim))
+        self.out = nn.Sequential(nn.Linear(int(dim) + width, int(hidden)), nn.ReLU(inplace=True),
+                                 nn.Linear(int(hidden), self.vocab_size))
+
+    def forward(self, f, tokens, lengths):
+        """f [B, D, H, W] (or [B, D, N]) regions; tokens [B, T]; lengths [B] -> logits [B, T, V] (rows past a
+        caption's length are meaningless: the loss masks them)."""
+        B, T = tokens.shape
+        v = f.reshape(f.shape[0], f.shape[1], -1)  # [B, D, N]
+        inside = torch.arange(T, device=tokens.device)[None, :] < torch.as_tensor(lengths, device=tokens.device)[:, None]
+        c = self.context
+        tok = F.pad(tokens.masked_fill(~inside, self.vocab_size), (c, c), value=self.vocab_size)  # [B, T + 2c]
+        ctx = torch.cat([self.embedding(tok[:, c + o:c + o + T]) for o in range(-c, c + 1) if o], 2)  # [B, T, 2cE]
+        q = self.query(ctx)  # [B, T, D]
+        a = torch.softmax(torch.bmm(q, v) / v.shape[1] ** 0.5, dim=2)  # [B, T, N] over regions
+        answer = torch.bmm(a, v.transpose(1, 2))  # [B, T, D]
+        return self.out(torch.cat([answer, ctx], 2))  # [B, T, V]

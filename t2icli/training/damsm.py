@@ -115,7 +115,8 @@ def encode_with_edits(text_encoder, tokens, lengths, edited=None):
     return e[:b], e_bar[:b], e[b:].reshape(b, K, -1, T), e_bar[b:].reshape(b, K, -1)
 
 
-def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None, hard=None):
+def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, cfg, amp=None, hard=None,
+               predictor=None, word_weight=0.0):
     """The DAMSM loss of one training step over the GLOBAL batch, computed identically on every rank.
 
     text_encoder / image_encoder: the encoders (or their DDP / compiled wrappers); images [b, 3, S, S], tokens
@@ -123,7 +124,9 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     (distributed.all_gather_with_grad) before the all-pairs scores, so the negatives are the whole global batch.
     amp: the autocast context of the image encoder (None = fp32). hard: None or (tokens [b, K, T], valid [b, K]):
     K edited copies of each caption (data/negatives.py), encoded in the same text-encoder call and scored
-    against their own image only (losses.damsm_loss's `hard`). Returns the loss dict of losses.damsm_loss.
+    against their own image only (losses.damsm_loss's `hard`). predictor: None or a models.damsm.RegionWordPredictor
+    whose masked-word loss on the global batch joins the loss times word_weight. Returns the loss dict of
+    losses.damsm_loss, with "wp" and "wp_acc" (the masked-word loss and accuracy) when a predictor is given.
     """
     device = images.device
     with amp if amp is not None else contextlib.nullcontext():
@@ -139,7 +142,12 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
         e_hard, e_bar_hard = gather(e_hard), gather(e_bar_hard)  # [B, K, D, T], [B, K, D]
         valid = distributed.all_gather(hard[1].to(device, torch.uint8)).bool()  # [B, K] (bytes: NCCL has no bool)
         hard = (*losses.hard_negative_scores(f, f_bar, e_hard, e_bar_hard, lengths, cfg.gamma1, cfg.gamma2), valid)
-    return losses.damsm_loss(word, sent, class_ids, cfg.gamma3, hard=hard)
+    out = losses.damsm_loss(word, sent, class_ids, cfg.gamma3, hard=hard)
+    if predictor is not None:
+        tokens = distributed.all_gather(tokens.to(device))  # [B, T]
+        out["wp"], out["wp_acc"] = losses.word_prediction_loss(predictor(f, tokens, lengths), tokens, lengths)
+        out["loss"] = out["loss"] + word_weight * out["wp"]
+    return out
 
 
 def _forward_loss(model, images, tokens, lengths, class_ids, cfg):
@@ -236,6 +244,8 @@ class DAMSMTrainer(Trainer):
                                        word_limit=words)
         self.vocab = list(self.train_ds.vocab)
         self.last_eval = None
+        if cfg.word_prediction:  # the masked-word term's loss and accuracy join the logged means
+            self.log_keys = LOSS_KEYS + ("wp", "wp_acc")
         if cfg.hard_negatives or cfg.swap_negatives:
             from t2icli.data.negatives import captions_of, editor_for
 
@@ -258,7 +268,7 @@ class DAMSMTrainer(Trainer):
         _check_resume(ckpt, self.model_config, self.vocab, path)
 
     def build(self, ckpt):
-        from t2icli.models.damsm import build_damsm
+        from t2icli.models.damsm import RegionWordPredictor, build_damsm
         from t2icli.models.inception import InceptionWeightsError, load_inception_weights
 
         cfg = self.cfg
@@ -274,17 +284,26 @@ class DAMSMTrainer(Trainer):
             self.image_fwd = torch.compile(self.image_fwd)
         self.amp = distributed.autocast(self.device, cfg.precision)
         self.params = [p for p in model.parameters() if p.requires_grad]
-        self.opt = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.5, 0.999))
+        items = {"model": model}
+        self.predictor = None
+        if cfg.word_prediction:  # a training-only head: in the checkpoints (exact resume), not in damsm.pt
+            self.predictor = items["word_predictor"] = RegionWordPredictor(len(self.vocab), self.model_config.dim).to(
+                self.device)
+            self.params += list(self.predictor.parameters())
+        self.opt = items["optimizer"] = torch.optim.Adam(self.params, lr=cfg.lr, betas=(0.5, 0.999))
         if cfg.backbone_batch_stats:  # the frozen Inception follows train(): batch statistics, drifting running ones
             model.image_encoder.batch_stats = True
         model.train()
-        return TrainState({"model": model, "optimizer": self.opt},
+        return TrainState(items,
                           meta={"model_config": self.model_config.to_dict(), "vocab": self.vocab,
                                 "train_config": cfg.to_dict()})
 
     def describe(self):
-        return (f"DAMSM {self.cfg.image_encoder}: {sum(p.numel() for p in self.params) / 1e6:.2f}M trainable "
-                f"parameters, D={self.model_config.dim}, image {self.model_config.image_size}px, {len(self.train_ds)} "
+        head = "" if self.predictor is None else \
+            f" (+ {sum(p.numel() for p in self.predictor.parameters()) / 1e6:.2f}M in the word predictor)"
+        trainable = sum(p.numel() for p in self.model.parameters() if p.requires_grad)
+        return (f"DAMSM {self.cfg.image_encoder}: {trainable / 1e6:.2f}M trainable parameters{head}, "
+                f"D={self.model_config.dim}, image {self.model_config.image_size}px, {len(self.train_ds)} "
                 f"train / {len(self.test_ds)} {self.test_ds.split} images, vocab {len(self.vocab)}, "
                 f"device {self.device}")
 
@@ -313,13 +332,14 @@ class DAMSMTrainer(Trainer):
             hard = swapped if hard is None else tuple(torch.cat(pair, 1) for pair in zip(hard, swapped))
         out = train_loss(self.text_fwd, self.image_fwd, images, tokens, lengths,
                          class_ids if self.cfg.class_mask else None, self.model_config, self.amp,
-                         hard=hard)  # the global batch's loss
+                         hard=hard, predictor=self.predictor,
+                         word_weight=self.cfg.word_prediction)  # the global batch's loss
         self.loop.check_finite({"loss": out["loss"].item()})
         self.opt.zero_grad(set_to_none=True)
         out["loss"].backward()
         torch.nn.utils.clip_grad_norm_(self.model.text_encoder.parameters(), self.cfg.grad_clip)  # AttnGAN's clip
         self.opt.step()
-        return {k: out[k].item() for k in LOSS_KEYS}
+        return {k: out[k].item() for k in self.log_keys}
 
     def snapshot_due(self, step, epoch, epoch_ended):
         return epoch_ended and epoch % self.cfg.eval_every == 0
