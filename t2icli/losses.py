@@ -13,7 +13,7 @@ import torch.nn.functional as F
 
 from t2icli import ops
 
-__all__ = ["sentence_scores", "damsm_scores", "hard_negative_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "word_prediction_loss", "shift_flip",
+__all__ = ["sentence_scores", "damsm_scores", "hard_negative_scores", "same_class_mask", "damsm_loss", "damsm_word_attention", "inside_captions", "word_prediction_loss", "shift_flip",
            "bce", "mismatched", "discriminator_loss", "stackgan2_discriminator_loss",
            "unconditional_discriminator_loss", "generator_adv_loss", "kl_loss", "pixel_stats",
            "color_consistency_loss", "tree_color_consistency", "generator_damsm_loss"]
@@ -99,18 +99,22 @@ def damsm_word_attention(f, e, lengths, gamma1=4.0):
     B, D, H, W = f.shape
     T = e.shape[2]
     img = f.reshape(B, D, H * W)  # [B, D, N]
-    pad = torch.arange(T, device=f.device)[None, :] >= torch.as_tensor(lengths, device=f.device)[:, None]  # [B, T]
+    pad = ~inside_captions(lengths, T, f.device)  # [B, T]
     s = torch.bmm(e.transpose(1, 2), img)  # [B, T, N]
     s = torch.softmax(s.masked_fill(pad[:, :, None], float("-inf")), dim=1)  # over words
     alpha = torch.softmax(gamma1 * s, dim=2)  # over regions
     return alpha.masked_fill(pad[:, :, None], 0.0).reshape(B, T, H, W)
 
 
+def inside_captions(lengths, T, device=None):
+    """lengths [B] -> bool [B, T], True at the positions inside each caption."""
+    return torch.arange(T, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
+
+
 def word_prediction_loss(logits, tokens, lengths):
     """Mean cross-entropy of word logits [B, T, V] (models.damsm.RegionWordPredictor) against the caption tokens
     [B, T], over the positions inside each caption (lengths [B]). Returns (loss, accuracy), both 0-d tensors."""
-    T = tokens.shape[1]
-    inside = torch.arange(T, device=tokens.device)[None, :] < torch.as_tensor(lengths, device=tokens.device)[:, None]
+    inside = inside_captions(lengths, tokens.shape[1], tokens.device)  # [B, T]
     picked, target = logits[inside], tokens[inside]  # [n, V], [n]
     return F.cross_entropy(picked.float(), target), (picked.argmax(1) == target).float().mean()
 

@@ -10,7 +10,8 @@ import torch.nn.functional as F
 from click.testing import CliRunner
 
 from t2icli.data.format import DatasetWriter
-from t2icli.losses import damsm_loss, damsm_scores, damsm_word_attention, same_class_mask, sentence_scores
+from t2icli.losses import (damsm_loss, damsm_scores, damsm_word_attention, inside_captions, same_class_mask,
+                           sentence_scores)
 from t2icli.metrics.rprecision import retrieval_rprecision, rprecision_from_features
 from t2icli.models.damsm import DAMSMConfig, build_damsm
 from t2icli.models.export import ExportError, load_damsm, save_damsm
@@ -467,12 +468,12 @@ def test_region_word_predictor_never_reads_the_word_it_names():
     f = torch.randn(3, 8, 4, 4)  # [B, D, H, W]
     tokens = torch.randint(1, 20, (3, 7))
     lengths = torch.tensor([7, 5, 3])
-    base = head(f, tokens, lengths)  # [B, T, V]
+    base = head(f, tokens, inside_captions(lengths, 7))  # [B, T, V]
     assert base.shape == (3, 7, 20)
     for t in range(7):
         other = tokens.clone()
         other[:, t] = (other[:, t] % 19) + 1  # another word at t
-        out = head(f, other, lengths)
+        out = head(f, other, inside_captions(lengths, 7))
         assert torch.equal(out[:, t], base[:, t])  # t's own logits do not see it
         near = [u for u in (t - 2, t - 1, t + 1, t + 2) if 0 <= u < 3]  # inside every caption
         if near:
@@ -480,8 +481,9 @@ def test_region_word_predictor_never_reads_the_word_it_names():
     padded = tokens.clone()
     padded[1, 5:] = 1
     padded[2, 3:] = 2
-    assert torch.equal(head(f, padded, lengths), base)
-    assert not torch.allclose(head(f + torch.randn_like(f), tokens, lengths), base)  # the regions are read
+    assert torch.equal(head(f, padded, inside_captions(lengths, 7)), base)
+    assert not torch.allclose(head(f + torch.randn_like(f), tokens, inside_captions(lengths, 7)),
+                              base)  # the regions are read
 
 
 def test_word_prediction_loss_learns_a_part_colour_only_from_regions_that_hold_it():
@@ -508,14 +510,14 @@ def test_word_prediction_loss_learns_a_part_colour_only_from_regions_that_hold_i
             f, tokens, lengths = batch(g)
             if shuffle:
                 f = f[torch.randperm(len(f), generator=g)]
-            loss, _ = word_prediction_loss(head(f, tokens, lengths), tokens, lengths)
+            loss, _ = word_prediction_loss(head(f, tokens, inside_captions(lengths, 8)), tokens, lengths)
             opt.zero_grad()
             loss.backward()
             opt.step()
         f, tokens, lengths = batch(g, 512)
         if shuffle:
             f = f[torch.randperm(len(f), generator=g)]
-        pred = head(f, tokens, lengths).argmax(2)
+        pred = head(f, tokens, inside_captions(lengths, 8)).argmax(2)
         return (pred[:, 1::2] == tokens[:, 1::2]).float().mean().item()
 
     assert colour_accuracy(shuffle=False) > 0.9

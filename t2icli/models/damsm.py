@@ -93,12 +93,11 @@ class RegionWordPredictor(nn.Module):
         self.out = nn.Sequential(nn.Linear(int(dim) + width, int(hidden)), nn.ReLU(inplace=True),
                                  nn.Linear(int(hidden), self.vocab_size))
 
-    def forward(self, f, tokens, lengths):
-        """f [B, D, H, W] (or [B, D, N]) regions; tokens [B, T]; lengths [B] -> logits [B, T, V] (rows past a
-        caption's length are meaningless: the loss masks them)."""
+    def forward(self, f, tokens, inside):
+        """f [B, D, H, W] (or [B, D, N]) regions; tokens [B, T]; inside: bool [B, T], True inside each caption
+        (losses.inside_captions) -> logits [B, T, V] (rows outside are meaningless: the loss masks them)."""
         B, T = tokens.shape
         v = f.reshape(f.shape[0], f.shape[1], -1)  # [B, D, N]
-        inside = torch.arange(T, device=tokens.device)[None, :] < torch.as_tensor(lengths, device=tokens.device)[:, None]
         c = self.context
         tok = F.pad(tokens.masked_fill(~inside, self.vocab_size), (c, c), value=self.vocab_size)  # [B, T + 2c]
         ctx = torch.cat([self.embedding(tok[:, c + o:c + o + T]) for o in range(-c, c + 1) if o], 2)  # [B, T, 2cE]

@@ -145,7 +145,8 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     out = losses.damsm_loss(word, sent, class_ids, cfg.gamma3, hard=hard)
     if predictor is not None:
         tokens = distributed.all_gather(tokens.to(device))  # [B, T]
-        out["wp"], out["wp_acc"] = losses.word_prediction_loss(predictor(f, tokens, lengths), tokens, lengths)
+        inside = losses.inside_captions(lengths, tokens.shape[1], device)  # [B, T]
+        out["wp"], out["wp_acc"] = losses.word_prediction_loss(predictor(f, tokens, inside), tokens, lengths)
         out["loss"] = out["loss"] + word_weight * out["wp"]
     return out
 
