@@ -121,3 +121,26 @@ def test_sample_without_model_uses_the_shipped_pretrained_model(tiny, tmp_path, 
     given = run("sample", "a red bird", "--model", tiny["gan"], "--out", tmp_path / "given.png", "--n", 2)
     assert given.exit_code == 0 and "pretrained" not in given.stderr
     assert np.array_equal(np.asarray(Image.open(tmp_path / "red.png")), np.asarray(Image.open(tmp_path / "given.png")))
+
+
+def test_grid_column_titles_stay_over_their_columns():
+    """A column title wider than its tile is cut to the tile (ending ".."), so it never runs into the next column's
+    title (scripts/real_vs_generated.py's --label "shipped (ema 0.99)" over 64 px tiles overwrote "#1"); a short
+    title is drawn whole."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    from t2icli.viz.grid import fit_text, image_grid
+
+    tiles = [[np.zeros((64, 64, 3), np.uint8)] * 3]
+    long = "a_column_title_far_wider_than_its_tile"
+    band = lambda g: np.asarray(g)[:14]  # noqa: E731  the title band [14, W, 3]
+    cut = band(image_grid(tiles, col_labels=[long, "", ""], pad=2))
+    # the second column's part of the band (x from 2 + 66) is white: nothing spilled over
+    assert (cut[:, 2 + 66:] == 255).all() and (cut[:, :66] < 255).any()
+    uncut = band(image_grid(tiles, col_labels=["#1", "", ""]))
+    assert (uncut[:, 2 + 66:] == 255).all() and (uncut[:, :66] < 255).any()
+    draw = ImageDraw.Draw(Image.new("RGB", (8, 8)))
+    assert fit_text(draw, "#1", 62) == "#1"
+    short = fit_text(draw, long, 62)
+    assert short.endswith("..") and draw.textlength(short) <= 62 and long.startswith(short[:-2])

@@ -6,7 +6,7 @@ import textwrap
 
 import numpy as np
 
-__all__ = ["to_uint8", "wrap_text", "image_grid", "save_image_grid", "png_bytes", "save_png"]
+__all__ = ["to_uint8", "wrap_text", "fit_text", "image_grid", "save_image_grid", "png_bytes", "save_png"]
 
 
 def to_uint8(x):
@@ -22,6 +22,17 @@ def wrap_text(text, width_px, char_px=6):
     return textwrap.wrap(str(text), max(4, width_px // char_px)) or [""]
 
 
+def fit_text(draw, text, width_px):
+    """`text` as it fits `width_px` pixels in `draw`'s font: whole, or cut and ended with ".." (a column title never
+    runs into the next column's)."""
+    text = str(text)
+    if draw.textlength(text) <= width_px:
+        return text
+    while text and draw.textlength(text + "..") > width_px:
+        text = text[:-1]
+    return text + ".."
+
+
 def save_image_grid(path, tiles, row_labels=None, col_labels=None, tile=None, label_width=180, pad=2):
     """Write a grid of images as one PNG (the picture of `image_grid`, same arguments). Returns `path`."""
     return save_png(image_grid(tiles, row_labels, col_labels, tile, label_width, pad), path)
@@ -32,7 +43,7 @@ def image_grid(tiles, row_labels=None, col_labels=None, tile=None, label_width=1
 
     tiles: R rows of C uint8 images [h, w, 3] (sizes may differ: each is resized, nearest, to `tile` px, default
     the largest side); row_labels: R strings drawn, wrapped, in a column on the left (e.g. the caption);
-    col_labels: C strings drawn above the columns (e.g. "16px").
+    col_labels: C strings drawn above the columns (e.g. "16px"), each cut to its column's width.
     """
     from PIL import Image, ImageDraw
 
@@ -47,7 +58,7 @@ def image_grid(tiles, row_labels=None, col_labels=None, tile=None, label_width=1
     canvas = Image.new("RGB", (W, H), (255, 255, 255))
     draw = ImageDraw.Draw(canvas)
     for j, label in enumerate(col_labels or []):
-        draw.text((left + pad + j * (tile + pad) + 2, 1), str(label), fill=(0, 0, 0))
+        draw.text((left + pad + j * (tile + pad) + 2, 1), fit_text(draw, label, tile - 2), fill=(0, 0, 0))
     for i, row in enumerate(tiles):
         y = top + pad + i * (row_h + pad)
         if row_labels:
