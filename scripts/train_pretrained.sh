@@ -20,7 +20,8 @@
 # third of its speed and the GAN little. The script now allocates with tcmalloc where the system has it (use_tcmalloc,
 # scripts/_tcmalloc.sh; the same bits): this preset's AttnGAN step 1.04x (0.97-1.09), the demo's DAMSM step 1.11x,
 # so about 107 minutes on that box (estimated from those ratios, not measured end to end).
-# The model shipped now (2026-12-06, the DAMSM preset with --word-prediction 1): 5037 s = 84 minutes on a box whose
+# The model shipped now (2026-12-06, the DAMSM preset with --word-prediction 1; the AttnGAN preset's --ema-beta 0.9995
+# changes what is sampled, not the run's time): 5037 s = 84 minutes on a box whose
 # sgemm ran at 184.3 GFLOP/s (prep 7 s, DAMSM 718 s at 265 img/s, AttnGAN 4299 s at 45.5 img/s, eval 13 s; the
 # steps run one after the other as here, the DAMSM by a trial wrapper of the same bits).
 #   bash scripts/train_pretrained.sh            work folder runs/pretrained (override with T2I_PRETRAINED_DIR)

@@ -111,10 +111,10 @@ def inside_captions(lengths, T, device=None):
     return torch.arange(T, device=device)[None, :] < torch.as_tensor(lengths, device=device)[:, None]
 
 
-def word_prediction_loss(logits, tokens, lengths):
+def word_prediction_loss(logits, tokens, inside):
     """Mean cross-entropy of word logits [B, T, V] (models.damsm.RegionWordPredictor) against the caption tokens
-    [B, T], over the positions inside each caption (lengths [B]). Returns (loss, accuracy), both 0-d tensors."""
-    inside = inside_captions(lengths, tokens.shape[1], tokens.device)  # [B, T]
+    [B, T], over the positions inside each caption (inside: bool [B, T], inside_captions, the mask the predictor
+    was given). Returns (loss, accuracy), both 0-d tensors."""
     picked, target = logits[inside], tokens[inside]  # [n, V], [n]
     return F.cross_entropy(picked.float(), target), (picked.argmax(1) == target).float().mean()
 

@@ -510,7 +510,8 @@ def test_word_prediction_loss_learns_a_part_colour_only_from_regions_that_hold_i
             f, tokens, lengths = batch(g)
             if shuffle:
                 f = f[torch.randperm(len(f), generator=g)]
-            loss, _ = word_prediction_loss(head(f, tokens, inside_captions(lengths, 8)), tokens, lengths)
+            inside = inside_captions(lengths, 8)
+            loss, _ = word_prediction_loss(head(f, tokens, inside), tokens, inside)
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -524,10 +525,10 @@ def test_word_prediction_loss_learns_a_part_colour_only_from_regions_that_hold_i
     assert colour_accuracy(shuffle=True) < 0.4
     logits = torch.randn(2, 5, 6)
     tokens, lengths = torch.randint(0, 6, (2, 5)), torch.tensor([5, 2])
-    loss, acc = word_prediction_loss(logits, tokens, lengths)
+    loss, acc = word_prediction_loss(logits, tokens, inside_captions(lengths, 5))
     rest = logits.clone()
     rest[1, 2:] = torch.randn(3, 6)
-    assert torch.equal(word_prediction_loss(rest, tokens, lengths)[0], loss)
+    assert torch.equal(word_prediction_loss(rest, tokens, inside_captions(lengths, 5))[0], loss)
     want = F.cross_entropy(torch.cat([logits[0], logits[1, :2]]), torch.cat([tokens[0], tokens[1, :2]]))
     assert torch.allclose(loss, want) and 0 <= acc.item() <= 1
 

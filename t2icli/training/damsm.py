@@ -146,7 +146,7 @@ def train_loss(text_encoder, image_encoder, images, tokens, lengths, class_ids, 
     if predictor is not None:
         tokens = distributed.all_gather(tokens.to(device))  # [B, T]
         inside = losses.inside_captions(lengths, tokens.shape[1], device)  # [B, T]
-        out["wp"], out["wp_acc"] = losses.word_prediction_loss(predictor(f, tokens, inside), tokens, lengths)
+        out["wp"], out["wp_acc"] = losses.word_prediction_loss(predictor(f, tokens, inside), tokens, inside)
         out["loss"] = out["loss"] + word_weight * out["wp"]
     return out
 
