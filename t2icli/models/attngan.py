@@ -82,12 +82,7 @@ class GeneratorConfig(ConfigDict):
     # augmentation; z alone starts the tree and stands in for c at every next stage, the Ds judge images only.
     conditional: bool = True
 
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of to_dict. An export without "layout" predates the field: its StackGAN++ G is "legacy"."""
-        d = dict(d)
-        d.setdefault("layout", "legacy")
-        return super().from_dict(d)
+    _predates = {"layout": "legacy"}  # an export without "layout" predates the field
 
     @property
     def sizes(self):

@@ -14,10 +14,12 @@ class ModelConfigError(T2IError):
 class ConfigDict:
     """Mixin for a dataclass config: to_dict / from_dict (unknown keys are an error), positivity checks.
 
-    Subclasses set `_what` (a name for messages)."""
+    Subclasses set `_what` (a name for messages) and `_predates`: {field: value} for fields added after exports
+    were first written, the value an export without the field was made with."""
 
     _error = ModelConfigError
     _what = "config"
+    _predates = {}
 
     def to_dict(self):
         """A JSON-able dict of the fields."""
@@ -25,7 +27,9 @@ class ConfigDict:
 
     @classmethod
     def from_dict(cls, d):
-        """Inverse of to_dict; unknown keys are an error (an export from a newer t2i)."""
+        """Inverse of to_dict; unknown keys are an error (an export from a newer t2i); a field of `_predates` that
+        d lacks takes the value that export was made with."""
+        d = {**cls._predates, **d}
         names = {f.name for f in dataclasses.fields(cls)}
         unknown = set(d) - names
         if unknown:

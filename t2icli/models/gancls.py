@@ -66,12 +66,7 @@ class GanClsConfig(ConfigDict):
     cond_dim: int = 0  # no conditioning augmentation: the per-image eps noise is empty
     layout: str = "reference"  # see the module docstring; exports without the field are "legacy"
 
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of to_dict. An export without "layout" predates the field: its networks are "legacy"."""
-        d = dict(d)
-        d.setdefault("layout", "legacy")
-        return super().from_dict(d)
+    _predates = {"layout": "legacy"}  # an export without "layout" predates the field
 
     @property
     def sizes(self):

@@ -51,12 +51,7 @@ class StackGANConfig(ConfigDict):
     # used before (FC to 4c, GLU); only exports made then carry it.
     ca: str = "relu"
 
-    @classmethod
-    def from_dict(cls, d):
-        """Inverse of to_dict. An export without "ca" predates the field: its conditioning augmentation is "glu"."""
-        d = dict(d)
-        d.setdefault("ca", "glu")
-        return super().from_dict(d)
+    _predates = {"ca": "glu"}  # an export without "ca" predates the field
 
     @property
     def sizes(self):
