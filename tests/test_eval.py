@@ -376,6 +376,30 @@ def test_misplaced_colours_counts_a_colour_drawn_on_another_stated_part():
     assert none["wrong"] == 0 and none["misplaced"] is None and none["chance"] is None
 
 
+
+def test_leaked_colours_counts_a_free_part_drawn_in_a_stated_colour():
+    from t2icli.metrics.attributes import leaked_colours
+
+    col = ["red", "blue", "green", "white"]
+    schema = [{"name": "body", "kind": "color", "values": col}, {"name": "beak", "kind": "color", "values": col},
+              {"name": "belly", "kind": "color", "values": col},
+              {"name": "size", "kind": "category", "values": ["small", "red"]}]  # not a colour, even if named so
+    stated = np.array([[1, 3, -1, -1],   # blue body, white beak; belly free
+                       [1, -1, -1, 1],   # blue body; beak and belly free (size "red" states no colour)
+                       [-1, -1, -1, 0],  # no colour stated: nothing can leak
+                       [0, 0, 2, -1]])   # every colour stated: no free part
+    pred = np.array([[1, 3, 3, 0],       # belly white: the beak's colour -> leaked
+                     [1, 1, 0, 0],       # beak blue: the body's -> leaked; belly red: nobody's colour -> not
+                     [1, 1, 1, 1],
+                     [0, 0, 2, 0]])
+    out = leaked_colours(pred, stated, schema)
+    assert out["free"] == 3 and out["leaked"] == pytest.approx(2 / 3)
+    assert out["per_attribute"]["belly"] == {"free": 2, "leaked": 0.5}
+    assert out["per_attribute"]["beak"] == {"free": 1, "leaked": 1.0}
+    assert out["per_attribute"]["body"] == {"free": 0, "leaked": None} and "size" not in out["per_attribute"]
+    none = leaked_colours(pred, np.full_like(stated, -1), schema)
+    assert none["free"] == 0 and none["leaked"] is None
+
 def test_attr_summary_names_the_furthest_value_mix():
     from t2icli.cli.eval import _summary
 
@@ -460,6 +484,11 @@ def test_eval_stage_all_scores_every_stage(tiny):
     text = run(*args[:-1], "--stage", "all")
     assert text.exit_code == 0 and "stage 16 px: accuracy" in text.stdout
     assert "wrong colours drawn in another part's stated colour" in text.stdout
+    lc = plain["leaked_colours"]
+    for side in ("generated", "real"):  # the same rows, so the same free parts on both sides
+        assert lc[side]["free"] == lc["generated"]["free"] == sum(v["free"] for v in lc[side]["per_attribute"].values())
+        assert lc[side]["leaked"] is None or 0 <= lc[side]["leaked"] <= 1
+    assert "free parts drawn in a stated colour" in text.stdout or lc["generated"]["leaked"] is None
     res = run("eval", "--metric", "rprecision", "--model", tiny["gan"], "--data", tiny["data"], "--stage", "all")
     assert res.exit_code == 2 and "--stage all goes with --metric attr" in res.stderr
 

@@ -44,6 +44,10 @@ def _summary(r):
         if bound and bound["misplaced"] is not None:  # a wrong colour that is another part's: bound to the wrong part
             mix += (f"\n  wrong colours drawn in another part's stated colour: {bound['misplaced']:.2f} of "
                     f"{bound['wrong']} (chance {bound['chance']:.2f})")
+        spill = r.get("leaked_colours")
+        if spill and spill["generated"]["leaked"] is not None:  # a stated colour drawn on a part left free
+            mix += (f"\n  free parts drawn in a stated colour: {spill['generated']['leaked']:.2f} of "
+                    f"{spill['generated']['free']} (real images {spill['real']['leaked']:.2f})")
         for st in r.get("per_stage") or []:  # --stage all
             agree = ", ".join(f"{k} {v:.2f}" for k, v in st["agreement_with_last"].items())
             ceiling = f" (real images at {st['size']} px: {_round(st['real'])})" if "real" in st else ""

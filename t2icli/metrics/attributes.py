@@ -183,6 +183,35 @@ def misplaced_colours(pred, stated, schema):
                               for k, (w, m) in wrong.items()}}
 
 
+
+def leaked_colours(pred, stated, schema):
+    """Whether a stated colour spills onto a part the caption leaves free ("a blue bird with a yellow beak" drawn
+    with yellow wings): of the colour parts a caption does not state, where it states another part's colour, the
+    share drawn in one of those stated colours. On real images that share is the data's own coincidence (a free
+    part takes any colour), so a generator's share above the same rows' real images' is colour leaking from words
+    to parts they do not name.
+
+    pred: int [n, A] predicted value indices; stated: int [n, A] the value each caption states (-1 = not stated);
+    schema as misplaced_colours. Returns {"free": free colour parts counted, "leaked": their share drawn in a stated
+    colour (None when there are none), "per_attribute": {name: {"free", "leaked"}}}.
+    """
+    pred, stated = np.asarray(pred), np.asarray(stated)
+    colour = [k for k, a in enumerate(schema) if a.get("kind") == "color"]
+    names = {k: [str(v) for v in schema[k]["values"]] for k in colour}
+    count = {k: [0, 0] for k in colour}  # per attribute: [free parts with a stated colour elsewhere, drawn in one]
+    for i in range(len(pred)):
+        said = {names[k][stated[i, k]] for k in colour if stated[i, k] >= 0}
+        if not said:
+            continue
+        for k in colour:
+            if stated[i, k] < 0:
+                count[k][0] += 1
+                count[k][1] += names[k][pred[i, k]] in said
+    total, hit = sum(c for c, _ in count.values()), sum(h for _, h in count.values())
+    return {"free": int(total), "leaked": hit / total if total else None,
+            "per_attribute": {schema[k]["name"]: {"free": int(c), "leaked": h / c if c else None}
+                              for k, (c, h) in count.items()}}
+
 def shrink_uint8(images, side, batch_size=500):
     """uint8 images [n, S, S, 3] -> uint8 [n, side, side, 3], antialiased bilinear (what a real image looks like at
     an earlier stage's resolution)."""

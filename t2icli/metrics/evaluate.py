@@ -138,10 +138,11 @@ def rprecision_metric(images, caps, ds, damsm_run, seed=0, batch_size=50, device
 def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None, stage_images=None):
     """Attribute accuracy of uint8 images [n, S, S, 3] generated from `caps` over the attributes each caption
     mentions, per attribute and overall, with the same protocol on the real images as the ceiling; the value mix
-    of every image against the real ones (marginals) and where wrong colours come from (misplaced_colours).
+    of every image against the real ones (marginals), where wrong colours come from (misplaced_colours) and whether
+    stated colours spill onto parts the caption leaves free (leaked_colours).
     stage_images: the earlier stages' uint8 images of the same captions, each scored as well (per_stage)."""
-    from t2icli.metrics.attributes import (attribute_marginals, load_or_train_classifier, mentioned_accuracy,
-                                           misplaced_colours, predict_attributes, stage_readings)
+    from t2icli.metrics.attributes import (attribute_marginals, leaked_colours, load_or_train_classifier,
+                                           mentioned_accuracy, misplaced_colours, predict_attributes, stage_readings)
 
     if ds.attributes is None or ds.caption_mentions is None:
         raise MetricError(f"--data {data}: no attribute truth for split {ds.split}")
@@ -157,6 +158,7 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None,
     schema = ds.meta["attributes"]
     marginals = attribute_marginals(pred_gen, pred_real[pos], schema)
     bits = (mentions.astype(np.int64)[:, None] >> np.arange(truth.shape[1])) & 1  # [n, A]
+    stated = np.where(bits == 1, truth, -1)  # [n, A] the value each caption states, -1 where it says nothing
     extra = {}
     if stage_images is not None:
         extra["per_stage"] = stage_readings(clf, info, stage_images, pred_gen, truth, mentions, device=device,
@@ -167,7 +169,9 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None,
                      "per_attribute": {k: v["accuracy"] for k, v in real["per_attribute"].items()},
                      "all_attributes": info["real_test"]["overall"]},
             "marginals": marginals, "marginal_tv": {k: v["tv"] for k, v in marginals.items()},
-            "misplaced_colours": misplaced_colours(pred_gen, np.where(bits == 1, truth, -1), schema), **extra,
+            "misplaced_colours": misplaced_colours(pred_gen, stated, schema),
+            "leaked_colours": {"generated": leaked_colours(pred_gen, stated, schema),
+                               "real": leaked_colours(pred_real[pos], stated, schema)}, **extra,
             "classifier": info["path"], "classifier_recipe": info["recipe"],
             "classifier_shipped": bool(info.get("shipped")),
             "protocol": "accuracy over the attributes each caption mentions (micro average); real = the same "
@@ -175,7 +179,9 @@ def attr_metric(images, caps, ds, data, device="cpu", log=None, attr_steps=None,
                         "predictions on every generated image and on the same rows' real images, with their "
                         "total variation distance (marginal_tv); misplaced_colours: of the mentioned colours drawn "
                         "wrong (where the caption names another part's different colour), the share drawn in such "
-                        "a colour, with its chance level"
+                        "a colour, with its chance level; leaked_colours: of the colour parts a caption leaves "
+                        "free (where it states another part's colour), the share drawn in a stated colour, on the "
+                        "generated and on the same rows' real images"
                         + ("; per_stage: the same accuracy on each earlier stage's images (resized to the "
                            "classifier's side) and their predictions' agreement with the last stage's, every "
                            "image; real: the same rows' real images shrunk to the stage's side"
