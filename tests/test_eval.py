@@ -376,7 +376,6 @@ def test_misplaced_colours_counts_a_colour_drawn_on_another_stated_part():
     assert none["wrong"] == 0 and none["misplaced"] is None and none["chance"] is None
 
 
-
 def test_leaked_colours_counts_a_free_part_drawn_in_a_stated_colour():
     from t2icli.metrics.attributes import leaked_colours
 
@@ -399,6 +398,7 @@ def test_leaked_colours_counts_a_free_part_drawn_in_a_stated_colour():
     assert out["per_attribute"]["body"] == {"free": 0, "leaked": None} and "size" not in out["per_attribute"]
     none = leaked_colours(pred, np.full_like(stated, -1), schema)
     assert none["free"] == 0 and none["leaked"] is None
+
 
 def test_attr_summary_names_the_furthest_value_mix():
     from t2icli.cli.eval import _summary

@@ -148,6 +148,11 @@ def attribute_marginals(pred_gen, pred_real, schema):
     return out
 
 
+def _colour_names(schema):
+    """{attribute index: its value names} of the schema's "color" attributes (they share their value names)."""
+    return {k: [str(v) for v in a["values"]] for k, a in enumerate(schema) if a.get("kind") == "color"}
+
+
 def misplaced_colours(pred, stated, schema):
     """Where the wrong colours come from: of the stated colours a generator got wrong, the share it drew in a colour
     the same caption gives another part ("a red bird with blue wings" drawn with red wings: the colour is bound to
@@ -161,8 +166,8 @@ def misplaced_colours(pred, stated, schema):
     other colours that differ from the true one, "per_attribute": {name: {"wrong", "misplaced"}}}.
     """
     pred, stated = np.asarray(pred), np.asarray(stated)
-    colour = [k for k, a in enumerate(schema) if a.get("kind") == "color"]
-    names = {k: [str(v) for v in schema[k]["values"]] for k in colour}
+    names = _colour_names(schema)
+    colour = list(names)
     wrong = {k: [0, 0] for k in colour}  # per attribute: [wrong that could be misplaced, misplaced]
     chance = []
     for i in range(len(pred)):
@@ -183,7 +188,6 @@ def misplaced_colours(pred, stated, schema):
                               for k, (w, m) in wrong.items()}}
 
 
-
 def leaked_colours(pred, stated, schema):
     """Whether a stated colour spills onto a part the caption leaves free ("a blue bird with a yellow beak" drawn
     with yellow wings): of the colour parts a caption does not state, where it states another part's colour, the
@@ -196,8 +200,8 @@ def leaked_colours(pred, stated, schema):
     colour (None when there are none), "per_attribute": {name: {"free", "leaked"}}}.
     """
     pred, stated = np.asarray(pred), np.asarray(stated)
-    colour = [k for k, a in enumerate(schema) if a.get("kind") == "color"]
-    names = {k: [str(v) for v in schema[k]["values"]] for k in colour}
+    names = _colour_names(schema)
+    colour = list(names)
     count = {k: [0, 0] for k in colour}  # per attribute: [free parts with a stated colour elsewhere, drawn in one]
     for i in range(len(pred)):
         said = {names[k][stated[i, k]] for k in colour if stated[i, k] >= 0}
@@ -211,6 +215,7 @@ def leaked_colours(pred, stated, schema):
     return {"free": int(total), "leaked": hit / total if total else None,
             "per_attribute": {schema[k]["name"]: {"free": int(c), "leaked": h / c if c else None}
                               for k, (c, h) in count.items()}}
+
 
 def shrink_uint8(images, side, batch_size=500):
     """uint8 images [n, S, S, 3] -> uint8 [n, side, side, 3], antialiased bilinear (what a real image looks like at
