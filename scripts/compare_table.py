@@ -43,8 +43,9 @@ def eval_results(out, name, seed):
 
 
 def run_info(run):
-    """(config dict, final stats record) of a run folder (None where missing)."""
-    cfg = load_json(os.path.join(run, "run.json"))  # what the run resolved: sizes, kind, world size
+    """(run.json dict, config.json dict, final stats record) of a run folder (None where missing)."""
+    cfg = load_json(os.path.join(run, "run.json"))  # what the run built: sizes, kind, world size
+    train_cfg = load_json(os.path.join(run, "config.json"))  # how it trained: the resolved flags (damsm_weight, ...)
     final = None
     try:
         with open(os.path.join(run, "stats.jsonl"), encoding="utf-8") as f:
@@ -54,7 +55,7 @@ def run_info(run):
                     final = rec
     except OSError:
         pass
-    return cfg, final
+    return cfg, train_cfg, final
 
 
 def mean_std(values):
@@ -77,21 +78,24 @@ def stages_of(name, cfg):
     return f"{len(sizes)} ({'/'.join(str(s) for s in sizes)})" if sizes else "?"
 
 
-def verdict(a, b, metric):
-    """Does model a beat model b on `metric`? Compares the seed means against the seeds' spread."""
+def verdict(a, b, metric, lower_is_better=False, digits=3):
+    """Does model a beat model b on `metric`? Compares the seed means against the seeds' spread; with
+    lower_is_better (data-FID) a beats b when its mean is the lower one."""
     (ma, sa, na), (mb, sb, nb) = a, b
     if ma is None or mb is None:
         return "not measured"
     d = ma - mb
+    gain = -d if lower_is_better else d
     spread = sa + sb
     few = " (one seed: no spread to compare with)" if min(na, nb) < 2 else ""
-    if d > spread:
+    if gain > spread:
         word = "holds"
-    elif d < -spread:
+    elif gain < -spread:
         word = "reversed"
     else:
         word = "not separated (difference within the seeds' spread)"
-    return f"{word}: {metric} {ma:.3f} vs {mb:.3f} (difference {d:+.3f}, spreads ±{sa:.3f} / ±{sb:.3f}){few}"
+    f = f".{digits}f"
+    return (f"{word}: {metric} {ma:{f}} vs {mb:{f}} (difference {d:+{f}}, spreads ±{sa:{f}} / ±{sb:{f}}){few}")
 
 
 def _fid_text(values):
@@ -142,11 +146,11 @@ def main():
     real_rp, real_attr, floors, negatives = [], [], [], set()
     for name in models:
         label, note = MODELS.get(name, (name, ""))
-        rps, attrs, fids, steps, secs, cfg = [], [], [], [], [], None
+        rps, attrs, fids, steps, secs, cfg, train_cfg = [], [], [], [], [], None, None
         for s in seeds:
             run = os.path.join(a.out, "runs", f"{name}-s{s}")
-            c, final = run_info(run)
-            cfg = cfg or c
+            c, tc, final = run_info(run)
+            cfg, train_cfg = cfg or c, train_cfg or tc
             ev = eval_results(a.out, name, s)
             rp, at, fid = ev.get("rprecision"), ev.get("attr"), ev.get("fid")
             rps.append(rp["mean"] if rp else None)
@@ -167,9 +171,11 @@ def main():
         rp_text, rp_m, rp_s = mean_std(rps)
         at_text, at_m, at_s = mean_std(attrs)
         fid_text = _fid_text(fids)
+        _, fid_m, fid_s = mean_std(fids)
         n_ok = sum(v is not None for v in rps)
-        summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs))}
-        weight = (cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
+        summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs)),
+                         "fid": (fid_m, fid_s or 0.0, sum(v is not None for v in fids))}
+        weight = (train_cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
         step_text = " / ".join(str(x) for x in steps) if steps else "n/a"
         sec_text = f"{statistics.mean(secs) / 60:.1f}" if secs else "n/a"
         rows.append(f"| {label} | {stages_of(name, cfg)} | {weight:g} | {step_text} | {sec_text} | {rp_text} | "
@@ -178,7 +184,12 @@ def main():
     def cmp(x, y, metric="rp"):
         if x not in summary or y not in summary:
             return "not run"
+        if metric == "fid":
+            return verdict(summary[x][metric], summary[y][metric], "data-FID", lower_is_better=True, digits=1)
         return verdict(summary[x][metric], summary[y][metric], "R-precision" if metric == "rp" else "attr accuracy")
+
+    def all_three(x, y):
+        return f"{cmp(x, y)}; {cmp(x, y, 'attr')}; {cmp(x, y, 'fid')}"
 
     claims = []
     for title, x, y in (("Attention helps (AttnGAN 3 stages > StackGAN++)", "attngan3", "stackgan2"),
@@ -186,11 +197,10 @@ def main():
                          "stackgan2"),
                         ("More attention stages help (AttnGAN 3 stages > 2 stages)", "attngan3", "attngan2"),
                         ("The DAMSM term helps (AttnGAN 3 stages, weight 5 > weight 0)", "attngan3", "attngan3-nodamsm")):
-        claims.append(f"- **{title}** — {cmp(x, y)}; {cmp(x, y, 'attr')}.")
+        claims.append(f"- **{title}** — {all_three(x, y)}.")
     for name in models:
         if name != "gancls" and "gancls" in summary:
-            claims.append(f"- **{MODELS.get(name, (name,))[0]} beats GAN-INT-CLS** — {cmp(name, 'gancls')}; "
-                          f"{cmp(name, 'gancls', 'attr')}.")
+            claims.append(f"- **{MODELS.get(name, (name,))[0]} beats GAN-INT-CLS** — {all_three(name, 'gancls')}.")
 
     commands = []
     try:
@@ -236,7 +246,7 @@ def main():
         "",
         *claims,
         "",
-        "Reading the table: R-precision is scored with the same DAMSM encoders that give the AttnGAN models their DAMSM loss, so it favours the models trained against that loss (AttnGAN with weight > 0); attribute accuracy comes from an independent classifier trained on real images and is the fairer of the two columns. Budgets are short (a few CPU-minutes): the ranking says which model learns the caption fastest, not which is best when trained to convergence.",
+        "Reading the table: R-precision is scored with the same DAMSM encoders that give the AttnGAN models their DAMSM loss, so it favours the models trained against that loss (AttnGAN with weight > 0); attribute accuracy comes from an independent classifier trained on real images and is the fairer of the two caption columns; data-FID (lower is better) asks whether the images look like the data set's, whatever the caption, in the features of a network trained on its real images. Budgets are short (a few CPU-minutes): the ranking says which model learns the caption fastest, not which is best when trained to convergence.",
         "",
         "## Commands",
         "",
