@@ -22,6 +22,11 @@ MODELS = {  # name -> (label, what it tests)
     "attngan3": ("AttnGAN, 3 stages", "16/32/64 px, 2 attention stages"),
     "attngan3-nodamsm": ("AttnGAN, 3 stages, no DAMSM loss", "--damsm-weight 0"),
 }
+CLAIM_METRICS = {  # summary key -> (label in the claims, lower is better, digits)
+    "rp": ("R-precision", False, 3),
+    "attr": ("attr accuracy", False, 3),
+    "fid": ("data-FID", True, 1),
+}
 
 
 def load_json(path):
@@ -58,14 +63,14 @@ def run_info(run):
     return cfg, train_cfg, final
 
 
-def mean_std(values):
-    """'m ± s' over seeds (sample std; '± 0 (1 seed)' for one value), or 'n/a'."""
+def mean_std(values, digits=3):
+    """('m ± s' over seeds (sample std; 'm (1 seed)' for one value) or 'n/a', mean, std)."""
     vals = [v for v in values if v is not None]
     if not vals:
         return "n/a", None, None
     m = statistics.mean(vals)
     s = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    text = f"{m:.3f} ± {s:.3f}" if len(vals) > 1 else f"{m:.3f} (1 seed)"
+    text = f"{m:.{digits}f} ± {s:.{digits}f}" if len(vals) > 1 else f"{m:.{digits}f} (1 seed)"
     return text, m, s
 
 
@@ -96,16 +101,6 @@ def verdict(a, b, metric, lower_is_better=False, digits=3):
         word = "not separated (difference within the seeds' spread)"
     f = f".{digits}f"
     return (f"{word}: {metric} {ma:{f}} vs {mb:{f}} (difference {d:+{f}}, spreads ±{sa:{f}} / ±{sb:{f}}){few}")
-
-
-def _fid_text(values):
-    """'m ± s' of FIDs over seeds, one decimal."""
-    vals = [v for v in values if v is not None]
-    if not vals:
-        return "n/a"
-    if len(vals) == 1:
-        return f"{vals[0]:.1f} (1 seed)"
-    return f"{statistics.mean(vals):.1f} ± {statistics.stdev(vals):.1f}"
 
 
 def machine():
@@ -170,8 +165,7 @@ def main():
                     secs.append(float(final["train_seconds"]))
         rp_text, rp_m, rp_s = mean_std(rps)
         at_text, at_m, at_s = mean_std(attrs)
-        fid_text = _fid_text(fids)
-        _, fid_m, fid_s = mean_std(fids)
+        fid_text, fid_m, fid_s = mean_std(fids, digits=1)
         n_ok = sum(v is not None for v in rps)
         summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs)),
                          "fid": (fid_m, fid_s or 0.0, sum(v is not None for v in fids))}
@@ -184,9 +178,8 @@ def main():
     def cmp(x, y, metric="rp"):
         if x not in summary or y not in summary:
             return "not run"
-        if metric == "fid":
-            return verdict(summary[x][metric], summary[y][metric], "data-FID", lower_is_better=True, digits=1)
-        return verdict(summary[x][metric], summary[y][metric], "R-precision" if metric == "rp" else "attr accuracy")
+        label, lower_is_better, digits = CLAIM_METRICS[metric]
+        return verdict(summary[x][metric], summary[y][metric], label, lower_is_better, digits)
 
     def all_three(x, y):
         return f"{cmp(x, y)}; {cmp(x, y, 'attr')}; {cmp(x, y, 'fid')}"
