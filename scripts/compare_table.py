@@ -213,13 +213,16 @@ def main():
         "",
         f"Measured by `bash scripts/compare.sh` (started {a.started or '?'}, table written {now}).",
         "",
-        f"- **Budget**: {a.minutes:g} minutes of training per model and seed, one torch thread each "
-        f"({a.jobs} runs in parallel), i.e. {a.minutes:g} CPU-minutes per model per seed; snapshots only at step 0 and "
-        f"at the end; the final evaluation is not counted. Every model uses its `--preset toybirds-cpu` widths, batch "
-        f"and learning rates; the time limit, not a step count, ends every run.",
+        f"- **Budget**: {a.minutes:g} reference CPU-minutes per model and seed, as a step count per model: the steps "
+        f"each model trained per CPU-minute (one torch thread, two runs side by side) in time-capped runs on a 2-core "
+        f"AMD EPYC with a ~180 GFLOP/s sgemm (`STEPS_PER_MINUTE` in scripts/compare.sh), times the budget. The steps, "
+        f"not the clock, end every run, so the table does not depend on the machine's speed; `train min` is this "
+        f"machine's time ({a.jobs} runs in parallel, one torch thread each). Snapshots only at step 0 and at the end; "
+        f"the final evaluation is not counted. Every model uses its `--preset toybirds-cpu` widths, batch and learning "
+        f"rates.",
         f"- **Seeds**: {' '.join(seeds)} (mean ± sample std over seeds).",
         f"- **Data**: toybirds 64 px ({json.dumps(counts) if counts else 'see commands'}); one DAMSM trained "
-        f"{a.damsm_minutes:g} minutes, shared by every model (text features, DAMSM loss and the R-precision scorer).",
+        f"{a.damsm_minutes:g} reference minutes on both cores (its steps: see Commands), shared by every model (text features, DAMSM loss and the R-precision scorer).",
         f"- **Metrics**: `t2i eval --metric rprecision` (DM-GAN protocol: true caption vs "
         f"{'/'.join(str(n) for n in sorted(negatives, key=str)) or '99'} other-class captions, "
         f"10 folds), `--metric attr` (accuracy of the attributes each caption mentions) and data-FID (`--metric fid "
@@ -227,7 +230,7 @@ def main():
         f"is real train vs real test images at the same count), {a.n_eval} generated images each, from the test captions.",
         f"- **Machine**: {machine()}.",
         "",
-        "| model | stages (px) | DAMSM loss weight | steps reached (per seed) | train min | R-precision | attr accuracy | data-FID | notes |",
+        "| model | stages (px) | DAMSM loss weight | steps (per seed) | train min | R-precision | attr accuracy | data-FID | notes |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",
         *rows,
         f"| real test images (ceiling) | | | | | {real_rp_text} | {real_attr_text} | {floor_text} | same captions, same scorers |",
