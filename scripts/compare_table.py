@@ -214,15 +214,16 @@ def main():
         f"Measured by `bash scripts/compare.sh` (started {a.started or '?'}, table written {now}).",
         "",
         f"- **Budget**: {a.minutes:g} reference CPU-minutes per model and seed, as a step count per model: the steps "
-        f"each model trained per CPU-minute (one torch thread, two runs side by side) in time-capped runs on a 2-core "
-        f"AMD EPYC with a ~180 GFLOP/s sgemm (`STEPS_PER_MINUTE` in scripts/compare.sh), times the budget. The steps, "
+        f"each model trained per CPU-minute (one torch thread, two runs side by side) in time-capped runs on the "
+        f"reference machine (`STEPS_PER_MINUTE` in scripts/compare.sh, which names it), times the budget. The steps, "
         f"not the clock, end every run, so the table does not depend on the machine's speed; `train min` is this "
         f"machine's time ({a.jobs} runs in parallel, one torch thread each). Snapshots only at step 0 and at the end; "
         f"the final evaluation is not counted. Every model uses its `--preset toybirds-cpu` widths, batch and learning "
         f"rates.",
         f"- **Seeds**: {' '.join(seeds)} (mean ± sample std over seeds).",
         f"- **Data**: toybirds 64 px ({json.dumps(counts) if counts else 'see commands'}); one DAMSM trained "
-        f"{a.damsm_minutes:g} reference minutes on both cores (its steps: see Commands), shared by every model (text features, DAMSM loss and the R-precision scorer).",
+        f"{a.damsm_minutes:g} reference minutes on both cores (its steps: see Commands), shared by every model (text "
+        f"features, DAMSM loss and the R-precision scorer).",
         f"- **Metrics**: `t2i eval --metric rprecision` (DM-GAN protocol: true caption vs "
         f"{'/'.join(str(n) for n in sorted(negatives, key=str)) or '99'} other-class captions, "
         f"10 folds), `--metric attr` (accuracy of the attributes each caption mentions) and data-FID (`--metric fid "
