@@ -78,16 +78,16 @@ fi
 common=(--data "$data" --damsm "$damsm" --snapshot-every 1000000 --no-progress)  # snapshots: step 0 and the end
 half=$(awk -v m="$minutes" 'BEGIN { print m / 2 }')
 train_args() {  # model -> the t2i arguments (seed and out are added by the caller)
-  local m=$1
+  local m=$1 steps
+  [ "$m" = stackgan ] || steps=(--steps "$(steps_for "$m" "$minutes")")  # every rate key but StackGAN's is the model
   case $m in
-    gancls)   echo train gancls --preset toybirds-cpu --steps "$(steps_for gancls "$minutes")" --threads 1 ;;
+    gancls)   echo train gancls --preset toybirds-cpu "${steps[@]}" --threads 1 ;;
     stackgan) echo train stackgan --preset toybirds-cpu --stage1-steps "$(steps_for stackgan-stage1 "$half")" \
                 --stage2-steps "$(steps_for stackgan-stage2 "$half")" --threads 1 ;;
-    stackgan2) echo train stackgan2 --preset toybirds-cpu --stages 3 --steps "$(steps_for stackgan2 "$minutes")" ;;
-    attngan2) echo train attngan --preset toybirds-cpu --stages 2 --steps "$(steps_for attngan2 "$minutes")" ;;
-    attngan3) echo train attngan --preset toybirds-cpu --stages 3 --steps "$(steps_for attngan3 "$minutes")" ;;
-    attngan3-nodamsm) echo train attngan --preset toybirds-cpu --stages 3 --damsm-weight 0 \
-                        --steps "$(steps_for attngan3-nodamsm "$minutes")" ;;
+    stackgan2) echo train stackgan2 --preset toybirds-cpu --stages 3 "${steps[@]}" ;;
+    attngan2) echo train attngan --preset toybirds-cpu --stages 2 "${steps[@]}" ;;
+    attngan3) echo train attngan --preset toybirds-cpu --stages 3 "${steps[@]}" ;;
+    attngan3-nodamsm) echo train attngan --preset toybirds-cpu --stages 3 --damsm-weight 0 "${steps[@]}" ;;
     *) echo "unknown model $m" >&2; return 1 ;;
   esac
 }

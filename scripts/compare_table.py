@@ -163,12 +163,11 @@ def main():
                 steps.append(int(final["step"]))
                 if final.get("train_seconds") is not None:
                     secs.append(float(final["train_seconds"]))
-        rp_text, rp_m, rp_s = mean_std(rps)
-        at_text, at_m, at_s = mean_std(attrs)
-        fid_text, fid_m, fid_s = mean_std(fids, digits=1)
-        n_ok = sum(v is not None for v in rps)
-        summary[name] = {"rp": (rp_m, rp_s or 0.0, n_ok), "attr": (at_m, at_s or 0.0, sum(v is not None for v in attrs)),
-                         "fid": (fid_m, fid_s or 0.0, sum(v is not None for v in fids))}
+        texts = {}
+        for key, vals in (("rp", rps), ("attr", attrs), ("fid", fids)):  # the claims' metrics (CLAIM_METRICS)
+            texts[key], m, sd = mean_std(vals, digits=CLAIM_METRICS[key][2])
+            summary.setdefault(name, {})[key] = (m, sd or 0.0, sum(v is not None for v in vals))
+        rp_text, at_text, fid_text = texts["rp"], texts["attr"], texts["fid"]
         weight = (train_cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
         step_text = " / ".join(str(x) for x in steps) if steps else "n/a"
         sec_text = f"{statistics.mean(secs) / 60:.1f}" if secs else "n/a"
