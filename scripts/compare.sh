@@ -91,7 +91,7 @@ train_args() {  # model -> the t2i arguments (seed and out are added by the call
     *) echo "unknown model $m" >&2; return 1 ;;
   esac
 }
-for m in $models; do train_args "$m" 0 > /dev/null || exit 2; done
+for m in $models; do train_args "$m" > /dev/null || exit 2; done
 
 pids=()
 for s in $seeds; do
@@ -100,7 +100,7 @@ for s in $seeds; do
     if [ -f "$run/generator.pt" ]; then echo "== $m seed $s: done already ($run)" >&2; continue; fi
     rm -rf "$run"
     # shellcheck disable=SC2207
-    args=($(train_args "$m" "$s"))
+    args=($(train_args "$m"))
     record "OMP_NUM_THREADS=1 t2i ${args[*]} ${common[*]} --seed $s --out $run"
     while [ "$(jobs -rp | wc -l)" -ge "$njobs" ]; do wait -n || true; done
     echo "== $m seed $s: t2i ${args[*]} (1 thread) -> $run" >&2

@@ -167,12 +167,11 @@ def main():
         for key, vals in (("rp", rps), ("attr", attrs), ("fid", fids)):  # the claims' metrics (CLAIM_METRICS)
             texts[key], m, sd = mean_std(vals, digits=CLAIM_METRICS[key][2])
             summary.setdefault(name, {})[key] = (m, sd or 0.0, sum(v is not None for v in vals))
-        rp_text, at_text, fid_text = texts["rp"], texts["attr"], texts["fid"]
         weight = (train_cfg or {}).get("damsm_weight", 0.0) if name.startswith("attngan") else 0.0
         step_text = " / ".join(str(x) for x in steps) if steps else "n/a"
         sec_text = f"{statistics.mean(secs) / 60:.1f}" if secs else "n/a"
-        rows.append(f"| {label} | {stages_of(name, cfg)} | {weight:g} | {step_text} | {sec_text} | {rp_text} | "
-                    f"{at_text} | {fid_text} | {note} |")
+        rows.append(f"| {label} | {stages_of(name, cfg)} | {weight:g} | {step_text} | {sec_text} | {texts['rp']} | "
+                    f"{texts['attr']} | {texts['fid']} | {note} |")
 
     def cmp(x, y, metric="rp"):
         if x not in summary or y not in summary:
